@@ -1,0 +1,1 @@
+"""The causelog command line (click)."""

@@ -1,0 +1,51 @@
+"""Client of the worker's query API (the only way to the embedded chDB store from outside)."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import orjson
+
+from pipeline.errors import CauselogError, QueryError
+from pipeline.settings import Settings
+
+
+class WorkerUnavailable(CauselogError):
+    """The worker's API did not answer."""
+
+
+def call(settings: Settings, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
+         timeout: float = 60.0) -> Any:
+    """GET (or POST when ``body`` is given) ``path`` on the worker API and decode the JSON answer."""
+    url = settings.api_url + path
+    if query:
+        url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+    data = orjson.dumps(body) if body is not None else None
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = orjson.loads(exc.read()).get("error", str(exc))
+        except orjson.JSONDecodeError:
+            message = str(exc)
+        if exc.code == 400:
+            raise QueryError(message) from None
+        raise CauselogError(f"worker API {path} answered {exc.code}: {message}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise WorkerUnavailable(
+            f"the worker API at {settings.api_url} is not answering ({getattr(exc, 'reason', exc)}); "
+            "start the stack with `causelog up` (or set CAUSELOG_API)"
+        ) from None
+
+
+def healthy(settings: Settings, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The worker's /health answer, or None when it is not up."""
+    try:
+        return call(settings, "/health", timeout=timeout)
+    except CauselogError:
+        return None

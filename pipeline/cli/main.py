@@ -1,0 +1,302 @@
+"""The ``causelog`` command line."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from pipeline import settings as settings_mod
+from pipeline.cli import api, stack
+from pipeline.cli.timeparse import parse_time
+from pipeline.errors import CauselogError, DecodeError
+from pipeline.settings import Settings
+from pipeline.stream.jsonio import dumps, iso
+
+err = Console(stderr=True)
+out = Console()
+
+
+class _Group(click.Group):
+    """Turns every causelog error into one clear line and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CauselogError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="causelog")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """causelog: every production change, who made it, and what it caused.
+
+    Settings come from CAUSELOG_* environment variables (see README, "Settings").
+    """
+    ctx.obj = settings_mod.load()
+
+
+# ---------------------------------------------------------------------------------------- stack
+
+
+@cli.command()
+@click.option("--detach", "-d", is_flag=True, help="Start in the background and return.")
+@click.pass_obj
+def up(s: Settings, detach: bool) -> None:
+    """Start the local stack: Kafka broker (unless KAFKA_BOOTSTRAP is set) and the worker.
+
+    The worker owns the embedded chDB store under CAUSELOG_HOME and serves the query API on
+    CAUSELOG_API. Without --detach it runs until Ctrl-C, then stops everything it started.
+    """
+    from pipeline.bus import ensure_topics, wait_for_broker
+
+    t0 = time.monotonic()
+    if s.kafka_external:
+        err.print(f"using the Kafka cluster at {s.kafka_bootstrap} (KAFKA_BOOTSTRAP)")
+    else:
+        stack.kafka(s, "start")
+    brokers = wait_for_broker(s)
+    created = ensure_topics(s)
+    if created:
+        err.print(f"created topics: {', '.join(created)}")
+    pid = stack.start_worker(s)
+    err.print(
+        f"[green]causelog is up[/] in {time.monotonic() - t0:.1f}s: {brokers} broker(s) at {s.kafka_bootstrap}, "
+        f"worker pid {pid}, API {s.api_url}, store {'chdb:' + str(s.chdb_path) if s.embedded else 'ClickHouse server'}"
+    )
+    if detach:
+        err.print(f"worker log: {stack.worker_log(s)}; stop with `causelog down`")
+        return
+    err.print("running; press Ctrl-C to stop")
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        while stack.worker_pid(s) is not None:
+            time.sleep(1)
+        err.print(f"[red]the worker stopped[/]:\n{stack.tail(stack.worker_log(s))}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _down(s)
+
+
+def _down(s: Settings) -> None:
+    if stack.stop_worker(s):
+        err.print("worker stopped")
+    if not s.kafka_external:
+        stack.kafka(s, "stop", check=False)
+
+
+@cli.command()
+@click.pass_obj
+def down(s: Settings) -> None:
+    """Stop the worker and the local broker started by `causelog up` (data is kept)."""
+    _down(s)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(s: Settings, as_json: bool) -> None:
+    """Show broker, worker, consumer lag and stored row counts. Exit 1 if anything is down."""
+    from pipeline.bus import consumer_lag, wait_for_broker
+
+    report: dict[str, Any] = {"kafka": s.kafka_bootstrap, "api": s.api_url}
+    try:
+        report["brokers"] = wait_for_broker(s, timeout=5)
+    except CauselogError as exc:
+        report["brokers"] = 0
+        report["broker_error"] = str(exc)
+    health = api.healthy(s)
+    report["worker"] = health
+    if report["brokers"]:
+        try:
+            lag = consumer_lag(s)
+            report["lag"] = sum(p["lag"] for p in lag.values())
+            report["partitions"] = lag
+        except CauselogError as exc:
+            report["lag_error"] = str(exc)
+    if health:
+        stats = api.call(s, "/v1/stats")
+        report["tables"] = stats.get("tables")
+        report["counters"] = stats.get("worker")
+    ok = bool(report["brokers"]) and bool(health)
+    if as_json:
+        click.echo(dumps(report))
+    else:
+        table = Table(show_header=False, box=None)
+        table.add_row("broker", f"[green]up[/] ({report['brokers']} at {s.kafka_bootstrap})" if report["brokers"]
+                      else f"[red]down[/] ({report.get('broker_error')})")
+        table.add_row("worker", f"[green]up[/] (pid {health['pid']}, {s.api_url})" if health
+                      else f"[red]down[/] (no answer on {s.api_url})")
+        table.add_row("lag", str(report.get("lag", report.get("lag_error", "-"))))
+        if report.get("tables"):
+            table.add_row("rows", ", ".join(f"{k} {v:,}" for k, v in report["tables"].items()))
+        if report.get("counters"):
+            c = report["counters"]
+            table.add_row("worker totals", f"records {c['records']:,}, stored {c['stored']:,}, "
+                          f"duplicates {c['duplicates']:,}, rejected {c['rejected']:,}")
+        out.print(table)
+    sys.exit(0 if ok else 1)
+
+
+@cli.command(hidden=False)
+@click.option("--loglevel", default="info", show_default=True, help="Worker log level.")
+@click.pass_obj
+def worker(s: Settings, loglevel: str) -> None:
+    """Run one worker in the foreground (what `causelog up` starts; run N for scale-out)."""
+    from pipeline.stream.app import run_worker
+
+    run_worker(s, loglevel=loglevel)
+
+
+# -------------------------------------------------------------------------------------- produce
+
+
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(stream, 1):
+        line = line.strip()
+        if line:
+            yield number, line
+
+
+@cli.command()
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.option("--topic", default=None, help="Topic to send to (default <prefix>.changes).")
+@click.pass_obj
+def produce(s: Settings, file: Path, topic: str | None) -> None:
+    """Send JSON-lines envelopes from FILE (or - for stdin) to Kafka, validating each line.
+
+    A bad line is reported with its line number and not sent; the exit code is 1 if any was bad.
+    """
+    from pipeline.bus import DeliveryTracker, make_producer
+    from pipeline.model import decode, encode, with_observed_time
+
+    topic = topic or s.topic_changes
+    tracker = DeliveryTracker(make_producer(s))
+    now = datetime.now(UTC)
+    bad = 0
+    stdin = str(file) == "-"
+    stream = sys.stdin.buffer if stdin else file.open("rb")
+    total = None if stdin else file.stat().st_size
+    progress = Progress(TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=err, disable=stdin or not err.is_terminal, transient=True)
+    with progress, stream:
+        task = progress.add_task("produce", total=total)
+        for number, line in _lines(stream):
+            progress.update(task, completed=stream.tell() if not stdin else None)
+            try:
+                event = with_observed_time(decode(line, max_bytes=s.max_event_bytes), now)
+            except DecodeError as exc:
+                bad += 1
+                err.print(f"{file}:{number}: {exc.message}", highlight=False, markup=False)
+                continue
+            tracker.produce(topic, encode(event), key=event.scope.encode())
+            tracker.producer.poll(0)
+        sent = tracker.flush()
+    err.print(f"sent {sent:,} events to {topic}" + (f"; [red]{bad} bad line(s) not sent[/]" if bad else ""))
+    sys.exit(1 if bad else 0)
+
+
+# -------------------------------------------------------------------------------------- queries
+
+
+def _run_sql(s: Settings, sql: str, params: dict[str, Any], limit: int) -> dict[str, Any]:
+    if s.embedded:
+        return api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})
+    from pipeline.store import open_store
+
+    store = open_store(s, create=False)
+    try:
+        result = store.readonly(sql, params, limit=limit)
+    finally:
+        store.close()
+    return {"columns": result.columns, "rows": result.rows}
+
+
+def _print_rows(result: dict[str, Any], as_json: bool) -> None:
+    columns, rows = result["columns"], result["rows"]
+    if as_json:
+        click.echo(dumps([dict(zip(columns, row, strict=True)) for row in rows]))
+        return
+    table = Table(*columns, show_lines=False)
+    for row in rows:
+        table.add_row(*(_cell(v) for v in row))
+    out.print(table)
+    err.print(f"{len(rows)} row(s)")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+@cli.command()
+@click.argument("query")
+@click.option("--param", "-p", multiple=True, metavar="NAME=VALUE", help="Query parameter for {NAME:Type}.")
+@click.option("--limit", default=10000, show_default=True, help="Most rows returned.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
+@click.pass_obj
+def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Run a read-only ClickHouse SQL QUERY against the store (writes are refused).
+
+    Tables live in database CAUSELOG_DATABASE (default `causelog`): events, event_links.
+    """
+    params = {}
+    for p in param:
+        name, sep, value = p.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{p!r} must look like NAME=VALUE", param_hint="--param")
+        params[name] = value
+    _print_rows(_run_sql(s, query, params, limit), as_json)
+
+
+@cli.command()
+@click.option("--since", help="Start: RFC 3339, '2026-11-27 02:14', 02:14 (today UTC) or 6h (ago).")
+@click.option("--until", help="End, same forms as --since.")
+@click.option("--target", help="Only events whose target id or name is this.")
+@click.option("--limit", default=1000, show_default=True, help="Most events listed.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_obj
+def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int, as_json: bool) -> None:
+    """List stored events in time order."""
+    now = datetime.now(UTC)
+    t_since = parse_time(since, now) if since else None
+    t_until = parse_time(until, now) if until else None
+    if s.embedded:
+        result = api.call(s, "/v1/timeline", query={
+            "since": t_since.isoformat() if t_since else None, "until": t_until.isoformat() if t_until else None,
+            "target": target, "limit": limit})
+    else:
+        from pipeline.store import open_store, queries
+
+        store = open_store(s, create=False)
+        try:
+            r = queries.timeline(store, since=t_since, until=t_until, target=target, limit=limit)
+        finally:
+            store.close()
+        result = {"columns": r.columns, "rows": r.rows}
+    _print_rows(result, as_json)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="causelog")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Local stack processes: the single-node broker (deploy/kafka/kafka.sh) and the worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.cli import api
+from pipeline.errors import BusError, CauselogError
+from pipeline.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CAUSELOG_HOME"] = str(settings.home)
+    env.setdefault("PYTHON", sys.executable)
+    return env
+
+
+def kafka(settings: Settings, action: str, *, check: bool = True) -> int:
+    """Run ``deploy/kafka/kafka.sh ACTION`` for the local broker; nothing when KAFKA_BOOTSTRAP is set."""
+    if settings.kafka_external:
+        return 0
+    if not KAFKA_SH.exists():
+        raise CauselogError(f"{KAFKA_SH} not found: the local broker needs a causelog checkout")
+    proc = subprocess.run(["bash", str(KAFKA_SH), action], env=_env(settings))
+    if check and proc.returncode != 0:
+        raise BusError(f"`kafka.sh {action}` failed with exit code {proc.returncode} (see output above)")
+    return proc.returncode
+
+
+def _pidfile(settings: Settings) -> Path:
+    return settings.run_dir / "worker.pid"
+
+
+def worker_log(settings: Settings) -> Path:
+    """Where a detached worker writes its log."""
+    return settings.run_dir / "worker.log"
+
+
+def worker_pid(settings: Settings) -> int | None:
+    """Pid of the running worker started by ``causelog up``, or None."""
+    try:
+        pid = int(_pidfile(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def start_worker(settings: Settings, *, timeout: float = 120.0) -> int:
+    """Start the worker in the background and wait until its API answers; return its pid."""
+    if (pid := worker_pid(settings)) is not None and api.healthy(settings):
+        return pid
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    log = worker_log(settings).open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli.main", "worker"],
+        env=_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    _pidfile(settings).write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CauselogError(f"the worker exited with code {proc.returncode}:\n{tail(worker_log(settings))}")
+        if api.healthy(settings, timeout=1.0):
+            return proc.pid
+        time.sleep(0.3)
+    raise CauselogError(f"the worker did not answer on {settings.api_url} within {timeout:.0f}s:\n{tail(worker_log(settings))}")
+
+
+def stop_worker(settings: Settings, *, timeout: float = 30.0) -> bool:
+    """SIGTERM the worker (it commits what it stored and exits), SIGKILL after ``timeout``."""
+    pid = worker_pid(settings)
+    if pid is None:
+        _pidfile(settings).unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        _reap(pid)
+        time.sleep(0.2)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    _pidfile(settings).unlink(missing_ok=True)
+    return True
+
+
+def _reap(pid: int) -> None:
+    # A worker started by this very process stays a zombie (and "alive" to kill 0) until reaped.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return f"(no log at {path})"

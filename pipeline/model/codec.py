@@ -1,0 +1,122 @@
+"""Encoding and decoding of envelopes.
+
+``decode`` validates and raises :class:`~pipeline.errors.DecodeError` naming the field and the
+offending value. ``encode`` is canonical: sorted keys, UTC times with six fractional digits,
+optional fields left out when empty, no whitespace. The same event always encodes to the same
+bytes, which the integrity hash chain relies on.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from pipeline.errors import DecodeError
+from pipeline.model.event import Event, format_time
+
+_decoder = msgspec.json.Decoder(Event)
+_builtins_decoder = msgspec.json.Decoder()
+
+_AT = re.compile(r" - at `(?P<path>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
+_WRONG_TYPE = re.compile(r"^Expected `[^`]+`, got `[^`]+`")
+
+
+def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
+    """Parse and validate one envelope; raise ``DecodeError`` with field, value and reason."""
+    if max_bytes is not None and len(data) > max_bytes:
+        raise DecodeError("oversized", f"record is {len(data)} bytes, the limit is {max_bytes}", field=None)
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc), data) from None
+    except msgspec.DecodeError as exc:
+        raise DecodeError("bad_json", f"not a JSON document: {exc}") from None
+
+
+def decode_dict(obj: dict[str, Any]) -> Event:
+    """Validate an already-parsed envelope (sources build dicts, then check them here)."""
+    try:
+        return msgspec.convert(obj, Event, strict=True)
+    except msgspec.ValidationError as exc:
+        raise _validation_error(str(exc), obj) from None
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The canonical JSON-ready dict of an event (optional fields omitted when unset)."""
+    out: dict[str, Any] = {
+        "specversion": event.specversion,
+        "id": event.id,
+        "source": event.source,
+        "type": event.type,
+        "time": format_time(event.time),
+        "scope": event.scope,
+        "actor": msgspec.to_builtins(event.actor),
+        "target": msgspec.to_builtins(event.target),
+        "action": event.action,
+        "outcome": event.outcome,
+        "links": list(event.links),
+    }
+    if event.subject is not None:
+        out["subject"] = event.subject
+    if event.observed_time is not None:
+        out["observed_time"] = format_time(event.observed_time)
+    if event.diff is not None:
+        out["diff"] = event.diff
+    if event.raw is not None:
+        out["raw"] = event.raw
+    if event.source_seq is not None:
+        out["source_seq"] = event.source_seq
+    if event.signature is not None:
+        out["signature"] = event.signature
+    return out
+
+
+def encode(event: Event) -> bytes:
+    """Canonical bytes of an event: stable across runs and machines."""
+    return orjson.dumps(to_dict(event), option=orjson.OPT_SORT_KEYS)
+
+
+def with_observed_time(event: Event, now: datetime) -> Event:
+    """The event stamped with ``observed_time`` unless it already has one."""
+    if event.observed_time is not None:
+        return event
+    return msgspec.structs.replace(event, observed_time=now.astimezone(UTC))
+
+
+def _validation_error(message: str, data: bytes | str | dict[str, Any]) -> DecodeError:
+    at = _AT.search(message)
+    path = at.group("path") if at else "$"
+    text = message[: at.start()] if at else message
+    if m := _MISSING.match(text):
+        field = f"{path}.{m.group('name')}"
+        return DecodeError("missing_field", f"required field `{m.group('name')}` is missing", field=field)
+    if m := _UNKNOWN.match(text):
+        field = f"{path}.{m.group('name')}"
+        return DecodeError("unknown_field", f"field `{m.group('name')}` is not part of the envelope", field=field)
+    reason = "wrong_type" if _WRONG_TYPE.match(text) else "invalid_value"
+    return DecodeError(reason, text, field=path, value=_lookup(data, path))
+
+
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _lookup(data: bytes | str | dict[str, Any], path: str) -> Any:
+    """The value at a msgspec error path (``$.actor.kind``, ``$.links[2]``), or None."""
+    try:
+        node: Any = data if isinstance(data, dict) else _builtins_decoder.decode(data)
+    except msgspec.DecodeError:
+        return None
+    for key, index in _STEP.findall(path[1:]):
+        try:
+            node = node[key] if key else node[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if node is data:
+        return None
+    return node

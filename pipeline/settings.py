@@ -1,0 +1,153 @@
+"""All settings, read from the environment in one place.
+
+| variable | default | meaning |
+|---|---|---|
+| ``CAUSELOG_HOME`` | ``./.causelog`` | state directory: chDB store, broker data, pid files, logs, source cursors |
+| ``KAFKA_BOOTSTRAP`` | unset | bootstrap servers of an existing Kafka cluster; when set nothing is started locally |
+| ``CAUSELOG_KAFKA_PORT`` | ``9092`` | port of the local single-node broker (when ``KAFKA_BOOTSTRAP`` is unset) |
+| ``CLICKHOUSE_URL`` | unset | ``http(s)://user:pass@host:port/database`` of a ClickHouse server; unset = embedded chDB |
+| ``CAUSELOG_DATABASE`` | ``causelog`` | ClickHouse database holding the tables (embedded and server) |
+| ``CAUSELOG_TOPIC_PREFIX`` | ``causelog`` | topics are ``<prefix>.changes``, ``<prefix>.dlq``, ``<prefix>.chains``, ``<prefix>.alerts`` |
+| ``CAUSELOG_PARTITIONS`` | ``4`` | partitions of ``<prefix>.changes`` when causelog creates it |
+| ``CAUSELOG_GROUP`` | ``causelog-worker`` | consumer group (and Faust app id) of the workers |
+| ``CAUSELOG_API`` | ``127.0.0.1:6066`` | address the worker's query API listens on and the CLI talks to |
+| ``CAUSELOG_BATCH_SIZE`` | ``20000`` | most events the worker writes to ClickHouse in one insert |
+| ``CAUSELOG_BATCH_WITHIN`` | ``0.5`` | seconds the worker waits to fill a batch before writing what it has |
+| ``CAUSELOG_MAX_EVENT_BYTES`` | ``1048576`` | larger records are rejected to the DLQ as ``oversized`` |
+| ``CAUSELOG_SCOPE`` | ``default`` | scope given to events that carry none (``causelog produce``) |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _float(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be > 0")
+    return value
+
+
+def _hostport(name: str, raw: str) -> tuple[str, int]:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"{name}={raw!r} must look like HOST:PORT")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration; build it with :func:`load`."""
+
+    home: Path
+    kafka_bootstrap: str
+    kafka_external: bool
+    clickhouse_url: str | None
+    database: str
+    topic_prefix: str
+    partitions: int
+    group: str
+    api_host: str
+    api_port: int
+    batch_size: int
+    batch_within: float
+    max_event_bytes: int
+    scope: str
+
+    @property
+    def topic_changes(self) -> str:
+        """Topic the sources produce to and the worker consumes."""
+        return f"{self.topic_prefix}.changes"
+
+    @property
+    def topic_dlq(self) -> str:
+        """Dead-letter topic: rejected records with a reason header."""
+        return f"{self.topic_prefix}.dlq"
+
+    @property
+    def topic_chains(self) -> str:
+        """Enriched events with chain id (correlation output)."""
+        return f"{self.topic_prefix}.chains"
+
+    @property
+    def topic_alerts(self) -> str:
+        """Alerts fired by rules."""
+        return f"{self.topic_prefix}.alerts"
+
+    @property
+    def embedded(self) -> bool:
+        """True when the store is the embedded chDB (owned by the worker process)."""
+        return self.clickhouse_url is None
+
+    @property
+    def chdb_path(self) -> Path:
+        """Directory of the embedded chDB store."""
+        return self.home / "chdb"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files and process logs of the local stack."""
+        return self.home / "run"
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the worker's query API."""
+        return f"http://{self.api_host}:{self.api_port}"
+
+
+def load(environ: dict[str, str] | None = None) -> Settings:
+    """Read every ``CAUSELOG_*`` (and ``KAFKA_BOOTSTRAP``, ``CLICKHOUSE_URL``) variable."""
+    env = dict(os.environ if environ is None else environ)
+    home = Path(env.get("CAUSELOG_HOME") or Path.cwd() / ".causelog").expanduser().resolve()
+    external = env.get("KAFKA_BOOTSTRAP", "").strip()
+    port = _int(env, "CAUSELOG_KAFKA_PORT", 9092)
+    api_host, api_port = _hostport("CAUSELOG_API", env.get("CAUSELOG_API") or "127.0.0.1:6066")
+    prefix = env.get("CAUSELOG_TOPIC_PREFIX") or "causelog"
+    if not all(c.isalnum() or c in "._-" for c in prefix):
+        raise ConfigError(f"CAUSELOG_TOPIC_PREFIX={prefix!r} may hold only letters, digits, '.', '_' and '-'")
+    database = env.get("CAUSELOG_DATABASE") or "causelog"
+    if not database.replace("_", "").isalnum():
+        raise ConfigError(f"CAUSELOG_DATABASE={database!r} may hold only letters, digits and '_'")
+    url = env.get("CLICKHOUSE_URL", "").strip() or None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"CLICKHOUSE_URL={url!r} must start with http:// or https://")
+    return Settings(
+        home=home,
+        kafka_bootstrap=external or f"127.0.0.1:{port}",
+        kafka_external=bool(external),
+        clickhouse_url=url,
+        database=database,
+        topic_prefix=prefix,
+        partitions=_int(env, "CAUSELOG_PARTITIONS", 4),
+        group=env.get("CAUSELOG_GROUP") or "causelog-worker",
+        api_host=api_host,
+        api_port=api_port,
+        batch_size=_int(env, "CAUSELOG_BATCH_SIZE", 20000),
+        batch_within=_float(env, "CAUSELOG_BATCH_WITHIN", 0.5),
+        max_event_bytes=_int(env, "CAUSELOG_MAX_EVENT_BYTES", 1024 * 1024),
+        scope=env.get("CAUSELOG_SCOPE") or "default",
+    )

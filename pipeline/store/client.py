@@ -1,0 +1,135 @@
+"""Opening ClickHouse: embedded chDB on disk by default, a server when ``CLICKHOUSE_URL`` is set.
+
+chDB allows one engine per process and one process per path, so the embedded store is opened
+only by the worker; the CLI reaches it through the worker's query API.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from pipeline.errors import QueryError, StoreError
+from pipeline.settings import Settings
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Column names and rows of a query, JSON-friendly."""
+
+    columns: list[str]
+    rows: list[list[Any]]
+
+
+class Store:
+    """A clickhouse-connect client plus the database name, safe to share between threads.
+
+    chDB runs one engine per process and its client is not meant for concurrent use, so every
+    call is serialised by a lock; the HTTP client shares the same discipline for simplicity.
+    """
+
+    def __init__(self, client: Any, database: str, *, embedded: bool, where: str) -> None:
+        self.client = client
+        self.database = database
+        self.embedded = embedded
+        self.where = where
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except ClickHouseError as exc:
+                raise StoreError(f"ClickHouse ({self.where}) failed on {what}: {_first_line(exc)}") from exc
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run a statement that returns no rows (DDL, OPTIMIZE...)."""
+        with self._guard(_first_line(sql)):
+            return self.client.command(sql, parameters=parameters)
+
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        settings: dict[str, Any] | None = None,
+    ) -> QueryResult:
+        """Run a query and return all rows."""
+        with self._guard(_first_line(sql)):
+            result = self.client.query(sql, parameters=parameters, settings=settings)
+            return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
+
+    def readonly(self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int = 10000) -> QueryResult:
+        """Run a user query read-only (``readonly=2``: settings may change, data and schema may not)."""
+        settings = {"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
+        with self._lock:
+            try:
+                result = self.client.query(sql, parameters=parameters, settings=settings)
+            except ClickHouseError as exc:
+                raise QueryError(f"query rejected: {_first_line(exc)}") from exc
+            return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
+
+    def insert(
+        self,
+        table: str,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        *,
+        token: str | None = None,
+    ) -> None:
+        """Insert rows into ``database.table``; ``token`` makes a retried batch a no-op."""
+        settings: dict[str, Any] = {}
+        if token:
+            settings["insert_deduplication_token"] = token
+            settings["deduplicate_blocks_in_dependent_materialized_views"] = 1
+        with self._guard(f"insert into {table} ({len(rows)} rows)"):
+            self.client.insert(
+                table, rows, column_names=list(columns), database=self.database, settings=settings
+            )
+
+    def close(self) -> None:
+        """Release the client (for chDB this releases the engine and the path)."""
+        with self._lock:
+            try:
+                self.client.close()
+            except ClickHouseError:
+                pass
+
+
+def open_store(settings: Settings, *, create: bool = True) -> Store:
+    """Open the configured store and make sure its database exists."""
+    try:
+        if settings.embedded:
+            settings.chdb_path.mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(interface="chdb", path=str(settings.chdb_path))
+            where = f"chdb:{settings.chdb_path}"
+        else:
+            assert settings.clickhouse_url is not None
+            client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
+            where = _safe_url(settings.clickhouse_url)
+    except ClickHouseError as exc:
+        raise StoreError(f"cannot open ClickHouse: {_first_line(exc)}") from exc
+    except Exception as exc:  # chDB raises plain RuntimeError when another process holds the path
+        raise StoreError(f"cannot open ClickHouse at {settings.chdb_path}: {exc}") from exc
+    store = Store(client, settings.database, embedded=settings.embedded, where=where)
+    if create:
+        store.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
+    return store
+
+
+def _safe_url(url: str) -> str:
+    # Credentials must never reach logs or error messages.
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def _first_line(exc_or_text: object) -> str:
+    text = str(exc_or_text).strip()
+    return text.splitlines()[0][:300] if text else type(exc_or_text).__name__

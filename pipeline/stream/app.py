@@ -1,0 +1,179 @@
+"""The Faust worker: consumes ``<prefix>.changes``, stores events, serves the query API.
+
+Kept thin on purpose: decoding, DLQ routing and writing live in :mod:`pipeline.stream.ingest`.
+Offsets are acknowledged by ``take_events`` only after the batch body returned, and the body
+returns only once the batch landed in ClickHouse (and rejections in the DLQ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
+from pipeline.errors import CauselogError, QueryError
+from pipeline.settings import Settings
+from pipeline.store import EventWriter, Position, Store, migrate, open_store
+from pipeline.store import queries
+from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
+from pipeline.stream.jsonio import dumps
+
+log = logging.getLogger("causelog.worker")
+
+# Exit code when a batch cannot be completed: the process stops before anything is committed,
+# so a restart re-reads the batch. 75 is EX_TEMPFAIL.
+EXIT_BATCH_FAILED = 75
+
+
+def build_app(settings: Settings, store: Store) -> faust.App:
+    """A Faust app wired to ``store``; run it with :func:`run_worker`."""
+    app = faust.App(
+        settings.group,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(settings.home / "faust"),
+        key_serializer="raw",
+        value_serializer="raw",
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        broker_max_poll_records=5000,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 2),
+        producer_acks=-1,
+        topic_disable_leader=True,
+        web_enabled=True,
+        web_bind=settings.api_host,
+        web_host=settings.api_host,
+        web_port=settings.api_port,
+    )
+    topic = app.topic(settings.topic_changes, key_type=bytes, value_type=bytes)
+    counters = Counters()
+    producer = make_producer(settings)
+
+    def send_dlq(rejections: Sequence[Rejection]) -> None:
+        tracker = DeliveryTracker(producer)
+        for r in rejections:
+            key = str(r.record.position).encode()
+            tracker.produce(settings.topic_dlq, r.record.value or b"", key=key, headers=r.headers())
+        tracker.flush()
+
+    handler = BatchHandler(EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters)
+    # One writer thread: batches land in the order they were taken, one at a time.
+    writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
+    reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
+
+    @app.agent(topic)
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            records = [
+                Record(ev.value, Position(ev.message.topic, ev.message.partition, ev.message.offset))
+                for ev in events
+            ]
+            await _complete(writes.submit(handler, records), records)
+
+    async def run_query(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(reads, lambda: fn(*args, **kwargs))
+
+    def answer(view: View, obj: Any, status: int = 200) -> Response:
+        return view.bytes(dumps(obj), content_type="application/json", status=status)
+
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return answer(self, {"ok": True, "pid": os.getpid(), "store": store.where, "group": settings.group})
+
+    @app.page("/v1/stats")
+    class Stats(View):
+        async def get(self, request: Request) -> Response:
+            try:
+                tables = await run_query(queries.stats, store)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"worker": counters.snapshot(), "tables": tables, "store": store.where})
+
+    @app.page("/v1/sql")
+    class SQL(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await request.json()
+                sql = body["sql"]
+                if not isinstance(sql, str) or not sql.strip():
+                    raise ValueError("'sql' must be a non-empty string")
+                params = body.get("params") or {}
+                limit = int(body.get("limit") or 10000)
+            except (ValueError, KeyError, TypeError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                result = await run_query(store.readonly, sql, params, limit=limit)
+            except QueryError as exc:
+                return answer(self, {"error": str(exc)}, 400)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"columns": result.columns, "rows": result.rows})
+
+    @app.page("/v1/timeline")
+    class Timeline(View):
+        async def get(self, request: Request) -> Response:
+            q = request.query
+            try:
+                since = datetime.fromisoformat(q["since"]) if q.get("since") else None
+                until = datetime.fromisoformat(q["until"]) if q.get("until") else None
+                limit = int(q.get("limit") or 1000)
+            except ValueError as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                result = await run_query(
+                    queries.timeline, store, since=since, until=until, target=q.get("target") or None, limit=limit
+                )
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"columns": result.columns, "rows": result.rows})
+
+    return app
+
+
+async def _complete(future: Any, records: Sequence[Record]) -> None:
+    """Wait for a batch; if anything stops it half-way, stop the process before acks go out."""
+    try:
+        await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        # Shutdown mid-batch: take_events acknowledges the batch as we leave, so it must land
+        # first. The thread is still running it; wait for it synchronously.
+        try:
+            future.result()
+        except BaseException as exc:
+            _abort(records, exc)
+        raise
+    except BaseException as exc:
+        _abort(records, exc)
+
+
+def _abort(records: Sequence[Record], exc: BaseException) -> None:
+    first = records[0].position if records else "-"
+    log.critical("batch of %d records from %s failed (%s); stopping without committing", len(records), first, exc)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
+
+
+def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
+    """Open (and migrate) the store, make sure topics exist, run the Faust worker until stopped."""
+    started = time.monotonic()
+    wait_for_broker(settings, timeout=60)
+    ensure_topics(settings)
+    store = open_store(settings)
+    migrate(store)
+    app = build_app(settings, store)
+    log.info("worker ready in %.1fs (store %s)", time.monotonic() - started, store.where)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        store.close()

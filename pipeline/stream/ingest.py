@@ -1,0 +1,143 @@
+"""The worker's batch step: decode, reject to the DLQ, write the rest. No Faust in here.
+
+Order matters for "nothing lost": rejected records are acknowledged by Kafka on the DLQ and
+valid ones are stored in ClickHouse before the batch returns; only then may the caller
+acknowledge the offsets. The DLQ is keyed by the origin ``topic[partition]@offset``, so a
+record re-sent after a crash carries the same key and readers (and compaction) collapse it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pipeline.errors import CauselogError, DecodeError, StoreError
+from pipeline.model import decode
+from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
+
+log = logging.getLogger("causelog.worker")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the worker received it."""
+
+    value: bytes | None
+    position: Position
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record the worker refused, with why."""
+
+    record: Record
+    error: DecodeError
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """DLQ headers: the reason code, the sentence, the field and the origin."""
+        e = self.error
+        return [
+            ("reason", e.reason.encode()),
+            ("error", e.message.encode()),
+            ("field", (e.field or "").encode()),
+            ("origin", str(self.record.position).encode()),
+            ("origin.topic", self.record.position.topic.encode()),
+            ("origin.partition", str(self.record.position.partition).encode()),
+            ("origin.offset", str(self.record.position.offset).encode()),
+        ]
+
+
+@dataclass
+class Counters:
+    """Running totals of one worker, for ``/v1/stats`` and ``causelog status``."""
+
+    records: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+    store_retries: int = 0
+    last_batch_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def snapshot(self) -> dict[str, float]:
+        """A copy without the lock, JSON-ready."""
+        with self.lock:
+            return {k: v for k, v in vars(self).items() if k != "lock"}
+
+
+def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], list[Rejection]]:
+    """Decode every record: valid ones to write, the others with their error."""
+    good: list[Pending] = []
+    bad: list[Rejection] = []
+    for rec in records:
+        if rec.value is None:
+            bad.append(Rejection(rec, DecodeError("bad_json", "record has no value (tombstone)")))
+            continue
+        try:
+            good.append(Pending(decode(rec.value, max_bytes=max_bytes), rec.value, rec.position))
+        except DecodeError as exc:
+            bad.append(Rejection(rec, exc))
+    return good, bad
+
+
+class BatchHandler:
+    """Processes one batch to completion; blocking, meant to run on a worker thread.
+
+    ``send_dlq`` must return only when Kafka acknowledged every rejection. Store failures are
+    retried with backoff for as long as it takes (backpressure: the consumer stops pulling),
+    never skipped.
+    """
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        send_dlq: Callable[[Sequence[Rejection]], None],
+        *,
+        max_bytes: int,
+        counters: Counters | None = None,
+        max_backoff: float = 10.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.writer = writer
+        self.send_dlq = send_dlq
+        self.max_bytes = max_bytes
+        self.counters = counters or Counters()
+        self.max_backoff = max_backoff
+        self.clock = clock
+
+    def __call__(self, records: Sequence[Record]) -> WriteResult:
+        good, bad = split(records, self.max_bytes)
+        for r in bad:
+            log.warning("rejected %s to DLQ: %s", r.record.position, r.error.message)
+        if bad:
+            self.send_dlq(bad)
+        result = self._write(good)
+        with self.counters.lock:
+            c = self.counters
+            c.records += len(records)
+            c.stored += result.inserted
+            c.duplicates += result.duplicates
+            c.rejected += len(bad)
+            c.batches += 1
+            c.last_batch_at = time.time()
+        return result
+
+    def _write(self, good: list[Pending]) -> WriteResult:
+        delay = 0.2
+        while True:
+            try:
+                return self.writer.write(good, now=self.clock())
+            except StoreError as exc:
+                first = good[0].position if good else "-"
+                log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)
+                with self.counters.lock:
+                    self.counters.store_retries += 1
+                time.sleep(delay)
+                delay = min(self.max_backoff, delay * 2)
+            except CauselogError:
+                raise
