@@ -34,6 +34,12 @@ def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
+        # msgspec validates while it parses, so a truncated record can fail on a type first;
+        # a record that is not JSON at all is reported as such.
+        try:
+            _builtins_decoder.decode(data)
+        except msgspec.DecodeError as bad:
+            raise DecodeError("bad_json", f"not a JSON document: {bad}") from None
         raise _validation_error(str(exc), data) from None
     except msgspec.DecodeError as exc:
         raise DecodeError("bad_json", f"not a JSON document: {exc}") from None

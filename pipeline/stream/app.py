@@ -45,6 +45,9 @@ def build_app(settings: Settings, store: Store) -> faust.App:
         value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A killed worker is noticed after this long, then its partitions move to the others.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         broker_max_poll_records=5000,
         stream_buffer_maxsize=max(4096, settings.batch_size * 2),
         producer_acks=-1,

@@ -1,0 +1,17 @@
+"""Source normalizers: turn one record of an outside system into change-event envelopes.
+
+Each source module splits into an I/O part (``fetch_*``: webhooks, files, APIs, cursors) and a
+pure part (``to_events``) that maps one already-parsed record to a list of
+:class:`pipeline.model.Event`. The pure parts never touch Kafka, Faust or ClickHouse, never read
+the clock and never do I/O, so the same record always yields the same envelopes (same ids, same
+bytes), which is what makes replays idempotent.
+
+Shared building blocks:
+
+- :mod:`pipeline.sources.redact` -- secret detection and hashing (``redacted:sha256:<16 hex>``).
+- :mod:`pipeline.sources.diff` -- structured before/after diffs with changed key paths.
+
+Normalizers: :mod:`~pipeline.sources.github` (webhook payloads),
+:mod:`~pipeline.sources.k8s_audit` (Kubernetes API-server audit events) and
+:mod:`~pipeline.sources.terraform` (``terraform show -json`` plans).
+"""
