@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -108,10 +109,8 @@ def stop_worker(settings: Settings, *, timeout: float = 30.0) -> bool:
 
 def _reap(pid: int) -> None:
     # A worker started by this very process stays a zombie (and "alive" to kill 0) until reaped.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def tail(path: Path, lines: int = 30) -> str:

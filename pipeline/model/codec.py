@@ -25,12 +25,15 @@ _AT = re.compile(r" - at `(?P<path>[^`]+)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _WRONG_TYPE = re.compile(r"^Expected `[^`]+`, got `[^`]+`")
+_POST_INIT = re.compile(r"^`(?P<name>[a-z_]+)` must ")
 
 
 def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
     """Parse and validate one envelope; raise ``DecodeError`` with field, value and reason."""
-    if max_bytes is not None and len(data) > max_bytes:
-        raise DecodeError("oversized", f"record is {len(data)} bytes, the limit is {max_bytes}", field=None)
+    if max_bytes is not None:
+        size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+        if size > max_bytes:
+            raise DecodeError("oversized", f"record is {size} bytes, the limit is {max_bytes}")
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -43,10 +46,14 @@ def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
         raise _validation_error(str(exc), data) from None
     except msgspec.DecodeError as exc:
         raise DecodeError("bad_json", f"not a JSON document: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError("bad_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
 
 
 def decode_dict(obj: dict[str, Any]) -> Event:
     """Validate an already-parsed envelope (sources build dicts, then check them here)."""
+    if not isinstance(obj, dict):
+        raise DecodeError("wrong_type", f"Expected `object`, got `{type(obj).__name__}`", field="$")
     try:
         return msgspec.convert(obj, Event, strict=True)
     except msgspec.ValidationError as exc:
@@ -85,13 +92,22 @@ def to_dict(event: Event) -> dict[str, Any]:
 
 def encode(event: Event) -> bytes:
     """Canonical bytes of an event: stable across runs and machines."""
-    return orjson.dumps(to_dict(event), option=orjson.OPT_SORT_KEYS)
+    obj = to_dict(event)
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        # orjson stops at 64-bit integers; a raw payload may hold larger ones. msgspec writes the
+        # same compact sorted JSON for them, and which encoder runs depends only on the content,
+        # so the bytes stay stable.
+        return msgspec.json.encode(obj, order="sorted")
 
 
 def with_observed_time(event: Event, now: datetime) -> Event:
     """The event stamped with ``observed_time`` unless it already has one."""
     if event.observed_time is not None:
         return event
+    if now.tzinfo is None:  # a naive clock is UTC here, never the machine's local zone
+        now = now.replace(tzinfo=UTC)
     return msgspec.structs.replace(event, observed_time=now.astimezone(UTC))
 
 
@@ -105,6 +121,8 @@ def _validation_error(message: str, data: bytes | str | dict[str, Any]) -> Decod
     if m := _UNKNOWN.match(text):
         field = f"{path}.{m.group('name')}"
         return DecodeError("unknown_field", f"field `{m.group('name')}` is not part of the envelope", field=field)
+    if (m := _POST_INIT.match(text)) and path == "$":
+        path = f"$.{m.group('name')}"
     reason = "wrong_type" if _WRONG_TYPE.match(text) else "invalid_value"
     return DecodeError(reason, text, field=path, value=_lookup(data, path))
 

@@ -22,10 +22,10 @@ Outcome = Literal["success", "failure", "unknown"]
 LINK_TYPES = ("session", "trace", "commit", "deploy", "change", "request")
 
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^\S+$")]
-_Type = Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+$")]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^\S+\Z")]
+_Type = Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)+\Z")]
 _Link = Annotated[
-    str, msgspec.Meta(max_length=1024, pattern=r"^(session|trace|commit|deploy|change|request):\S+$")
+    str, msgspec.Meta(max_length=1024, pattern=r"^(session|trace|commit|deploy|change|request):\S+\Z")
 ]
 _Time = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -80,7 +80,12 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         for name in ("time", "observed_time"):
             value = getattr(self, name)
             if value is not None and not (_MIN_TIME <= value < _MAX_TIME):
+                # The codec turns this sentence into a DecodeError at ``$.<name>``.
                 raise ValueError(f"`{name}` must lie between 1970 and 2200")
+        # Positions are 64-bit wherever they come from (offsets, LSNs); larger is a bug upstream.
+        seq = self.source_seq
+        if isinstance(seq, int) and not (-(2**63) <= seq < 2**64):
+            raise ValueError("`source_seq` must fit in 64 bits")
 
     @property
     def time_us(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,11 +96,8 @@ class Store:
 
     def close(self) -> None:
         """Release the client (for chDB this releases the engine and the path)."""
-        with self._lock:
-            try:
-                self.client.close()
-            except ClickHouseError:
-                pass
+        with self._lock, suppress(ClickHouseError):
+            self.client.close()
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:

@@ -22,8 +22,7 @@ from faust.web import Request, Response, View
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
 from pipeline.errors import CauselogError, QueryError
 from pipeline.settings import Settings
-from pipeline.store import EventWriter, Position, Store, migrate, open_store
-from pipeline.store import queries
+from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
 from pipeline.stream.jsonio import dumps
 
@@ -74,7 +73,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
 
     @app.agent(topic)
-    async def ingest(stream: faust.StreamT) -> None:
+    async def ingest(stream: faust.Stream) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
             records = [
                 Record(ev.value, Position(ev.message.topic, ev.message.partition, ev.message.offset))

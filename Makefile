@@ -1,0 +1,62 @@
+# causelog — developer entry points. `make run` and `make test` are the two commands a fresh
+# machine needs (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: help install kafka-jars run up down status test unit integration lint bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install causelog with dev tools
+
+kafka-jars:  ## fetch the Kafka broker jars from Maven Central (once)
+	@bash deploy/kafka/kafka.sh fetch
+
+run: install kafka-jars  ## start broker + worker on the embedded store, load the sample, show the timeline
+	$(VENV)/bin/causelog up --detach
+	$(VENV)/bin/causelog produce deploy/sample/changes.jsonl
+	@$(PY) -c "import time; time.sleep(2)"
+	$(VENV)/bin/causelog timeline --since '2026-11-27 00:00' --until '2026-11-27 02:14'
+	$(VENV)/bin/causelog status
+	@echo "stack is running; try: $(VENV)/bin/causelog --help   (stop with: make down)"
+
+up: install kafka-jars  ## start the stack in the background
+	$(VENV)/bin/causelog up --detach
+
+down:  ## stop the stack
+	$(VENV)/bin/causelog down
+
+status:  ## broker, worker, lag, rows
+	$(VENV)/bin/causelog status
+
+# pytest exits 5 when it collected nothing; that is a failure of the suite, not a pass.
+test: install kafka-jars  ## unit + corpus + integration tests (starts its own Kafka broker)
+	$(PY) -m pytest -q -ra --durations=10 $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+unit: install  ## fast tests only (no broker)
+	$(PY) -m pytest -q tests/unit tests/corpus
+
+integration: install kafka-jars  ## integration tests only
+	$(PY) -m pytest -q tests/integration
+
+lint: install  ## ruff + mypy
+	$(VENV)/bin/ruff check pipeline tests
+	$(VENV)/bin/ruff format --check pipeline || true
+	$(VENV)/bin/mypy pipeline
+
+bench: install kafka-jars  ## throughput of the pipeline vs a raw confluent-kafka + clickhouse-connect baseline
+	$(PY) tests/bench/bench_e2e.py $(BENCH_ARGS)
+
+clean:  ## remove local state (.causelog) and caches
+	-$(VENV)/bin/causelog down
+	rm -rf .causelog .pytest_cache .mypy_cache .ruff_cache
