@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,7 +24,8 @@ from pipeline.settings import Settings
 from pipeline.stream.jsonio import dumps, iso
 
 err = Console(stderr=True)
-out = Console()
+# Piped output keeps whole values (rich would squeeze tables to 80 columns).
+out = Console(width=None if sys.stdout.isatty() else 400)
 
 
 class _Group(click.Group):
@@ -232,7 +234,7 @@ def _print_rows(result: dict[str, Any], as_json: bool) -> None:
         return
     table = Table(*columns, show_lines=False)
     for row in rows:
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(escape(_cell(v)) for v in row))
     out.print(table)
     err.print(f"{len(rows)} row(s)")
 
@@ -290,7 +292,19 @@ def timeline(s: Settings, since: str | None, until: str | None, target: str | No
         finally:
             store.close()
         result = {"columns": r.columns, "rows": r.rows}
-    _print_rows(result, as_json)
+    if as_json:
+        _print_rows(result, True)
+        return
+    table = Table("time (UTC)", "type", "target", "actor", "outcome", "links")
+    for row in (dict(zip(result["columns"], r, strict=True)) for r in result["rows"]):
+        outcome = row["outcome"]
+        style = {"failure": "red", "success": "green"}.get(outcome, "")
+        table.add_row(str(row["time"]).replace("T", " ").rstrip("Z"), escape(row["type"]),
+                      escape(f"{row['target_kind']}:{row['target_id']}"),
+                      escape(f"{row['actor_id']} ({row['actor_assurance']})"),
+                      f"[{style}]{outcome}[/]" if style else escape(outcome), escape("\n".join(row["links"])))
+    out.print(table)
+    err.print(f"{len(result['rows'])} event(s)")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.web import Request, Response, View
@@ -73,8 +73,8 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
 
     @app.agent(topic)
-    async def ingest(stream: faust.Stream) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in cast(faust.Stream, stream).take_events(settings.batch_size, within=settings.batch_within):
             records = [
                 Record(ev.value, Position(ev.message.topic, ev.message.partition, ev.message.offset))
                 for ev in events
