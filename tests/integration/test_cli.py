@@ -1,0 +1,69 @@
+"""The CLI against a real broker and a real worker (embedded store behind the worker API)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Stack, json_rows
+from factories import event_bytes, event_dict
+
+pytestmark = pytest.mark.integration
+
+REPO_SAMPLE = "deploy/sample/changes.jsonl"
+
+
+def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
+    up = stack.cli("up", "--detach")
+    assert up.returncode == 0, up.stderr
+    assert "causelog is up" in up.stderr
+
+    produced = stack.cli("produce", REPO_SAMPLE)
+    assert produced.returncode == 0, produced.stderr
+    assert "sent 11 events" in produced.stderr
+    stack.wait_rows(11)
+
+    rows = json_rows(stack.cli("timeline", "--since", "2026-11-27 01:00", "--until", "2026-11-27T02:14:00Z",
+                               "--target", "orders-db", "--json", check=True).stdout)
+    assert [r["type"] for r in rows] == ["config.changed", "db.session.started", "db.query", "db.failed"]
+    assert rows[-1]["outcome"] == "failure" and rows[-1]["time"] == "2026-11-27T02:14:00.000000Z"
+
+    counts = json_rows(stack.cli("sql", "SELECT key_type, count() AS n FROM causelog.event_links "
+                                        "WHERE key_type = {k:String} GROUP BY key_type", "-p", "k=commit",
+                                 "--json", check=True).stdout)
+    assert counts == [{"key_type": "commit", "n": 5}]
+
+    refused = stack.cli("sql", "DROP TABLE causelog.events")
+    assert refused.returncode == 2 and "readonly" in refused.stderr.lower()
+
+    status = stack.cli("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    report = json_rows(status.stdout)
+    assert report["tables"]["events"] == 11 and report["lag"] == 0
+
+    down = stack.cli("down")
+    assert down.returncode == 0 and "worker stopped" in down.stderr
+    assert stack.health() is None
+    after = stack.cli("status")
+    assert after.returncode == 1
+
+
+def test_produce_reports_bad_lines_with_numbers_and_sends_the_rest(stack: Stack) -> None:
+    lines = [event_bytes(1), b"", b"{not json", event_bytes(2), b'{"specversion": "1.0"}', event_bytes(3)]
+    result = stack.cli("produce", "-", input=b"\n".join(lines) + b"\n")
+    assert result.returncode == 1
+    assert "-:3: bad_json" in result.stderr
+    assert "-:5: missing_field" in result.stderr
+    assert "sent 3 events" in result.stderr and "2 bad line(s)" in result.stderr
+    got = stack.read_topic(stack.settings.topic_changes, expected=3, timeout=20)
+    from pipeline.model import decode
+
+    ids = sorted(decode(m.value()).id for m in got)
+    assert ids == sorted(event_dict(i)["id"] for i in (1, 2, 3))
+    assert all(decode(m.value()).observed_time is not None for m in got)
+    assert {m.key() for m in got} == {b"acme"}
+
+
+def test_query_commands_explain_when_the_worker_is_down(stack: Stack) -> None:
+    result = stack.cli("sql", "SELECT 1")
+    assert result.returncode == 2
+    assert "not answering" in result.stderr and "causelog up" in result.stderr
+    assert "Traceback" not in result.stderr
