@@ -23,8 +23,7 @@ kafka-jars:  ## fetch the Kafka broker jars from Maven Central (once)
 
 run: install kafka-jars  ## start broker + worker on the embedded store, load the sample, show the timeline
 	$(VENV)/bin/causelog up --detach
-	$(VENV)/bin/causelog produce deploy/sample/changes.jsonl
-	@$(PY) -c "import time; time.sleep(2)"
+	$(VENV)/bin/causelog produce deploy/sample/changes.jsonl --wait 120
 	$(VENV)/bin/causelog timeline --since '2026-11-27 00:00' --until '2026-11-27 02:14'
 	$(VENV)/bin/causelog status
 	@echo "stack is running; try: $(VENV)/bin/causelog --help   (stop with: make down)"

@@ -176,8 +176,10 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 @cli.command()
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default=None, help="Topic to send to (default <prefix>.changes).")
+@click.option("--wait", "wait_secs", type=float, default=None, metavar="SECONDS",
+              help="Then wait (up to SECONDS) until the workers have stored everything on the topic.")
 @click.pass_obj
-def produce(s: Settings, file: Path, topic: str | None) -> None:
+def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None) -> None:
     """Send JSON-lines envelopes from FILE (or - for stdin) to Kafka, validating each line.
 
     A bad line is reported with its line number and not sent; the exit code is 1 if any was bad.
@@ -208,7 +210,26 @@ def produce(s: Settings, file: Path, topic: str | None) -> None:
             tracker.producer.poll(0)
         sent = tracker.flush()
     err.print(f"sent {sent:,} events to {topic}" + (f"; [red]{bad} bad line(s) not sent[/]" if bad else ""))
+    if wait_secs is not None:
+        _wait_for_lag(s, topic, wait_secs)
     sys.exit(1 if bad else 0)
+
+
+def _wait_for_lag(s: Settings, topic: str, timeout: float) -> None:
+    """Block until the worker group committed every record of ``topic`` (so it is stored)."""
+    from pipeline.bus import consumer_lag
+
+    deadline = time.monotonic() + timeout
+    lag = -1
+    with err.status("waiting for the worker to store them"):
+        while time.monotonic() < deadline:
+            lag = sum(p["lag"] for p in consumer_lag(s, topic).values())
+            if lag == 0:
+                err.print("stored")
+                return
+            time.sleep(0.5)
+    raise CauselogError(f"the worker still has {lag} records to store on {topic} after {timeout:.0f}s "
+                        "(is it running? see `causelog status`)")
 
 
 # -------------------------------------------------------------------------------------- queries

@@ -17,14 +17,20 @@ def parse_duration(text: str) -> timedelta:
     m = _RELATIVE.match(text.strip().lower())
     if not m:
         raise ConfigError(f"{text!r} is not a duration (use e.g. 30m, 6h, 2d)")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    try:
+        return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    except OverflowError:
+        raise ConfigError(f"{text!r} is too long a duration") from None
 
 
 def parse_time(text: str, now: datetime) -> datetime:
     """An aware UTC datetime from what a user typed; naive input is taken as UTC."""
     raw = text.strip()
     if _RELATIVE.match(raw.lower()):
-        return (now - parse_duration(raw)).astimezone(UTC)
+        try:
+            return (now - parse_duration(raw)).astimezone(UTC)
+        except OverflowError:
+            raise ConfigError(f"{text!r} reaches before year 1") from None
     if m := _CLOCK.match(raw):
         hour, minute, second = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
         if hour > 23 or minute > 59 or second > 59:

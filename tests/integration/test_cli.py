@@ -16,10 +16,11 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     assert up.returncode == 0, up.stderr
     assert "causelog is up" in up.stderr
 
-    produced = stack.cli("produce", REPO_SAMPLE)
+    produced = stack.cli("produce", REPO_SAMPLE, "--wait", "60")
     assert produced.returncode == 0, produced.stderr
-    assert "sent 11 events" in produced.stderr
-    stack.wait_rows(11)
+    assert "sent 11 events" in produced.stderr and "stored" in produced.stderr
+    # --wait returns only once the worker committed, i.e. after the rows landed.
+    assert stack.sql("SELECT count() FROM DB.events")[0][0] == 11
 
     rows = json_rows(stack.cli("timeline", "--since", "2026-11-27 01:00", "--until", "2026-11-27T02:14:00Z",
                                "--target", "orders-db", "--json", check=True).stdout)
