@@ -7,7 +7,7 @@
 | ``CAUSELOG_KAFKA_PORT`` | ``9092`` | port of the local single-node broker (when ``KAFKA_BOOTSTRAP`` is unset) |
 | ``CLICKHOUSE_URL`` | unset | ``http(s)://user:pass@host:port/database`` of a ClickHouse server; unset = embedded chDB |
 | ``CAUSELOG_DATABASE`` | ``causelog`` | ClickHouse database holding the tables (embedded and server) |
-| ``CAUSELOG_TOPIC_PREFIX`` | ``causelog`` | topics are ``<prefix>.changes``, ``<prefix>.dlq``, ``<prefix>.chains``, ``<prefix>.alerts`` |
+| ``CAUSELOG_TOPIC_PREFIX`` | ``causelog`` | topics are ``<prefix>.changes``, ``.dlq``, ``.chains``, ``.alerts``, ``.cursors`` |
 | ``CAUSELOG_PARTITIONS`` | ``4`` | partitions of ``<prefix>.changes`` when causelog creates it |
 | ``CAUSELOG_GROUP`` | ``causelog-worker`` | consumer group (and Faust app id) of the workers |
 | ``CAUSELOG_API`` | ``127.0.0.1:6066`` | address the worker's query API listens on and the CLI talks to |
@@ -19,14 +19,16 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError
 
 
-def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1, maximum: int | None = None) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -36,6 +38,8 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value < minimum:
         raise ConfigError(f"{name}={raw!r} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={raw!r} must be <= {maximum}")
     return value
 
 
@@ -47,15 +51,15 @@ def _float(env: dict[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be > 0")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a finite number > 0")
     return value
 
 
 def _hostport(name: str, raw: str) -> tuple[str, int]:
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"{name}={raw!r} must look like HOST:PORT")
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}={raw!r} must look like HOST:PORT (port 1-65535)")
     return host, int(port)
 
 
@@ -94,6 +98,11 @@ class Settings:
         return f"{self.topic_prefix}.chains"
 
     @property
+    def topic_cursors(self) -> str:
+        """Compacted topic of source cursors, written in the same transaction as the events."""
+        return f"{self.topic_prefix}.cursors"
+
+    @property
     def topic_alerts(self) -> str:
         """Alerts fired by rules."""
         return f"{self.topic_prefix}.alerts"
@@ -124,14 +133,15 @@ def load(environ: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if environ is None else environ)
     home = Path(env.get("CAUSELOG_HOME") or Path.cwd() / ".causelog").expanduser().resolve()
     external = env.get("KAFKA_BOOTSTRAP", "").strip()
-    port = _int(env, "CAUSELOG_KAFKA_PORT", 9092)
+    port = _int(env, "CAUSELOG_KAFKA_PORT", 9092, maximum=65535)
     api_host, api_port = _hostport("CAUSELOG_API", env.get("CAUSELOG_API") or "127.0.0.1:6066")
     prefix = env.get("CAUSELOG_TOPIC_PREFIX") or "causelog"
-    if not all(c.isalnum() or c in "._-" for c in prefix):
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):  # Kafka topic names are ASCII only
         raise ConfigError(f"CAUSELOG_TOPIC_PREFIX={prefix!r} may hold only letters, digits, '.', '_' and '-'")
     database = env.get("CAUSELOG_DATABASE") or "causelog"
-    if not database.replace("_", "").isalnum():
-        raise ConfigError(f"CAUSELOG_DATABASE={database!r} may hold only letters, digits and '_'")
+    # Used unquoted in SQL: ClickHouse identifiers are ASCII and not all digits.
+    if not re.fullmatch(r"[A-Za-z0-9_]+", database) or database.isdigit():
+        raise ConfigError(f"CAUSELOG_DATABASE={database!r} may hold only ASCII letters, digits and '_'")
     url = env.get("CLICKHOUSE_URL", "").strip() or None
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"CLICKHOUSE_URL={url!r} must start with http:// or https://")

@@ -39,6 +39,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_dlq, 1, dict(keep)),
         TopicSpec(settings.topic_chains, settings.partitions, dict(keep)),
         TopicSpec(settings.topic_alerts, 1, {"retention.ms": "-1"}),
+        # Source cursors: only the latest value per source instance matters.
+        TopicSpec(settings.topic_cursors, 1, {"cleanup.policy": "compact"}),
     ]
 
 

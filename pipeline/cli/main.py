@@ -328,6 +328,11 @@ def timeline(s: Settings, since: str | None, until: str | None, target: str | No
     err.print(f"{len(result['rows'])} event(s)")
 
 
+from pipeline.cli.ingest import ingest  # noqa: E402
+
+cli.add_command(ingest)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="causelog")

@@ -37,7 +37,9 @@ def parse_time(text: str, now: datetime) -> datetime:
             raise ConfigError(f"{text!r} is not a time of day")
         return now.astimezone(UTC).replace(hour=hour, minute=minute, second=second, microsecond=0)
     try:
-        value = datetime.fromisoformat(raw.replace(" ", "T", 1) if " " in raw else raw)
+        # RFC 3339 allows lower-case 't' and 'z'; fromisoformat does not.
+        iso = raw.upper()
+        value = datetime.fromisoformat(iso.replace(" ", "T", 1) if " " in iso else iso)
     except ValueError:
         raise ConfigError(
             f"{text!r} is not a time (use RFC 3339 like 2026-11-27T02:14:00Z, '2026-11-27 02:14', 02:14 or 6h)"

@@ -175,7 +175,8 @@ class Stack:
 
     def read_topic(self, topic: str, expected: int, timeout: float = 60) -> list[Any]:
         c = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                      "isolation.level": "read_committed"})
         c.subscribe([topic])
         out: list[Any] = []
         deadline = time.monotonic() + timeout

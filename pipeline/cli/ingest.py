@@ -1,0 +1,161 @@
+"""``causelog ingest <kind>``: run a source connector once (backfill) or following its input."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pipeline.errors import DecodeError
+from pipeline.model import Event
+from pipeline.settings import Settings
+from pipeline.sources import files
+from pipeline.sources.runner import RawRecord, Report, load_cursor, run_source
+
+err = Console(stderr=True)
+
+
+def parse_json(rec: RawRecord) -> Any:
+    """The record's payload as JSON, or a ``bad_json`` DecodeError naming where it came from."""
+    try:
+        return orjson.loads(rec.payload)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError("bad_json", f"{rec.origin} is not JSON: {exc}") from None
+
+
+def _run(
+    s: Settings,
+    kind: str,
+    instance: str,
+    fetch: Callable[[Any], Iterable[RawRecord]],
+    convert: Callable[[RawRecord], list[Event]],
+    *,
+    total: int | None,
+    follow: bool = False,
+) -> None:
+    from pipeline.bus import ensure_topics
+    from pipeline.bus.sink import KafkaSink
+
+    ensure_topics(s)
+    sink = KafkaSink(s, f"{kind}:{instance}")
+    totals = Report()
+    try:
+        while True:
+            cursor = load_cursor(sink)
+            progress = Progress(TextColumn(f"ingest {kind}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                                console=err, disable=not err.is_terminal or follow, transient=True)
+            with progress:
+                task = progress.add_task(kind, total=total)
+                start_offset = (cursor or {}).get("offset", 0) if isinstance(cursor, dict) else 0
+                progress.update(task, completed=start_offset)
+
+                def tick(_: Report, rec: RawRecord) -> None:
+                    progress.update(task, advance=len(rec.original) if "offset" not in rec.cursor else None,
+                                    completed=rec.cursor.get("offset") if "offset" in rec.cursor else None)
+
+                report = run_source(kind, fetch(cursor), convert, sink, topic=s.topic_changes, dlq=s.topic_dlq,
+                                    on_progress=tick)
+            for name in ("records", "events", "rejected", "commits"):
+                setattr(totals, name, getattr(totals, name) + getattr(report, name))
+            for reason, n in report.reasons.items():
+                totals.reasons[reason] = totals.reasons.get(reason, 0) + n
+            if report.records or not follow:
+                _summary(kind, report)
+            if not follow:
+                break
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        _summary(kind, totals)
+    finally:
+        sink.close()
+    if totals.rejected and not follow:
+        raise SystemExit(1)
+
+
+def _summary(kind: str, r: Report) -> None:
+    why = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items()))
+    err.print(f"{kind}: {r.records:,} records -> {r.events:,} events"
+              + (f"; [red]{r.rejected} rejected to the DLQ[/] ({why})" if r.rejected else ""))
+
+
+@click.group()
+def ingest() -> None:
+    """Run a source connector: read its input, send envelopes to Kafka, bad input to the DLQ.
+
+    Each source keeps a cursor in Kafka, committed in the same transaction as its events:
+    run it again (or after a crash) and it resumes where it stopped, repeating nothing.
+    """
+
+
+def _scope(s: Settings, scope: str | None) -> str:
+    return scope or s.scope
+
+
+@ingest.command("github-webhook")
+@click.option("--file", "paths", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+              help="Webhook payload file(s) or directories of them (*.json).")
+@click.option("--event", "event_name", help="X-GitHub-Event name; default: each file's folder name.")
+@click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@click.pass_obj
+def github_webhook(s: Settings, paths: tuple[Path, ...], event_name: str | None, scope: str | None) -> None:
+    """Import GitHub webhook payloads saved as files (the HTTP receiver comes with issue 3)."""
+    from pipeline.sources import github
+
+    received = datetime.now(UTC)
+
+    def convert(rec: RawRecord) -> list[Event]:
+        name = event_name or Path(rec.origin).parent.name
+        return github.to_events(parse_json(rec), event_name=name, scope=_scope(s, scope), received_at=received)
+
+    instance = ",".join(sorted(str(p.resolve()) for p in paths))
+    _run(s, "github-webhook", instance, lambda c: files.fetch_documents(list(paths), c), convert,
+         total=files.total_size(list(paths)))
+
+
+@ingest.command("k8s-audit")
+@click.option("--file", "path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Kubernetes audit log (JSON lines, as the log backend writes it).")
+@click.option("--cluster", help="Cluster name recorded on the events.")
+@click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@click.option("--follow", is_flag=True, help="Keep reading as the log grows (and after rotation).")
+@click.pass_obj
+def k8s_audit(s: Settings, path: Path, cluster: str | None, scope: str | None, follow: bool) -> None:
+    """Import a Kubernetes audit log file (one Event or EventList per line)."""
+    from pipeline.sources import k8s_audit as k8s
+
+    def convert(rec: RawRecord) -> list[Event]:
+        out: list[Event] = []
+        for item in k8s.split_records(parse_json(rec)):
+            out.extend(k8s.to_events(item, scope=_scope(s, scope), cluster=cluster))
+        return out
+
+    _run(s, "k8s-audit", str(path.resolve()), lambda c: files.fetch_lines(path, c), convert,
+         total=path.stat().st_size, follow=follow)
+
+
+@ingest.command("terraform")
+@click.argument("plans", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@click.pass_obj
+def terraform(s: Settings, plans: tuple[Path, ...], scope: str | None) -> None:
+    """Import `terraform show -json` plans: one config event per resource change."""
+    from pipeline.sources import terraform as tf
+
+    def convert(rec: RawRecord) -> list[Event]:
+        path = Path(rec.origin)
+        planned = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        name = path.parent.name if path.stem == "plan" else path.stem
+        return tf.to_events(parse_json(rec), scope=_scope(s, scope), plan_name=name, planned_at=planned)
+
+    instance = ",".join(sorted(str(p.resolve()) for p in plans))
+    _run(s, "terraform", instance, lambda c: files.fetch_documents(list(plans), c), convert,
+         total=files.total_size(list(plans)))
+
+
