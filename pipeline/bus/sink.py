@@ -9,6 +9,7 @@ derived from the source instance: a restarted source fences its zombie predecess
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 
@@ -117,7 +118,5 @@ class KafkaSink:
 
     def close(self) -> None:
         """Abort whatever is open (nothing half-done becomes visible)."""
-        try:
+        with contextlib.suppress(KafkaException):
             self.producer.abort_transaction(10)
-        except KafkaException:
-            pass

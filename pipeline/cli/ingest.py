@@ -56,9 +56,11 @@ def _run(
                 start_offset = (cursor or {}).get("offset", 0) if isinstance(cursor, dict) else 0
                 progress.update(task, completed=start_offset)
 
-                def tick(_: Report, rec: RawRecord) -> None:
-                    progress.update(task, advance=len(rec.original) if "offset" not in rec.cursor else None,
-                                    completed=rec.cursor.get("offset") if "offset" in rec.cursor else None)
+                def tick(_: Report, rec: RawRecord, progress: Progress = progress, task: Any = task) -> None:
+                    if "offset" in rec.cursor:
+                        progress.update(task, completed=rec.cursor["offset"])
+                    else:
+                        progress.update(task, advance=len(rec.original))
 
                 report = run_source(kind, fetch(cursor), convert, sink, topic=s.topic_changes, dlq=s.topic_dlq,
                                     on_progress=tick)
