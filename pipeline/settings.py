@@ -144,7 +144,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"CAUSELOG_DATABASE={database!r} may hold only ASCII letters, digits and '_'")
     url = env.get("CLICKHOUSE_URL", "").strip() or None
     if url is not None and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"CLICKHOUSE_URL={url!r} must start with http:// or https://")
+        # Echo the value without its credentials, if it carries any.
+        shown = re.sub(r"^([^/@]*//)?[^/@]*@", r"\1***@", url)
+        raise ConfigError(f"CLICKHOUSE_URL={shown!r} must start with http:// or https://")
     return Settings(
         home=home,
         kafka_bootstrap=external or f"127.0.0.1:{port}",

@@ -40,6 +40,7 @@ class Store:
         self.embedded = embedded
         self.where = where
         self._lock = threading.Lock()
+        self._reader: Any = None  # embedded only: a dedicated read-only chDB handle, see readonly()
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -67,14 +68,39 @@ class Store:
             return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
 
     def readonly(self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int = 10000) -> QueryResult:
-        """Run a user query read-only (``readonly=2``: settings may change, data and schema may not)."""
-        settings = {"readonly": 2, "max_result_rows": limit, "result_overflow_mode": "break"}
+        """Run a user query read-only (``readonly=2``: settings may change, data and schema may not).
+
+        At most ``limit`` rows are returned (``result_overflow_mode=break`` stops at a block
+        boundary, so the rows are also cut here).
+        """
+        settings: dict[str, Any] = {"max_result_rows": limit, "result_overflow_mode": "break"}
         with self._lock:
+            if self.embedded:
+                client = self._read_client()
+            else:
+                client = self.client
+                settings["readonly"] = 2
             try:
-                result = self.client.query(sql, parameters=parameters, settings=settings)
+                result = client.query(sql, parameters=parameters, settings=settings)
             except ClickHouseError as exc:
                 raise QueryError(f"query rejected: {_first_line(exc)}") from exc
-            return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
+            return QueryResult(list(result.column_names), [list(r) for r in result.result_rows[:limit]])
+
+    def _read_client(self) -> Any:
+        """A second chDB handle on the same engine, switched to ``readonly=2`` for good.
+
+        chDB applies per-call settings with ``SET`` on the handle's session and restores them
+        afterwards, but ``readonly`` cannot be unset once set: on the shared handle, one refused
+        statement would leave it read-only and stop every later write of the worker.
+        """
+        if self._reader is None:
+            try:
+                reader = clickhouse_connect.get_client(interface="chdb", path=self.client.path)
+                reader.command("SET readonly = 2")
+            except ClickHouseError as exc:
+                raise StoreError(f"cannot open a read-only ClickHouse handle ({self.where}): {_first_line(exc)}") from exc
+            self._reader = reader
+        return self._reader
 
     def insert(
         self,
@@ -97,6 +123,9 @@ class Store:
     def close(self) -> None:
         """Release the client (for chDB this releases the engine and the path)."""
         with self._lock, suppress(ClickHouseError):
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             self.client.close()
 
 

@@ -69,15 +69,19 @@ def event_row(p: Pending, ingested_at: datetime) -> list[object]:
     ]  # fmt: skip
 
 
-def batch_token(positions: Iterable[Position]) -> str:
-    """Deterministic token for the offsets a batch covers (per topic-partition first..last)."""
+def batch_token(positions: Iterable[Position], ids: Iterable[str] = ()) -> str:
+    """Deterministic token for a batch: the offsets it covers (per topic-partition first..last)
+    and the ids it inserts. The ids keep a recreated topic, whose offsets start again, from
+    colliding with an older batch inside ClickHouse's dedup window."""
     spans: dict[tuple[str, int], list[int]] = {}
     for pos in positions:
         span = spans.setdefault((pos.topic, pos.partition), [pos.offset, pos.offset])
         span[0] = min(span[0], pos.offset)
         span[1] = max(span[1], pos.offset)
-    text = ";".join(f"{t}[{p}]{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items()))
-    return hashlib.sha256(text.encode()).hexdigest()
+    h = hashlib.sha256(";".join(f"{t}[{p}]{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items())).encode())
+    for event_id in sorted(ids):
+        h.update(b"\x1f" + event_id.encode())
+    return h.hexdigest()
 
 
 class EventWriter:
@@ -119,6 +123,6 @@ class EventWriter:
                 "events",
                 [event_row(p, ingested) for p in fresh],
                 EVENT_COLUMNS,
-                token=batch_token(p.position for p in batch),
+                token=batch_token((p.position for p in batch), (p.event.id for p in fresh)),
             )
         return WriteResult(len(fresh), len(batch) - len(fresh))
