@@ -34,11 +34,14 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
 
     refused = stack.cli("sql", "DROP TABLE causelog.events")
     assert refused.returncode == 2 and "readonly" in refused.stderr.lower()
+    # A refused query must not leave the worker's own store handle read-only.
+    stack.produce([event_bytes(i) for i in range(5)])
+    stack.wait_rows(16, timeout=30)
 
     status = stack.cli("status", "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     report = json_rows(status.stdout)
-    assert report["tables"]["events"] == 11 and report["lag"] == 0
+    assert report["tables"]["events"] == 16 and report["lag"] == 0
 
     down = stack.cli("down")
     assert down.returncode == 0 and "worker stopped" in down.stderr
