@@ -54,6 +54,7 @@ lint: install  ## ruff + mypy
 	$(VENV)/bin/mypy pipeline
 
 bench: install kafka-jars  ## throughput of the pipeline vs a raw confluent-kafka + clickhouse-connect baseline
+	$(PY) tests/bench/bench_correlate.py
 	$(PY) tests/bench/bench_e2e.py $(BENCH_ARGS)
 
 clean:  ## remove local state (.causelog) and caches

@@ -1,0 +1,301 @@
+"""The correlation reducer of DESIGN.md §3: ``step(state, event, now) -> (state, emissions)``.
+
+Pure: no I/O and no clock. ``now`` is injected; use an event-time watermark (for instance the
+latest event time seen on the partition) rather than the wall clock, otherwise a backfill of
+history older than a key type's TTL finds every such key already dead and each event starts a
+chain of its own.
+
+**In place.** For speed, :func:`step` and :func:`expire` mutate the state they are given and
+return that same object. Keep a copy through :func:`~pipeline.correlate.state.encode_state` if
+the previous state is needed.
+
+What one step does, for an event ``e`` with time ``t`` and link keys ``K`` (actor and target are
+never keys; duplicate keys in ``e.links`` count once):
+
+1. *Expiry.* Any key of ``K`` whose deadline (latest event time + TTL) is before ``now`` is
+   removed (:class:`Expired`) and counts as new. An amortised full sweep
+   (:func:`expire`) runs when ``now`` has advanced by ``sweep_every`` and at least as many
+   steps as there are live keys happened since the last sweep, so a sweep costs O(1) per event
+   (a dead key may linger in memory that long, but is never joined). Whether a key had already
+   been swept or is found dead here makes no difference to the chains.
+2. *Idempotence.* If ``e`` (same id and time) is remembered on any live key of ``K``, the step
+   is a no-op and emits nothing. Replays are recognised as long as the event is remembered: its
+   keys are live and it is among the ``max_per_key`` newest of at least one of them. An event
+   without links has no state; a replay re-emits the identical ``Member(e, e)``. A replay past
+   that horizon is taken as a new event (new edges, possibly a new chain); replays after a
+   worker crash (uncommitted offsets) are far inside it. To reprocess history, start from an
+   empty state, never feed old history into a state that has already seen and forgotten it.
+3. *Membership.* The chains of the live keys of ``K`` (and the chain ``e.id`` itself, if
+   ``e`` was already a chain head that is still tracked) are merged: the chain whose head
+   ``(time, id)`` is earliest wins, each other one gets ``Alias(loser, winner)``. If ``e`` is
+   earlier than every head, ``e`` becomes the head and all of them are aliased to ``e.id``.
+   Emits ``Member(e.id, chain id)``. No keys, or only new ones: ``e`` heads a new chain.
+4. *Edges* (by event time, not arrival). For each key of ``K`` that already has remembered
+   events, ``e`` is inserted at its ``(time, id)`` place: after the newest -> ``Edge(e -> newest)``;
+   between ``p`` and ``s`` -> ``EdgeRemoved(s -> p)``, ``Edge(e -> p)``, ``Edge(s -> e)``; before
+   the oldest remembered ``o`` -> ``Edge(o -> e)`` (exact if ``o`` is the key's first event;
+   otherwise ``e`` "attaches to the oldest remembered one" since its real neighbours are
+   forgotten, and ``o``'s edge to its forgotten predecessor stays).
+
+Emission order within a step: ``Expired`` (sorted by key) from a sweep, ``Expired`` of dead keys of
+``K`` in link order, ``Member``, ``Alias`` (losers by head ``(time, id)``), then per key of ``K`` in
+link order its ``EdgeRemoved``/``Edge`` records as listed above.
+
+Union-find compaction: ``parent`` and ``heads`` entries of chains no live key refers to are
+dropped when they outnumber twice the live keys (plus 1024): every key's chain ref is resolved to
+its root, ``parent`` is emptied, and ``heads`` keeps the roots in use. Cost O(live keys), at most
+once per ``live keys + 1024`` aliases or expiries, so amortised O(1). It does not change any
+emission, except for a replay past the dedup horizon of an event that headed a since-merged
+chain (with the entry kept, such a replay rejoins the winning chain). It is deterministic and the
+encoded state is exact, so a restarted worker compacts exactly when an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from pipeline.correlate.emissions import Alias, Edge, EdgeRemoved, Emission, Expired, Member
+from pipeline.correlate.state import NEVER, State
+from pipeline.model.event import to_micros
+
+_COMPACT_SLACK = 1024
+
+
+class Correlatable(Protocol):
+    """What the reducer reads of an event: :class:`~pipeline.model.Event` or any lighter struct."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def time(self) -> datetime: ...
+
+    @property
+    def links(self) -> Sequence[str]: ...
+
+
+def step(state: State, event: Correlatable, now: datetime | int) -> tuple[State, list[Emission]]:
+    """Correlate one event (see the module docstring). ``now``: aware datetime or UTC µs.
+
+    Mutates ``state`` in place and returns it with the emissions.
+    """
+    now_us = now if isinstance(now, int) else to_micros(now)
+    return state, step_raw(state, event.id, to_micros(event.time), event.links, now_us)
+
+
+def expire(state: State, now: datetime | int) -> tuple[State, list[Emission]]:
+    """Remove every key whose latest event is more than its TTL before ``now``.
+
+    Emits ``Expired(key)`` sorted by key. Mutates ``state`` in place and returns it.
+    """
+    now_us = now if isinstance(now, int) else to_micros(now)
+    out: list[Emission] = []
+    _sweep(state, now_us, out)
+    return state, out
+
+
+def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) -> list[Emission]:
+    """:func:`step` on already extracted fields (event id, event time in µs, link keys, now in µs)."""
+    out: list[Emission] = []
+    state.steps_since_sweep += 1
+    if now_us >= state.next_sweep_us and state.steps_since_sweep >= len(state.keys):
+        _sweep(state, now_us, out)
+        state.next_sweep_us = now_us + state.config.sweep_every_us
+    if not links:
+        out.append(Member(eid, eid))
+        return out
+    if len(links) > 1 and len(set(links)) < len(links):
+        links = tuple(dict.fromkeys(links))
+
+    # Record layout (see pipeline.correlate.state): rec = [chain_ref, times, id_1, ..., id_n] and
+    # times = array('q', [deadline, t_1, ..., t_n]): event j is at times[j] and rec[j + 1].
+    keys = state.keys
+    parent = state.parent
+    heads = state.heads
+    hits: list[tuple[str, list, int]] = []
+    fresh: list[str] = []
+    root: str | None = None
+    others: set[str] | None = None
+    maintenance = False
+
+    for k in links:
+        rec = keys.get(k)
+        if rec is not None and rec[1][0] < now_us:
+            del keys[k]
+            out.append(Expired(k))
+            maintenance = True
+            rec = None
+        if rec is None:
+            fresh.append(k)
+            continue
+        times = rec[1]
+        p = bisect_left(times, t, 1)
+        end = len(times)
+        if p < end and times[p] == t:
+            while p < end and times[p] == t:
+                x = rec[p + 1]
+                if x == eid:
+                    return out  # already correlated: a replay
+                if x > eid:
+                    break
+                p += 1
+        hits.append((k, rec, p))
+        c = rec[0]
+        if c in parent:
+            c = _find(parent, c)
+            rec[0] = c
+        if root is None:
+            root = c
+        elif c != root:
+            if others is None:
+                others = {c}
+            else:
+                others.add(c)
+
+    # A replay of a chain head whose keys forgot it: rejoin the chain it heads (or was merged into).
+    if eid in heads or eid in parent:
+        c = _find(parent, eid)
+        if root is None:
+            root = c
+        elif c != root:
+            if others is None:
+                others = {c}
+            else:
+                others.add(c)
+
+    # Membership.
+    if root is None:
+        winner = eid
+        heads[eid] = t
+        out.append(Member(eid, eid))
+    elif others is None:
+        ht = heads[root]
+        if t < ht or (t == ht and eid < root):
+            winner = eid
+            heads[eid] = t
+            del heads[root]
+            parent[root] = eid
+            out.append(Member(eid, eid))
+            out.append(Alias(root, eid))
+            maintenance = True
+        else:
+            winner = root
+            out.append(Member(eid, root))
+    else:
+        others.add(root)
+        ranked = sorted([(heads[c], c) for c in others])
+        ht, hc = ranked[0]
+        if t < ht or (t == ht and eid < hc):
+            winner = eid
+            heads[eid] = t
+            losers = ranked
+        else:
+            winner = hc
+            losers = ranked[1:]
+        out.append(Member(eid, winner))
+        for _, c in losers:
+            parent[c] = winner
+            del heads[c]
+            out.append(Alias(c, winner))
+        maintenance = True
+
+    # Edges and remembered events.
+    config = state.config
+    maxk = config.max_per_key
+    ttl_us = config.ttl_us
+    default_ttl = config.default_ttl_us
+    for k, rec, p in hits:
+        rec[0] = winner
+        times = rec[1]
+        end = len(times)
+        j = k.find(":")
+        kt = k[:j] if j >= 0 else k
+        if p == end:  # the newest event of the key
+            out.append(Edge(k, kt, eid, rec[-1], t))
+            times.append(t)
+            rec.append(eid)
+            ttl = ttl_us.get(kt, default_ttl)
+            if ttl is not None:
+                times[0] = t + ttl
+        elif p == 1:  # older than every remembered event
+            out.append(Edge(k, kt, rec[2], eid, times[1]))
+            times.insert(1, t)
+            rec.insert(2, eid)
+        else:  # between two remembered events
+            pid = rec[p]
+            sid = rec[p + 1]
+            st = times[p]
+            out.append(EdgeRemoved(k, kt, sid, pid, st))
+            out.append(Edge(k, kt, eid, pid, t))
+            out.append(Edge(k, kt, sid, eid, st))
+            times.insert(p, t)
+            rec.insert(p + 1, eid)
+        if end > maxk:  # end - 1 events before this one: keep the newest max_per_key
+            drop = end - maxk
+            del times[1 : 1 + drop]
+            del rec[2 : 2 + drop]
+    for k in fresh:
+        j = k.find(":")
+        ttl = ttl_us.get(k[:j] if j >= 0 else k, default_ttl)
+        keys[k] = [winner, array("q", (NEVER if ttl is None else t + ttl, t)), eid]
+
+    if maintenance:
+        _maybe_compact(state)
+    return out
+
+
+def _find(parent: dict[str, str], c: str) -> str:
+    """Root of chain ``c``, compressing the path behind it."""
+    r = parent.get(c)
+    if r is None:
+        return c
+    nxt = parent.get(r)
+    if nxt is None:
+        return r
+    path = [c, r]
+    r = nxt
+    while (nxt := parent.get(r)) is not None:
+        path.append(r)
+        r = nxt
+    for p in path:
+        parent[p] = r
+    return r
+
+
+def _sweep(state: State, now_us: int, out: list[Emission]) -> None:
+    keys = state.keys
+    dead = [k for k, rec in keys.items() if rec[1][0] < now_us]
+    state.steps_since_sweep = 0
+    if not dead:
+        return
+    dead.sort()
+    for k in dead:
+        del keys[k]
+        out.append(Expired(k))
+    _maybe_compact(state)
+
+
+def _maybe_compact(state: State) -> None:
+    if len(state.parent) + len(state.heads) > 2 * len(state.keys) + _COMPACT_SLACK:
+        compact(state)
+
+
+def compact(state: State) -> None:
+    """Drop union-find entries no live key needs (see the module docstring)."""
+    parent = state.parent
+    heads = state.heads
+    live: dict[str, int] = {}
+    for rec in state.keys.values():
+        c = rec[0]
+        if c in parent:
+            c = _find(parent, c)
+            rec[0] = c
+        if c not in live:
+            live[c] = heads[c]
+    parent.clear()
+    heads.clear()
+    heads.update(live)

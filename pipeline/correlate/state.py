@@ -1,0 +1,225 @@
+"""The correlation state and its serialised form.
+
+In memory
+---------
+:class:`State` holds, for one scope (tenant):
+
+``keys``: ``{link key: [chain_ref, times, id_1, ..., id_n]}`` -- one flat list per *live* key:
+
+- ``chain_ref``: a chain id that was the key's chain root when the key was last touched; it may
+  since have been aliased, so it is resolved through ``parent`` (and refreshed when touched).
+- ``times``: ``array('q', [deadline_us, t_1, ..., t_n])``. ``deadline_us`` is ``latest event time
+  + ttl`` of the key's type (:data:`NEVER` if the type never expires); the key is dead once
+  ``deadline_us < now``. ``t_j`` is the time in µs of the key's ``j``-th remembered event.
+- ``id_1 ... id_n``: the ids of the remembered events (``rec[j + 1]`` goes with ``times[j]``).
+
+The remembered events are sorted by ``(time, id)`` and are at most ``max_per_key`` (the newest).
+This layout costs per key one list, one ``array`` and the key string, plus 16 bytes per
+remembered event and its id string (shared with the event's other keys): no tuple, int or
+``None`` object per event or per deadline.
+
+``parent``: ``{chain id: chain id}`` union-find links of chains that lost a merge (or were
+overtaken by an earlier head); kept only while a live key may still refer to the losing id and
+dropped by compaction (see :mod:`pipeline.correlate.reducer`).
+
+``heads``: ``{root chain id: head time_us}``: the live chains. A chain's id is its earliest
+event's id, so the head is ``(heads[id], id)`` and chains compare by that pair.
+
+``next_sweep_us`` / ``steps_since_sweep``: the amortised expiry schedule (part of the state so a
+restarted worker sweeps exactly when an uninterrupted one would).
+
+Events without links, and chains none of whose keys are live, take no memory at all.
+
+Serialised (:func:`encode_state` / :func:`decode_state`)
+--------------------------------------------------------
+msgpack (msgspec) of the array-like struct ``[version, next_sweep_us, steps_since_sweep, keys,
+heads, parent]`` where ``keys`` is a list of ``[key, chain_ref, times, [id_1..id_n]]`` in the
+state's key order, ``times`` being the key's ``[deadline_us, t_1..t_n]`` as little-endian signed
+64-bit integers (msgpack bin; ``deadline_us`` is 2**63-1 for never), ``heads`` is ``{chain id:
+head time_us}`` and ``parent`` is ``{chain id: chain id}``. The encoding is exact, not canonical: a decoded state
+behaves exactly like the encoded one in every case, compaction schedule included, so a restarted
+worker emits exactly what an uninterrupted one would (``parent`` and lingering ``heads`` are
+bounded by compaction to about twice the live keys). The configuration is not encoded; pass it
+to :func:`decode_state`. ``version`` is 1.
+
+Splitting the state per key (Faust tables)
+------------------------------------------
+The records are shaped so that the state can live in two Faust tables instead of one blob, each
+row small and updated only when touched:
+
+- ``corr_keys[scope \\x1f link key] = [chain_ref, times, ids]`` (one ``keys`` record);
+- ``corr_chains[scope \\x1f chain id] = head_time_us | {"alias": new id}`` (``heads`` and
+  ``parent``).
+
+Processing an event reads the rows of its link keys, follows ``corr_chains`` to the roots, and
+writes back the touched key rows and the new or aliased chain rows; expiry becomes a periodic
+scan of ``corr_keys`` (or Faust's windowed-table expiry). Because ``causelog.changes`` is keyed
+by scope, every event of a scope is processed on the same partition and Faust writes the table
+changelog to that partition, so both tables stay co-partitioned with the stream. Keys must be
+namespaced by scope in that layout, and in the single-State layout implemented here the worker
+keeps one :class:`State` per scope: link keys of different tenants never join.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from typing import Any
+
+import msgspec
+
+from pipeline.correlate.config import CorrelationConfig
+
+FORMAT_VERSION = 1
+
+KeyRecord = list[Any]
+"""``[chain_ref: str, times: array('q', [deadline_us, t_1, ..., t_n]), id_1: str, ..., id_n: str]``."""
+
+NEVER = 2**63 - 1
+"""Deadline of a key that never expires."""
+
+
+class State:
+    """Correlation state of one scope. Mutated in place by :func:`~pipeline.correlate.step`."""
+
+    __slots__ = ("config", "heads", "keys", "next_sweep_us", "parent", "steps_since_sweep")
+
+    def __init__(self, config: CorrelationConfig | None = None) -> None:
+        self.config = config if config is not None else CorrelationConfig()
+        self.keys: dict[str, KeyRecord] = {}
+        self.parent: dict[str, str] = {}
+        self.heads: dict[str, int] = {}
+        self.next_sweep_us = 0
+        self.steps_since_sweep = 0
+
+    def __repr__(self) -> str:
+        return f"<State keys={len(self.keys)} chains={len(self.heads)} aliases={len(self.parent)}>"
+
+    def chain_of_key(self, key: str) -> str | None:
+        """The current chain id of a live key (``None`` if the key is not live). Read-only."""
+        rec = self.keys.get(key)
+        return None if rec is None else root_of(self.parent, rec[0])
+
+    def events_of_key(self, key: str) -> list[tuple[int, str]]:
+        """The remembered ``(time_us, event_id)`` of a key, oldest first."""
+        rec = self.keys.get(key)
+        return [] if rec is None else list(zip(rec[1][1:], rec[2:], strict=True))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the state means, independent of its union-find history: every live key with its
+        current chain (resolved), deadline and remembered events, and the head time of each
+        chain a live key belongs to. For tests and debugging."""
+        keys = {}
+        heads = {}
+        for key, rec in self.keys.items():
+            root = root_of(self.parent, rec[0])
+            heads[root] = self.heads[root]
+            deadline = rec[1][0]
+            keys[key] = {
+                "chain": root,
+                "deadline_us": None if deadline == NEVER else deadline,
+                "events": self.events_of_key(key),
+            }
+        return {"keys": keys, "heads": heads}
+
+
+def root_of(parent: dict[str, str], chain_id: str) -> str:
+    """Root of ``chain_id`` without modifying ``parent``."""
+    while (nxt := parent.get(chain_id)) is not None:
+        chain_id = nxt
+    return chain_id
+
+
+def _sorted(times: array, ids: list[str]) -> bool:
+    """Whether ``(times[j + 1], ids[j])`` strictly increase."""
+    prev_t = times[1]
+    prev_id = ids[0]
+    for j in range(1, len(ids)):
+        t = times[j + 1]
+        i = ids[j]
+        if t < prev_t or (t == prev_t and i <= prev_id):
+            return False
+        prev_t, prev_id = t, i
+    return True
+
+
+def root_of_checked(parent: dict[str, str], chain_id: str) -> str:
+    """:func:`root_of` that raises ``ValueError`` on a cycle (decoding untrusted bytes)."""
+    for _ in range(len(parent) + 1):
+        nxt = parent.get(chain_id)
+        if nxt is None:
+            return chain_id
+        chain_id = nxt
+    raise ValueError(f"corrupt correlation state: alias cycle through {chain_id!r}")
+
+
+class _KeyWire(msgspec.Struct, array_like=True, gc=False):
+    key: str
+    chain: str
+    times: bytes
+    ids: list[str]
+
+
+class _StateWire(msgspec.Struct, array_like=True):
+    version: int
+    next_sweep_us: int
+    steps_since_sweep: int
+    keys: list[_KeyWire]
+    heads: dict[str, int]
+    parent: dict[str, str]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_StateWire)
+
+
+def encode_state(state: State) -> bytes:
+    """Serialise ``state`` (format in the module docstring). Does not modify ``state``."""
+    swap = sys.byteorder != "little"
+    keys = []
+    for key, rec in state.keys.items():
+        times = rec[1]
+        if swap:
+            times = array("q", times)
+            times.byteswap()
+        keys.append(_KeyWire(key, rec[0], times.tobytes(), rec[2:]))
+    wire = _StateWire(
+        FORMAT_VERSION, state.next_sweep_us, state.steps_since_sweep, keys, state.heads, state.parent
+    )
+    return _encoder.encode(wire)
+
+
+def decode_state(data: bytes, config: CorrelationConfig | None = None) -> State:
+    """Rebuild a :class:`State` from :func:`encode_state` bytes; ``ValueError`` if corrupt."""
+    try:
+        wire = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a correlation state: {exc}") from None
+    if wire.version != FORMAT_VERSION:
+        raise ValueError(f"correlation state version {wire.version}, expected {FORMAT_VERSION}")
+    state = State(config)
+    state.next_sweep_us = wire.next_sweep_us
+    state.steps_since_sweep = wire.steps_since_sweep
+    state.heads = heads = wire.heads
+    state.parent = parent = wire.parent
+    for c in parent:
+        if root_of_checked(parent, c) not in heads:
+            raise ValueError(f"corrupt correlation state: chain {c!r} leads to no head")
+    keys = state.keys
+    swap = sys.byteorder != "little"
+    for k in wire.keys:
+        times = array("q")
+        if len(k.times) % 8:
+            raise ValueError(f"corrupt correlation state: times of key {k.key!r}")
+        times.frombytes(k.times)
+        if swap:
+            times.byteswap()
+        ids = k.ids
+        if not ids or len(times) != len(ids) + 1 or not _sorted(times, ids):
+            raise ValueError(f"corrupt correlation state: events of key {k.key!r}")
+        if k.chain not in heads and k.chain not in parent:
+            raise ValueError(f"corrupt correlation state: chain {k.chain!r} of key {k.key!r} is unknown")
+        if k.key in keys:
+            raise ValueError(f"corrupt correlation state: key {k.key!r} twice")
+        keys[k.key] = [k.chain, times, *ids]
+    return state
