@@ -110,11 +110,13 @@ def github_webhook(s: Settings, paths: tuple[Path, ...], event_name: str | None,
     """Import GitHub webhook payloads saved as files (the HTTP receiver comes with issue 3)."""
     from pipeline.sources import github
 
-    received = datetime.now(UTC)
-
     def convert(rec: RawRecord) -> list[Event]:
-        name = event_name or Path(rec.origin).parent.name
-        return github.to_events(parse_json(rec), event_name=name, scope=_scope(s, scope), received_at=received)
+        path = Path(rec.origin)
+        # The file's mtime stands in for the delivery time of payloads that carry no time of their
+        # own; unlike "now" it stays the same when the file is ingested again.
+        received = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        return github.to_events(parse_json(rec), event_name=event_name or path.parent.name,
+                                scope=_scope(s, scope), received_at=received)
 
     instance = ",".join(sorted(str(p.resolve()) for p in paths))
     _run(s, "github-webhook", instance, lambda c: files.fetch_documents(list(paths), c), convert,

@@ -73,7 +73,9 @@ def need(obj: Any, *path: str | int, kind: type | tuple[type, ...] = str) -> Any
     bad_bool = isinstance(node, bool) and not (kind is bool or (isinstance(kind, tuple) and bool in kind))
     if not isinstance(node, kind) or bad_bool:
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise fail("wrong_type", f"expected {expected}, got {type(node).__name__}", _field(path), _short(node))
+        raise fail(
+            "wrong_type", f"expected {expected}, got {type(node).__name__}", _field(path), _short(node)
+        )
     return node
 
 
@@ -97,6 +99,8 @@ def parse_time(value: Any) -> datetime | None:
     """
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC) if value.tzinfo is not None else None
     try:
         if isinstance(value, int | float):
             seconds = value / 1000 if abs(value) >= 100_000_000_000 else value

@@ -6,8 +6,9 @@
      "before":  {"spec.replicas": 2, "data.DB_MAX_CONNECTIONS": "50"}, # value per path, if present
      "after":   {"spec.replicas": 3, "data.DB_MAX_CONNECTIONS": "80"}}
 
-Paths name leaves: object keys joined with ``.``, list items as ``[i]``
-(``spec.template.spec.containers[0].image``); a key that is not a plain identifier is quoted,
+Paths name leaves: object keys joined with ``.``, items of lists that hold objects or lists as
+``[i]`` (``spec.template.spec.containers[0].image``); a list of plain values is one leaf
+(``rules[0].verbs`` = ``["get", "list"]``). A key that is not a plain identifier is quoted,
 ``data["ui.properties"]``. The root itself is ``$``. A path missing from ``before`` was added, one
 missing from ``after`` was removed. Empty objects and lists are leaves too, unless the other side
 has paths beneath them. ``None`` on one side of two objects counts as an empty object, so a create
@@ -53,7 +54,7 @@ def _flatten(value: Any, prefix: tuple[PathPart, ...], out: dict[tuple[PathPart,
     if isinstance(value, dict) and value:
         for k, v in value.items():
             _flatten(v, (*prefix, k if isinstance(k, str) else str(k)), out)
-    elif isinstance(value, list | tuple) and value:
+    elif isinstance(value, list | tuple) and any(isinstance(v, dict | list | tuple) for v in value):
         for i, v in enumerate(value):
             _flatten(v, (*prefix, i), out)
     else:

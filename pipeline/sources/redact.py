@@ -15,19 +15,23 @@ Two kinds of evidence make a value secret:
    kebab-case, dotted) and the *last* word decides, after dropping "transparent" suffixes such as
    ``value``, ``data``, ``hash``, ``b64``: ``db_password``, ``clientSecret``, ``X-Api-Key``,
    ``session_token``, ``password_hash``, ``sentry_dsn`` are secret; ``password_policy``,
-   ``secret_name``, ``token_type``, ``keyboard``, ``monkey`` are not. ``key`` counts only with a
-   qualifier (``api_key``, ``private_key``, ``access_key``), not alone (map entries, tag keys) and
-   not after non-secret qualifiers (``hash_key``, ``primary_key``, ``public_key``, ``ssh_key``,
-   ``kms_key``). ``access key`` / ``secret key`` / ``private key`` anywhere in the name count too
-   (``aws_access_key_id``). ``private`` counts only as the whole key.
+   ``secret_name``, ``token_type``, ``keyboard``, ``monkey`` are not. ``key`` counts only after a
+   secret-like qualifier (``api_key``, ``private_key``, ``access_key``, ``client_key``,
+   ``encryption_key``, ``license_key``...), never alone (map entries, tag keys) nor after other
+   words (``hash_key``, ``instance_key``, ``primary_key``, ``public_key``, ``ssh_key``,
+   ``kms_key``). ``access key`` / ``secret key`` / ``private key`` / ``api key`` anywhere in the
+   name count too unless a metadata word ends it (``aws_access_key_id`` is secret,
+   ``private_key_path`` is not). Pagination/idempotency tokens (``next_token``, ``clientToken``)
+   are not secrets. ``private`` counts only as the whole key.
 
    Under a secret key, strings and numbers are replaced; ``None``, booleans, empty strings,
    already-masked placeholders (``********``) and existing markers are kept (they reveal
    nothing, and ``"private": false`` on a GitHub repository must stay readable). A dict or list
    under a secret key is walked in *secret context*: every scalar in it is replaced except those
    under reference-like keys (``name``, ``kind``, ``type``, ``id``, ``mode``, ``path``,
-   ``optional``...), so ``{"secret": {"secretName": "db", "defaultMode": 420}}`` in a pod spec
-   keeps its reference while ``{"credentials": {"user": "u", "pass": "p"}}`` loses both values.
+   ``optional``, ``user``, ``expiration``...), so ``{"secret": {"secretName": "db",
+   "defaultMode": 420}}`` in a pod spec keeps its reference and
+   ``{"credentials": {"user": "u", "pass": "p"}}`` keeps ``u`` but loses ``p``.
    ``{"name": "DB_PASSWORD", "value": "..."}`` pairs (container env, tags) hide ``value``.
    Children of ``permissions`` are permission names, not secrets (GitHub App ``"secrets": "write"``).
 
@@ -41,14 +45,16 @@ Two kinds of evidence make a value secret:
    file, ``Password=x;`` in a connection string, ``?token=x`` in a URL). A whole string that is one
    token is also replaced when it is an AWS-secret-like 40-character base64 string or
    high-entropy (>= 24 characters, Shannon entropy > 4.0 bits/char, upper- and lower-case letters
-   and digits, a run of >= 16 letters/digits).
+   and digits, a run of >= 16 letters/digits, and not mostly made of words such as
+   ``UpdateFunctionConfiguration20150331v2`` or CloudFormation-generated names).
 
 Not redacted on purpose: git SHAs and other hex digests, UUIDs, URLs without a password, ISO
 timestamps, file paths, e-mail addresses, ARNs, and PEM blocks that are public by nature
 (certificates, public keys, PGP *signatures* -- GitHub puts commit signatures in payloads).
 Values under identifier-like keys (``id``, ``node_id``, ``sha``, ``uid``, ``etag``, ``url``,
-``digest``, ``path``, ``ref``...) skip only the generic high-entropy heuristic (GitHub node ids
-look random); the specific credential shapes above still apply to them.
+``digest``, ``path``, ``ref``, ``name``, ``next_token``...) skip only the generic high-entropy
+heuristic (GitHub node ids and AWS pagination tokens look random); the specific credential
+shapes above still apply to them.
 
 ``redact(redact(x)) == redact(x)``: markers are never re-hashed.
 """
@@ -59,6 +65,7 @@ import hashlib
 import math
 import re
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -87,7 +94,16 @@ _NOUNS = frozenset(
     }
 )  # fmt: skip
 # Compound single words (``authtoken``, ``dbpassword``) end with one of these.
-_COMPOUND_ENDINGS = ("password", "passwd", "secret", "token", "apikey", "privatekey", "secretkey", "accesskey")
+_COMPOUND_ENDINGS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "privatekey",
+    "secretkey",
+    "accesskey",
+)
 # Suffixes that still denote the secret itself (``password_hash``, ``secret_value``, ``token_b64``).
 _TRANSPARENT = frozenset(
     {
@@ -109,11 +125,31 @@ _SECRET_KEY_QUALIFIERS = frozenset(
 )  # fmt: skip
 # ``<qualifier>_token`` that are not secrets (pagination cursors, idempotency tokens).
 _NONSECRET_TOKEN_QUALIFIERS = frozenset(
-    {"next", "page", "continuation", "pagination", "resume", "sync", "client", "idempotency", "cancellation", "marker", "start"}
+    {
+        "next",
+        "page",
+        "continuation",
+        "pagination",
+        "resume",
+        "sync",
+        "client",
+        "idempotency",
+        "cancellation",
+        "marker",
+        "start",
+    }
 )
 # Adjacent word pairs that make a name secret wherever they occur (``aws_access_key_id``).
 _SECRET_PAIRS = frozenset(
-    {("access", "key"), ("secret", "key"), ("private", "key"), ("api", "key"), ("signing", "key"), ("encryption", "key"), ("master", "key")}
+    {
+        ("access", "key"),
+        ("secret", "key"),
+        ("private", "key"),
+        ("api", "key"),
+        ("signing", "key"),
+        ("encryption", "key"),
+        ("master", "key"),
+    }
 )
 # ...unless the name ends in a metadata word (``private_key_path``, ``api_key_name``).
 _METADATA_SUFFIXES = frozenset(
@@ -142,7 +178,7 @@ _ID_WORDS = frozenset(
 _PERMISSION_PARENTS = frozenset({"permissions", "permission", "scopes", "oauth_scopes"})
 _SECRET_WHOLE_NAMES = frozenset({"private"})
 
-_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+[0-9]*|[A-Z]+[0-9]*|[0-9]+")
 
 
 def _words(name: str) -> list[str]:
@@ -153,6 +189,11 @@ def is_secret_key(name: str) -> bool:
     """Whether a mapping key names a secret (see the module docstring for the rules)."""
     if not isinstance(name, str):
         return False
+    return _is_secret_key(name)
+
+
+@lru_cache(maxsize=8192)
+def _is_secret_key(name: str) -> bool:
     words = _words(name)
     if not words:
         return False
@@ -180,6 +221,7 @@ def is_secret_key(name: str) -> bool:
 _COMPOUND_FALSE_FRIENDS = frozenset({"nonsecret", "tokenizer"})
 
 
+@lru_cache(maxsize=8192)
 def _last_word(name: str | None) -> str:
     """The last alphabetic word of a key (``codeSha256`` -> ``sha``, ``x-amz-id-2`` -> ``id``)."""
     if not name:
@@ -217,7 +259,9 @@ def redact_value(value: Any) -> Any:
     return MARKER_PREFIX + hashlib.sha256(_canonical_bytes(value)).hexdigest()[:16]
 
 
-_MASKED = re.compile(r"[*xX•#.\-]{3,}|<\s*redacted\s*>|\[\s*redacted\s*\]|\(\s*sensitive(?: value)?\s*\)|redacted", re.I)
+_MASKED = re.compile(
+    r"[*xX•#.\-]{3,}|<\s*redacted\s*>|\[\s*redacted\s*\]|\(\s*sensitive(?: value)?\s*\)|redacted", re.I
+)
 
 
 def _keep_under_secret_key(value: Any) -> bool:
@@ -247,13 +291,20 @@ _PATTERNS: tuple[re.Pattern[str], ...] = (
     re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),  # Google API key
     re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{32,}\b"),  # OpenAI/Anthropic style keys
 )
+# All of the above in one pass, run only when a string holds one of their fixed parts.
+_ANY_PATTERN = re.compile("|".join(f"(?:{p.pattern})" for p in _PATTERNS), re.S)
+_PATTERN_HINTS = ("-----BEGIN", "eyJ", "AKIA", "ASIA", "ABIA", "ACCA", "gh", "github_pat_", "xox", "xapp-",
+                  "glpat-", "npm_", "_live_", "AIza", "sk-")  # fmt: skip
+_AUTH_HINTS = ("bearer", "basic", "token", "digest", "negotiate")
 # ``Authorization: Bearer <x>`` and friends: keep the scheme, hide the credential.
-_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token|Digest|Negotiate)\s+(?P<cred>[A-Za-z0-9._~+/=-]{8,})", re.I)
+_AUTH_SCHEME = re.compile(
+    r"\b(?P<scheme>Bearer|Basic|Token|Digest|Negotiate)\s+(?P<cred>[A-Za-z0-9._~+/=-]{8,})", re.I
+)
 # ``scheme://user:password@host``: hide the password only.
 _URL_PASSWORD = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<pw>[^/\s@]+)(?=@)")
 # ``name = value``, ``name: value``, ``"name": "value"``, ``name=value&`` -- value hidden if name is secret.
 _ASSIGNMENT = re.compile(
-    r"(?P<name>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<nq>[\"']?)(?P<sep>[ \t]*[=:][ \t]*)(?P<q>[\"']?)"
+    r"(?<![A-Za-z0-9_.\-:/])(?P<name>[A-Za-z_][A-Za-z0-9_.\-]{0,80})(?P<nq>[\"']?)(?P<sep>[ \t]*[=:][ \t]*)(?P<q>[\"']?)"
     r"(?P<val>(?:(?:Bearer|Basic|Token)\s+)?[^\s\"'&;,]+)"
 )
 _AWS_SECRET = re.compile(r"[A-Za-z0-9/+]{40}")
@@ -309,13 +360,31 @@ def _whole_token_secret(s: str) -> bool:
     return _ALNUM_RUN.search(s) is not None and _entropy(s) > 4.0 and not _reads_as_words(s)
 
 
-def _sub_assignment(m: re.Match[str]) -> str:
-    val = m.group("val")
-    if not is_secret_key(m.group("name")) or is_marker(val) or val.startswith(("{", "[")) or _keep_under_secret_key(val):
-        return m.group(0)
-    scheme = _AUTH_SCHEME.fullmatch(val)
-    hidden = f"{scheme.group('scheme')} {redact_value(scheme.group('cred'))}" if scheme else redact_value(val)
-    return m.group("name") + m.group("nq") + m.group("sep") + m.group("q") + hidden
+def _sub_assignments(text: str) -> str:
+    """Hide the value of every ``name=value`` whose name is a secret key.
+
+    A match whose name is not secret consumes nothing but its name, so an assignment inside its
+    value (``https://host/x?token=...``) is still found.
+    """
+    out: list[str] = []
+    copied = search_at = 0
+    while (m := _ASSIGNMENT.search(text, search_at)) is not None:
+        val = m.group("val")
+        if (
+            not is_secret_key(m.group("name"))
+            or is_marker(val.split()[-1])
+            or val.startswith(("{", "["))
+            or _keep_under_secret_key(val)
+        ):
+            search_at = m.end("name")
+            continue
+        scheme = _AUTH_SCHEME.fullmatch(val)
+        hidden = (
+            f"{scheme.group('scheme')} {redact_value(scheme.group('cred'))}" if scheme else redact_value(val)
+        )
+        out += [text[copied : m.start("val")], hidden]
+        copied = search_at = m.end()
+    return "".join(out) + text[copied:]
 
 
 def redact_text(text: str, *, entropy: bool = True) -> str:
@@ -326,23 +395,35 @@ def redact_text(text: str, *, entropy: bool = True) -> str:
     """
     if not text or is_marker(text):
         return text
+    if len(text) < 16 and "=" not in text and ":" not in text:
+        return text  # too short for any credential shape but ``name=value``
     if entropy and _whole_token_secret(text):
         return redact_value(text)
     out = text
-    for pattern in _PATTERNS:
-        out = pattern.sub(lambda m: redact_value(m.group(0)), out)
-    out = _URL_PASSWORD.sub(
-        lambda m: m.group(0) if is_marker(m.group("pw")) or m.group("pw").startswith(MARKER_PREFIX)
-        else m.group("pre") + redact_value(m.group("pw")),
-        out,
-    )
-    out = _AUTH_SCHEME.sub(
-        lambda m: m.group(0) if m.group("cred").startswith("redacted") else f"{m.group('scheme')} {redact_value(m.group('cred'))}",
-        out,
-    )
+    if any(hint in out for hint in _PATTERN_HINTS):
+        out = _ANY_PATTERN.sub(lambda m: redact_value(m.group(0)), out)
+    if "://" in out and "@" in out:
+        out = _URL_PASSWORD.sub(
+            lambda m: (
+                m.group(0)
+                if is_marker(m.group("pw")) or m.group("pw").startswith(MARKER_PREFIX)
+                else m.group("pre") + redact_value(m.group("pw"))
+            ),
+            out,
+        )
+    lowered = out.lower()
+    if any(hint in lowered for hint in _AUTH_HINTS):
+        out = _AUTH_SCHEME.sub(
+            lambda m: (
+                m.group(0)
+                if m.group("cred").startswith("redacted")
+                else f"{m.group('scheme')} {redact_value(m.group('cred'))}"
+            ),
+            out,
+        )
     if "=" not in out and ":" not in out:
         return out
-    return _ASSIGNMENT.sub(_sub_assignment, out)
+    return _sub_assignments(out)
 
 
 def looks_like_credential(s: str) -> bool:
