@@ -15,6 +15,7 @@
 | ``CAUSELOG_BATCH_WITHIN`` | ``0.5`` | seconds the worker waits to fill a batch before writing what it has |
 | ``CAUSELOG_MAX_EVENT_BYTES`` | ``1048576`` | larger records are rejected to the DLQ as ``oversized`` |
 | ``CAUSELOG_SCOPE`` | ``default`` | scope given to events that carry none (``causelog produce``) |
+| ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class Settings:
     batch_within: float
     max_event_bytes: int
     scope: str
+    ingest: str = "batch"
 
     @property
     def topic_changes(self) -> str:
@@ -162,4 +164,12 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         batch_within=_float(env, "CAUSELOG_BATCH_WITHIN", 0.5),
         max_event_bytes=_int(env, "CAUSELOG_MAX_EVENT_BYTES", 1024 * 1024),
         scope=env.get("CAUSELOG_SCOPE") or "default",
+        ingest=_choice(env, "CAUSELOG_INGEST", ("batch", "agent")),
     )
+
+
+def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name) or allowed[0]
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(allowed)}")
+    return raw

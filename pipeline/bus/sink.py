@@ -101,15 +101,16 @@ class KafkaSink:
                 if msg is None:
                     # Transaction markers occupy offsets but are never delivered: check positions.
                     for tp in consumer.position([TopicPartition(self.cursor_topic, p) for p in list(ends)]):
-                        if tp.offset >= ends.get(tp.partition, 0):
-                            ends.pop(tp.partition, None)
+                        if tp.offset >= ends.get(tp.partition, 0):  # type: ignore[arg-type]
+                            ends.pop(tp.partition, None)  # type: ignore[arg-type]
                     continue
                 if msg.error():
                     continue
                 if msg.key() == key:
                     found = msg.value()
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
+                part, off = msg.partition() or 0, msg.offset() or 0
+                if off + 1 >= ends.get(part, 0):
+                    ends.pop(part, None)
             return found
         except KafkaException as exc:
             raise BusError(f"cannot read source cursors from {self.cursor_topic}: {exc}") from exc

@@ -93,18 +93,25 @@ class EventWriter:
     def existing_ids(self, events: Sequence[Event]) -> set[str]:
         """Ids among ``events`` that are already stored.
 
-        The time bounds let ClickHouse skip every part outside the batch's span: the same event
-        always has the same time, so a stored copy must lie inside it.
+        The same event always has the same time, so a stored copy lies inside the batch's time
+        span. When that span holds few rows (the usual case: a live stream) their ids are read
+        and intersected here, which is much cheaper than sending every id as a parameter; a span
+        crowded with older rows (a backfill) is searched with the ids instead.
         """
         if not events:
             return set()
-        lo = min(e.time for e in events)
-        hi = max(e.time for e in events)
+        db = self.store.database
+        span = {"lo": min(e.time for e in events), "hi": max(e.time for e in events)}
+        where = "time >= {lo:DateTime64(6, 'UTC')} AND time <= {hi:DateTime64(6, 'UTC')}"
+        in_span = int(self.store.query(f"SELECT count() FROM {db}.events WHERE {where}", span).rows[0][0])
+        if in_span == 0:
+            return set()
+        wanted = {e.id for e in events}
+        if in_span <= 4 * len(wanted):
+            rows = self.store.query(f"SELECT id FROM {db}.events WHERE {where}", span).rows
+            return wanted.intersection(r[0] for r in rows)
         found = self.store.query(
-            f"SELECT id FROM {self.store.database}.events "
-            "WHERE time >= {lo:DateTime64(6, 'UTC')} AND time <= {hi:DateTime64(6, 'UTC')} "
-            "AND id IN {ids:Array(String)}",
-            {"lo": lo, "hi": hi, "ids": [e.id for e in events]},
+            f"SELECT id FROM {db}.events WHERE {where} AND id IN {{ids:Array(String)}}", {**span, "ids": list(wanted)}
         )
         return {row[0] for row in found.rows}
 

@@ -1,8 +1,10 @@
 """The Faust worker: consumes ``<prefix>.changes``, stores events, serves the query API.
 
 Kept thin on purpose: decoding, DLQ routing and writing live in :mod:`pipeline.stream.ingest`.
-Offsets are acknowledged by ``take_events`` only after the batch body returned, and the body
-returns only once the batch landed in ClickHouse (and rejections in the DLQ).
+By default records are taken by :class:`pipeline.stream.consumer.BatchConsumer` (a Faust
+service) in whole batches; ``CAUSELOG_INGEST=agent`` uses a Faust agent instead, where offsets
+are acknowledged by ``take_events`` only after the batch body returned. Either way a batch is
+committed only once it landed in ClickHouse (and its rejections in the DLQ).
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ from datetime import datetime
 from typing import Any, cast
 
 import faust
+import mode
+from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
 from pipeline.errors import CauselogError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
+from pipeline.stream.consumer import BatchConsumer
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
 from pipeline.stream.jsonio import dumps
 
@@ -36,7 +41,8 @@ EXIT_BATCH_FAILED = 75
 def build_app(settings: Settings, store: Store) -> faust.App:
     """A Faust app wired to ``store``; run it with :func:`run_worker`."""
     app = faust.App(
-        settings.group,
+        # In batch mode Faust consumes nothing; a distinct id keeps it out of the ingest group.
+        settings.group if settings.ingest == "agent" else f"{settings.group}-api",
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
         datadir=str(settings.home / "faust"),
@@ -56,7 +62,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
         web_host=settings.api_host,
         web_port=settings.api_port,
     )
-    topic = app.topic(settings.topic_changes, key_type=bytes, value_type=bytes)
+    topic = app.topic(settings.topic_changes, key_type=bytes, value_type=bytes) if settings.ingest == "agent" else None
     counters = Counters()
     producer = make_producer(settings)
 
@@ -72,14 +78,33 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
     reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
 
-    @app.agent(topic)
-    async def ingest(stream: faust.StreamT) -> None:
-        async for events in cast(faust.Stream, stream).take_events(settings.batch_size, within=settings.batch_within):
-            records = [
-                Record(ev.value, Position(ev.message.topic, ev.message.partition, ev.message.offset))
-                for ev in events
-            ]
-            await _complete(writes.submit(handler, records), records)
+    if settings.ingest == "agent":
+
+        @app.agent(topic)
+        async def ingest(stream: faust.StreamT) -> None:
+            batches = cast(faust.Stream, stream).take_events(settings.batch_size, within=settings.batch_within)
+            async for events in batches:
+                records = [
+                    Record(ev.value, Position(ev.message.topic, ev.message.partition, ev.message.offset))
+                    for ev in events
+                ]
+                await _complete(writes.submit(handler, records), records)
+
+    else:
+        consumer = BatchConsumer(settings, handler)
+        # No Faust agent consumes in this mode; without this Faust would try to join a group
+        # with an empty subscription.
+        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
+
+        @app.service
+        class Ingest(mode.Service):
+            """Runs the batch consumer for as long as the worker runs."""
+
+            async def on_start(self) -> None:
+                consumer.start()
+
+            async def on_stop(self) -> None:
+                await asyncio.get_running_loop().run_in_executor(None, consumer.stop)
 
     async def run_query(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(reads, lambda: fn(*args, **kwargs))

@@ -676,3 +676,20 @@ def test_clickhouse_errors_become_store_errors(empty_store: Store, call: Any, fr
     assert "\n" not in message
     # The first line of ClickHouse's own message is kept: code and text.
     assert "DB::Exception" in message
+
+
+def test_batch_token_covers_the_ids_it_inserts() -> None:
+    # A recreated topic restarts its offsets: same span, other events, so another token.
+    span = positions(("c", 0, 0), ("c", 0, 1))
+    assert batch_token(span, ["a", "b"]) == batch_token(span, ["b", "a"])
+    assert batch_token(span, ["a", "b"]) != batch_token(span, ["c", "d"])
+
+
+def test_existing_ids_in_a_crowded_span_are_searched_by_id(store: Store) -> None:
+    writer = EventWriter(store)
+    writer.write(batch(range(0, 1000), first_offset=0), now=NOW)
+    # A two-event batch whose time span covers all 1000 stored rows: the id search path.
+    edges = [pending(event_dict(i), 5000 + n) for n, i in enumerate((0, 999, 5000))]
+    assert writer.existing_ids([p.event for p in edges]) == {event_dict(0)["id"], event_dict(999)["id"]}
+    assert writer.write(edges, now=NOW) == WriteResult(1, 2)
+    assert count(store, "events") == 1001
