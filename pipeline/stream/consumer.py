@@ -15,6 +15,7 @@ transactions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -115,10 +116,8 @@ class BatchConsumer:
         except (KafkaException, BusError) as exc:
             self.abort(f"Kafka consumer failed: {exc}")
         finally:
-            try:
+            with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()
-            except (KafkaException, RuntimeError):
-                pass
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {p.partition for p in partitions}
