@@ -8,10 +8,8 @@ Types
 ==========================================================  =====================================
 ``user.session.start``                                      ``iam.login``
 ``user.session.end``                                        ``iam.logout``
-``user.authentication.auth_via_mfa``,                       ``iam.mfa.verified``
-``user.mfa.okta_verify``, ``user.authentication.auth_via_
-richclient`` with a factor, ``system.push.send_factor_
-verify_push`` results...  (see ``_MFA_TYPES``)
+``user.authentication.auth_via_mfa``, ``user.mfa.okta_verify``  ``iam.mfa.verified``
+``user.mfa.okta_verify.deny_push``                          ``iam.mfa.denied``
 ``user.authentication.verify``                              ``iam.auth.verified``
 ``user.authentication.sso``                                 ``iam.sso``
 ``user.session.impersonation.grant|initiate|end``           ``access.impersonation.<x>``
@@ -168,8 +166,10 @@ def _actor(event: dict[str, Any], event_type: str, outcome: str) -> dict[str, An
     kind = "human" if actor_type == "User" else "service" if actor_type in _SERVICE_ACTORS else "unknown"
     factor = dig(event, "debugContext", "debugData", "factor")
     provider = dig(event, "authenticationContext", "authenticationProvider")
-    mfa = outcome == "success" and (
-        event_type in _MFA_TYPES or provider == "FACTOR_PROVIDER" or bool(_value(factor))
+    mfa = (
+        outcome == "success"
+        and "deny" not in event_type
+        and (event_type in _MFA_TYPES or provider == "FACTOR_PROVIDER" or bool(_value(factor)))
     )
     if mfa:
         assurance = "mfa"
