@@ -16,9 +16,26 @@ import msgspec
 import orjson
 
 from pipeline.errors import DecodeError
-from pipeline.model.event import Event, format_time
+from pipeline.model.event import Event, check_ranges, format_time
 
 _decoder = msgspec.json.Decoder(Event)
+
+# The worker's view of an envelope: every field validated like Event, but ``raw`` and ``diff``
+# kept as unparsed (yet syntax-checked) JSON, since it stores the record's bytes as they came and
+# building Python objects for a large ``raw`` is most of the cost of decoding.
+WireEvent = msgspec.defstruct(
+    "WireEvent",
+    [
+        (f.name, msgspec.Raw, msgspec.Raw(b"null")) if f.name in ("raw", "diff")
+        else (f.name, f.type) if f.required else (f.name, f.type, f.default)
+        for f in msgspec.structs.fields(Event)
+    ],
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    namespace={"__post_init__": check_ranges},
+)
+_wire_decoder = msgspec.json.Decoder(WireEvent)
 _builtins_decoder = msgspec.json.Decoder()
 
 _AT = re.compile(r" - at `(?P<path>[^`]+)`$")
@@ -48,6 +65,25 @@ def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
         raise DecodeError("bad_json", f"not a JSON document: {exc}") from None
     except UnicodeDecodeError as exc:
         raise DecodeError("bad_json", f"not UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
+def decode_wire(data: bytes, *, max_bytes: int | None = None) -> Any:
+    """Validate like :func:`decode`, without materialising ``raw`` and ``diff``.
+
+    Accepts and rejects exactly what ``decode`` does (a rejected record goes through ``decode``
+    to get the same error), and returns a struct with the same attribute names as ``Event``.
+    """
+    if max_bytes is not None and len(data) > max_bytes:
+        decode(data, max_bytes=max_bytes)
+    try:
+        wire = _wire_decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        decode(data, max_bytes=max_bytes)
+        raise AssertionError("decode accepted what decode_wire rejected") from None
+    diff = bytes(wire.diff).lstrip()  # type: ignore[attr-defined]
+    if not (diff.startswith(b"{") or diff == b"null"):
+        decode(data, max_bytes=max_bytes)
+    return wire
 
 
 def decode_dict(obj: dict[str, Any]) -> Event:

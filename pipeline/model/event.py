@@ -77,20 +77,25 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     signature: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("time", "observed_time"):
-            value = getattr(self, name)
-            if value is not None and not (_MIN_TIME <= value < _MAX_TIME):
-                # The codec turns this sentence into a DecodeError at ``$.<name>``.
-                raise ValueError(f"`{name}` must lie between 1970 and 2200")
-        # Positions are 64-bit wherever they come from (offsets, LSNs); larger is a bug upstream.
-        seq = self.source_seq
-        if isinstance(seq, int) and not (-(2**63) <= seq < 2**64):
-            raise ValueError("`source_seq` must fit in 64 bits")
+        check_ranges(self)
 
     @property
     def time_us(self) -> int:
         """Event time as UTC microseconds since the epoch."""
         return to_micros(self.time)
+
+
+def check_ranges(event: Any) -> None:
+    """Checks no type can express; raises ValueError (msgspec reports it as a validation error)."""
+    for name in ("time", "observed_time"):
+        value = getattr(event, name)
+        if value is not None and not (_MIN_TIME <= value < _MAX_TIME):
+            # The codec turns this sentence into a DecodeError at ``$.<name>``.
+            raise ValueError(f"`{name}` must lie between 1970 and 2200")
+    # Positions are 64-bit wherever they come from (offsets, LSNs); larger is a bug upstream.
+    seq = event.source_seq
+    if isinstance(seq, int) and not (-(2**63) <= seq < 2**64):
+        raise ValueError("`source_seq` must fit in 64 bits")
 
 
 def to_micros(value: datetime) -> int:

@@ -109,15 +109,21 @@ class Store:
         columns: Sequence[str],
         *,
         token: str | None = None,
+        column_oriented: bool = False,
     ) -> None:
-        """Insert rows into ``database.table``; ``token`` makes a retried batch a no-op."""
+        """Insert rows into ``database.table``; ``token`` makes a retried batch a no-op.
+
+        With ``column_oriented`` the data is a list of columns instead of a list of rows.
+        """
         settings: dict[str, Any] = {}
         if token:
             settings["insert_deduplication_token"] = token
             settings["deduplicate_blocks_in_dependent_materialized_views"] = 1
-        with self._guard(f"insert into {table} ({len(rows)} rows)"):
+        n = len(rows[0]) if column_oriented and rows else len(rows)
+        with self._guard(f"insert into {table} ({n} rows)"):
             self.client.insert(
-                table, rows, column_names=list(columns), database=self.database, settings=settings
+                table, rows, column_names=list(columns), database=self.database, settings=settings,
+                column_oriented=column_oriented,
             )
 
     def close(self) -> None:

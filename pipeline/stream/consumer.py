@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -27,7 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from pipeline.errors import BusError
 from pipeline.settings import Settings
 from pipeline.store.writer import Position
-from pipeline.stream.ingest import Record
+from pipeline.stream.ingest import BatchHandler, Record
 
 log = logging.getLogger("causelog.worker")
 
@@ -57,20 +58,28 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
 
 
 class BatchConsumer:
-    """Consume ``settings.topic_changes`` in batches on a thread, hand each to ``handle``."""
+    """Consume ``settings.topic_changes`` in batches on a thread and hand them to ``handler``.
+
+    Two batches overlap: while one is being written (the store releases the GIL), the next is
+    fetched and decoded. Offsets of a batch are committed once its write returned, before the
+    next batch is written, and before any partition is revoked.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        handle: Callable[[Sequence[Record]], object],
+        handler: BatchHandler,
         *,
         abort: Callable[[str], None] | None = None,
     ) -> None:
         self.settings = settings
-        self.handle = handle
+        self.handler = handler
         self.abort = abort or _exit_now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="causelog-ingest", daemon=True)
+        self._writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
+        self._inflight: tuple[Future[object], Sequence[Record]] | None = None
+        self._consumer: Consumer | None = None
         self.assigned: set[int] = set()
 
     def start(self) -> None:
@@ -78,54 +87,84 @@ class BatchConsumer:
         self._thread.start()
 
     def stop(self, timeout: float = 60.0) -> None:
-        """Finish the batch in hand, commit it, leave the group."""
+        """Finish the batches in hand, commit them, leave the group."""
         self._stop.set()
         self._thread.join(timeout)
+
+    def _settle(self) -> None:
+        """Wait for the batch being written and commit its offsets (abort if it failed)."""
+        if self._inflight is None:
+            return
+        future, records = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except BaseException as exc:  # anything: the batch must not be committed
+            self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
+            raise SystemExit(EXIT_BATCH_FAILED) from exc
+        assert self._consumer is not None
+        self._consumer.commit(offsets=next_offsets(records), asynchronous=False)
 
     def _run(self) -> None:
         s = self.settings
         try:
-            consumer = Consumer(consumer_config(s))
+            consumer = self._consumer = Consumer(consumer_config(s))
             consumer.subscribe([s.topic_changes], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                               on_lost=self._on_revoke)
+                               on_lost=self._on_lost)
         except KafkaException as exc:
             self.abort(f"cannot subscribe to {s.topic_changes} on {s.kafka_bootstrap}: {exc}")
             return
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(s.batch_size, s.batch_within)
-                if not msgs:
-                    continue
-                records: list[Record] = []
-                for m in msgs:
-                    err = m.error()
-                    if err is None:
-                        records.append(Record(m.value(), Position(m.topic(), m.partition(), m.offset())))  # type: ignore[arg-type]
-                    elif err.fatal():
-                        raise BusError(f"fatal Kafka error on {m.topic()}[{m.partition()}]: {err}")
-                    elif err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("Kafka reported %s on %s[%s]", err, m.topic(), m.partition())
-                if not records:
-                    continue
-                try:
-                    self.handle(records)
-                except BaseException as exc:  # anything: the batch must not be committed
-                    self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
-                    return
-                consumer.commit(offsets=next_offsets(records), asynchronous=False)
+                records = self._take(consumer)
+                prepared = self.handler.prepare(records) if records else None
+                self._settle()
+                if prepared is not None:
+                    self._inflight = (self._writes.submit(self.handler.finish, prepared), records)
+            self._settle()
         except (KafkaException, BusError) as exc:
             self.abort(f"Kafka consumer failed: {exc}")
+        except SystemExit:
+            return
         finally:
             with contextlib.suppress(KafkaException, RuntimeError):
                 consumer.close()
+
+    def _take(self, consumer: Consumer) -> list[Record]:
+        s = self.settings
+        records: list[Record] = []
+        for m in consumer.consume(s.batch_size, s.batch_within):
+            err = m.error()
+            if err is None:
+                records.append(Record(m.value(), Position(m.topic(), m.partition(), m.offset())))  # type: ignore[arg-type]
+            elif err.fatal():
+                raise BusError(f"fatal Kafka error on {m.topic()}[{m.partition()}]: {err}")
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("Kafka reported %s on %s[%s]", err, m.topic(), m.partition())
+        return records
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {p.partition for p in partitions}
         log.info("assigned %s", sorted(p.partition for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Runs inside consume() on the ingest thread: commit what we wrote while we still own it.
+        self._settle()
         self.assigned -= {p.partition for p in partitions}
         log.info("revoked %s", sorted(p.partition for p in partitions))
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost (not revoked): committing is no longer possible; the new owner re-reads, the
+        # store's id dedup keeps one copy. The write in hand still has to finish first.
+        if self._inflight is not None:
+            future, records = self._inflight
+            self._inflight = None
+            try:
+                future.result()
+            except BaseException as exc:
+                self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
+        self.assigned -= {p.partition for p in partitions}
+        log.warning("lost %s", sorted(p.partition for p in partitions))
 
 
 def next_offsets(records: Sequence[Record]) -> list[TopicPartition]:

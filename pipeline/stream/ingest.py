@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pipeline.errors import CauselogError, DecodeError, StoreError
-from pipeline.model import decode
+from pipeline.model.codec import decode_wire
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
 
 log = logging.getLogger("causelog.worker")
@@ -79,10 +79,19 @@ def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], lis
             bad.append(Rejection(rec, DecodeError("bad_json", "record has no value (tombstone)")))
             continue
         try:
-            good.append(Pending(decode(rec.value, max_bytes=max_bytes), rec.value, rec.position))
+            good.append(Pending(decode_wire(rec.value, max_bytes=max_bytes), rec.value, rec.position))
         except DecodeError as exc:
             bad.append(Rejection(rec, exc))
     return good, bad
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded batch between the two stages of :class:`BatchHandler`."""
+
+    records: int
+    good: list[Pending]
+    bad: list[Rejection]
 
 
 class BatchHandler:
@@ -111,7 +120,16 @@ class BatchHandler:
         self.clock = clock
 
     def __call__(self, records: Sequence[Record]) -> WriteResult:
+        return self.finish(self.prepare(records))
+
+    def prepare(self, records: Sequence[Record]) -> Prepared:
+        """First stage (CPU only, no I/O): decode and classify a batch."""
         good, bad = split(records, self.max_bytes)
+        return Prepared(len(records), good, bad)
+
+    def finish(self, prepared: Prepared) -> WriteResult:
+        """Second stage: rejections to the DLQ, then the events to the store."""
+        good, bad = prepared.good, prepared.bad
         for r in bad:
             log.warning("rejected %s to DLQ: %s", r.record.position, r.error.message)
         if bad:
@@ -119,7 +137,7 @@ class BatchHandler:
         result = self._write(good)
         with self.counters.lock:
             c = self.counters
-            c.records += len(records)
+            c.records += prepared.records
             c.stored += result.inserted
             c.duplicates += result.duplicates
             c.rejected += len(bad)

@@ -36,6 +36,7 @@ from pipeline.model import (
     to_micros,
     with_observed_time,
 )
+from pipeline.model.codec import decode_wire
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "change_event.schema.json").read_text(encoding="utf-8"))
@@ -985,3 +986,37 @@ def test_model_and_schema_agree_on_time_spelling(spelling: str, valid: bool) -> 
         doc = event_doc(**{field: spelling})
         assert VALIDATOR.is_valid(doc) is valid, f"schema, {field}"
         assert _model_accepts(doc) is valid, f"model, {field}"
+
+
+# --------------------------------------------------------------------------------------------
+# decode_wire: the worker's decoder must accept and reject exactly what decode does
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("doc", list(VALID.values()), ids=list(VALID))
+def test_decode_wire_accepts_what_decode_accepts(doc: dict[str, Any]) -> None:
+    data = dumps(doc)
+    full, wire = decode(data), decode_wire(data)
+    for f in msgspec.structs.fields(full):
+        if f.name in ("raw", "diff"):
+            assert msgspec.json.decode(bytes(getattr(wire, f.name))) == getattr(full, f.name)
+        else:
+            assert getattr(wire, f.name) == getattr(full, f.name), f.name
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name) for c in CASES])
+def test_decode_wire_rejects_what_decode_rejects_with_the_same_error(case: Case) -> None:
+    data = case.data if isinstance(case.data, bytes) else dumps(case.data)
+    with pytest.raises(DecodeError) as expected:
+        decode(data)
+    with pytest.raises(DecodeError) as got:
+        decode_wire(data)
+    assert (got.value.reason, got.value.field, got.value.value) == (
+        expected.value.reason, expected.value.field, expected.value.value)
+
+
+def test_decode_wire_checks_size_first() -> None:
+    data = dumps(VALID[next(iter(VALID))])
+    with pytest.raises(DecodeError) as caught:
+        decode_wire(data, max_bytes=len(data) - 1)
+    assert caught.value.reason == "oversized"
