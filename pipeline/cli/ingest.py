@@ -163,3 +163,101 @@ def terraform(s: Settings, plans: tuple[Path, ...], scope: str | None) -> None:
          total=files.total_size(list(plans)))
 
 
+
+
+def _json_documents(rec: RawRecord) -> list[Any]:
+    """A file holding one JSON document, or JSON lines (one document per non-blank line)."""
+    try:
+        return [orjson.loads(rec.payload)]
+    except orjson.JSONDecodeError:
+        pass
+    docs = []
+    for n, line in enumerate(bytes(rec.payload).splitlines(), 1):
+        if line.strip():
+            try:
+                docs.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise DecodeError("bad_json", f"{rec.origin} is neither a JSON document nor JSON lines "
+                                  f"(line {n}: {exc})") from None
+    return docs
+
+
+@ingest.command("cloudtrail")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@click.option("--link-long-term-keys", is_flag=True,
+              help="Also link calls made with long-term AKIA keys (off: they would chain months of calls).")
+@click.pass_obj
+def cloudtrail(s: Settings, paths: tuple[Path, ...], scope: str | None, link_long_term_keys: bool) -> None:
+    """Import CloudTrail files as delivered ({"Records": [...]}, .json.gz, directory trees) or JSON lines."""
+    from pipeline.sources import cloudtrail as ct
+
+    def convert(rec: RawRecord) -> list[Event]:
+        out: list[Event] = []
+        for doc in _json_documents(rec):
+            for record in ct.iter_records(doc):
+                out.extend(ct.to_events(record, scope=_scope(s, scope), link_long_term_keys=link_long_term_keys))
+        return out
+
+    instance = ",".join(sorted(str(p.resolve()) for p in paths))
+    _run(s, "cloudtrail", instance, lambda c: files.fetch_documents(list(paths), c), convert,
+         total=files.total_size(list(paths)))
+
+
+def _line_source(kind: str, help_text: str, to_events: Callable[[Any, str], list[Event]]) -> None:
+    @ingest.command(kind, help=help_text)
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+    @click.option("--follow", is_flag=True, help="Keep reading as the file grows (and after rotation).")
+    @click.pass_obj
+    def command(s: Settings, path: Path, scope: str | None, follow: bool) -> None:
+        def convert(rec: RawRecord) -> list[Event]:
+            return to_events(parse_json(rec), _scope(s, scope))
+
+        _run(s, kind, str(path.resolve()), lambda c: files.fetch_lines(path, c), convert,
+             total=path.stat().st_size, follow=follow)
+
+
+def _okta(obj: Any, scope: str) -> list[Event]:
+    from pipeline.sources import okta
+
+    return okta.to_events(obj, scope=scope)
+
+
+def _github_audit(obj: Any, scope: str) -> list[Event]:
+    from pipeline.sources import github_audit
+
+    return github_audit.to_events(obj, scope=scope)
+
+
+_line_source("okta", "Import an Okta System Log export (JSON lines).", _okta)
+_line_source("github-audit", "Import a GitHub organisation audit-log export (JSON lines).", _github_audit)
+
+
+@ingest.command("postgres-log")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--server", required=True, help="Name of the PostgreSQL server (session ids are unique per server).")
+@click.option("--format", "fmt", type=click.Choice(["auto", "csvlog", "jsonlog", "stderr", "cloudsql"]),
+              default="auto", show_default=True, help="Log format.")
+@click.option("--prefix", help="log_line_prefix of a stderr log (see pipeline/sources/postgres_log.py).")
+@click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@click.pass_obj
+def postgres_log(s: Settings, path: Path, server: str, fmt: str, prefix: str | None, scope: str | None) -> None:
+    """Import a PostgreSQL server log: sessions, statements (literals never stored), pgaudit, grants."""
+    from pipeline.sources import postgres_log as pg
+
+    def fetch(cursor: Any) -> Iterable[RawRecord]:
+        inode = path.stat().st_ino
+        done = cursor.get("line", 0) if cursor and cursor.get("inode") == inode else 0
+        for record in pg.fetch_records(path, format=fmt, prefix=prefix):
+            end = record.line_end or record.line or 0
+            if end <= done:
+                continue
+            text = record.message.encode("utf-8", "replace")
+            yield RawRecord(payload=record, cursor={"inode": inode, "line": end}, origin=f"{path}:{record.line}",
+                            original=text)
+
+    def convert(rec: RawRecord) -> list[Event]:
+        return pg.to_events(rec.payload, scope=_scope(s, scope), server=server)
+
+    _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None)

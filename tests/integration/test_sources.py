@@ -99,3 +99,27 @@ def test_bad_lines_go_to_the_dlq_with_reason_and_the_source_goes_on(stack: Stack
     assert {header(m, "reason") for m in dlq} == {"bad_json"}
     assert all(header(m, "origin").startswith(f"k8s-audit:{log}:") for m in dlq)
     assert len(stack.read_topic(stack.settings.topic_changes, expected=990, timeout=30)) == len(ids)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["cloudtrail", "iam/stratus-red-team-detonation-logs", "iam/otrf-security-datasets"], 310 + 103),
+        (["github-webhook", "--file", "git/octokit-webhooks"], 153),
+        (["github-audit", "iam/elastic-integrations-github-audit/test-organisation-audit-json.excerpt.log"], 71),
+        (["postgres-log", "--server", "pg1", "database/pgbadger-fixtures/csv_statement_without_duration.log"], 2),
+    ],
+    ids=["cloudtrail", "github-webhook", "github-audit", "postgres-log"],
+)
+def test_real_sample_data_ingests_once(stack: Stack, args: list[str], expected: int) -> None:
+    if not DATA.exists():
+        pytest.skip(f"real sample data not found at {DATA}")
+    argv = [a if a.startswith("-") or "/" not in a else str(DATA / a) for a in args]
+    first = stack.cli("ingest", *argv)
+    assert first.returncode == 0, first.stderr
+    assert f"-> {expected:,} events" in first.stderr
+    again = stack.cli("ingest", *argv)
+    assert again.returncode == 0 and "0 records -> 0 events" in again.stderr
+    msgs = stack.read_topic(stack.settings.topic_changes, expected=expected, timeout=30)
+    assert len(msgs) == expected
+    assert len({decode(m.value()).id for m in msgs}) == expected
