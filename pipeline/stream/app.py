@@ -27,15 +27,11 @@ from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for
 from pipeline.errors import CauselogError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
-from pipeline.stream.consumer import BatchConsumer
+from pipeline.stream.consumer import BatchConsumer, exit_now
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
 from pipeline.stream.jsonio import dumps
 
 log = logging.getLogger("causelog.worker")
-
-# Exit code when a batch cannot be completed: the process stops before anything is committed,
-# so a restart re-reads the batch. 75 is EX_TEMPFAIL.
-EXIT_BATCH_FAILED = 75
 
 
 def build_app(settings: Settings, store: Store) -> faust.App:
@@ -188,9 +184,7 @@ async def _complete(future: Any, records: Sequence[Record]) -> None:
 
 def _abort(records: Sequence[Record], exc: BaseException) -> None:
     first = records[0].position if records else "-"
-    log.critical("batch of %d records from %s failed (%s); stopping without committing", len(records), first, exc)
-    logging.shutdown()
-    os._exit(EXIT_BATCH_FAILED)
+    exit_now(f"batch of {len(records)} records from {first} failed ({exc!r})")
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:

@@ -74,7 +74,7 @@ class BatchConsumer:
     ) -> None:
         self.settings = settings
         self.handler = handler
-        self.abort = abort or _exit_now
+        self.abort = abort or exit_now
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="causelog-ingest", daemon=True)
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
@@ -177,7 +177,8 @@ def next_offsets(records: Sequence[Record]) -> list[TopicPartition]:
     return [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
 
 
-def _exit_now(reason: str) -> None:
+def exit_now(reason: str) -> None:
+    """Stop the process at once, before anything else is committed (exit code 75, EX_TEMPFAIL)."""
     log.critical("%s; stopping without committing", reason)
     logging.shutdown()
     os._exit(EXIT_BATCH_FAILED)
