@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.model import Event, to_micros
 from pipeline.store.client import Store
@@ -28,8 +28,7 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Position:
+class Position(NamedTuple):
     """Where a record came from: ``topic[partition]@offset``."""
 
     topic: str
@@ -40,8 +39,7 @@ class Position:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
-@dataclass(frozen=True)
-class Pending:
+class Pending(NamedTuple):
     """A decoded event waiting to be written, with its original bytes and position.
 
     ``event`` is an :class:`Event` or the worker's lighter ``WireEvent`` view of one (same

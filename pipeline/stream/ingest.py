@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from pipeline.errors import CauselogError, DecodeError, StoreError
 from pipeline.model.codec import decode_wire
@@ -22,8 +23,7 @@ from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
 log = logging.getLogger("causelog.worker")
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """One Kafka record as the worker received it."""
 
     value: bytes | None
