@@ -83,7 +83,7 @@ def up(s: Settings, detach: bool) -> None:
         return
     err.print("running; press Ctrl-C to stop")
     try:
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, _interrupt)
         while stack.worker_pid(s) is not None:
             time.sleep(1)
         err.print(f"[red]the worker stopped[/]:\n{stack.tail(stack.worker_log(s))}")
@@ -91,6 +91,11 @@ def up(s: Settings, detach: bool) -> None:
         pass
     finally:
         _down(s)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM stops `causelog up` the way Ctrl-C does: through the cleanup in its finally.
+    raise KeyboardInterrupt
 
 
 def _down(s: Settings) -> None:
