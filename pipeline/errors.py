@@ -34,6 +34,16 @@ class DecodeError(CauselogError):
         self.value = value
         super().__init__(self.message)
 
+    def dlq_headers(self, origin: str, **extra: object) -> list[tuple[str, bytes]]:
+        """Kafka headers of the dead-letter record of the input this error rejected."""
+        headers = [
+            ("reason", self.reason.encode()),
+            ("error", self.message.encode()),
+            ("field", (self.field or "").encode()),
+            ("origin", origin.encode()),
+        ]
+        return headers + [(k.replace("_", "."), str(v).encode()) for k, v in extra.items()]
+
     @property
     def message(self) -> str:
         """One line naming the field, the value and what is wrong."""

@@ -92,7 +92,8 @@ def run_source(
         except DecodeError as exc:
             report.rejected += 1
             report.reasons[exc.reason] = report.reasons.get(exc.reason, 0) + 1
-            sink.send(dlq, rec.original, f"{name}:{rec.origin}".encode(), _dlq_headers(name, rec, exc))
+            origin = f"{name}:{rec.origin}"
+            sink.send(dlq, rec.original, origin.encode(), exc.dlq_headers(origin, source=name))
         else:
             now = clock()
             for event in events:
@@ -110,13 +111,3 @@ def run_source(
         sink.commit(orjson.dumps(pending.cursor))
         report.commits += 1
     return report
-
-
-def _dlq_headers(name: str, rec: RawRecord, exc: DecodeError) -> list[tuple[str, bytes]]:
-    return [
-        ("reason", exc.reason.encode()),
-        ("error", exc.message.encode()),
-        ("field", (exc.field or "").encode()),
-        ("origin", f"{name}:{rec.origin}".encode()),
-        ("source", name.encode()),
-    ]

@@ -39,16 +39,10 @@ class Rejection:
 
     def headers(self) -> list[tuple[str, bytes]]:
         """DLQ headers: the reason code, the sentence, the field and the origin."""
-        e = self.error
-        return [
-            ("reason", e.reason.encode()),
-            ("error", e.message.encode()),
-            ("field", (e.field or "").encode()),
-            ("origin", str(self.record.position).encode()),
-            ("origin.topic", self.record.position.topic.encode()),
-            ("origin.partition", str(self.record.position.partition).encode()),
-            ("origin.offset", str(self.record.position.offset).encode()),
-        ]
+        pos = self.record.position
+        return self.error.dlq_headers(
+            str(pos), origin_topic=pos.topic, origin_partition=pos.partition, origin_offset=pos.offset
+        )
 
 
 @dataclass
