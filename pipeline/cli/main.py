@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -293,31 +294,22 @@ def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bo
     _print_rows(_run_sql(s, query, params, limit), as_json)
 
 
-@cli.command()
-@click.option("--since", help="Start: RFC 3339, '2026-11-27 02:14', 02:14 (today UTC) or 6h (ago).")
-@click.option("--until", help="End, same forms as --since.")
-@click.option("--target", help="Only events whose target id or name is this.")
-@click.option("--limit", default=1000, show_default=True, help="Most events listed.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-@click.pass_obj
-def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int, as_json: bool) -> None:
-    """List stored events in time order."""
-    now = datetime.now(UTC)
-    t_since = parse_time(since, now) if since else None
-    t_until = parse_time(until, now) if until else None
+def _events_query(s: Settings, path: str, params: dict[str, Any], local: Any) -> dict[str, Any]:
+    """Run a named events query: through the worker API (embedded store) or on the server."""
     if s.embedded:
-        result = api.call(s, "/v1/timeline", query={
-            "since": t_since.isoformat() if t_since else None, "until": t_until.isoformat() if t_until else None,
-            "target": target, "limit": limit})
-    else:
-        from pipeline.store import open_store, queries
+        query = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in params.items()}
+        return api.call(s, path, query=query)
+    from pipeline.store import open_store
 
-        store = open_store(s, create=False)
-        try:
-            r = queries.timeline(store, since=t_since, until=t_until, target=target, limit=limit)
-        finally:
-            store.close()
-        result = {"columns": r.columns, "rows": r.rows}
+    store = open_store(s, create=False)
+    try:
+        r = local(store)
+    finally:
+        store.close()
+    return {"columns": r.columns, "rows": r.rows}
+
+
+def _print_events(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _print_rows(result, True)
         return
@@ -331,6 +323,69 @@ def timeline(s: Settings, since: str | None, until: str | None, target: str | No
                       f"[{style}]{outcome}[/]" if style else escape(outcome), escape("\n".join(row["links"])))
     out.print(table)
     err.print(f"{len(result['rows'])} event(s)")
+
+
+_SINCE = click.option("--since", help="Start: RFC 3339, '2026-11-27 02:14', 02:14 (today UTC) or 6h (ago).")
+_UNTIL = click.option("--until", help="End, same forms as --since.")
+_LIMIT = click.option("--limit", default=1000, show_default=True, help="Most events listed.")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+
+
+@cli.command()
+@_SINCE
+@_UNTIL
+@click.option("--target", help="Only events whose target id or name is this.")
+@_LIMIT
+@_JSON
+@click.pass_obj
+def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int, as_json: bool) -> None:
+    """List stored events in time order."""
+    from pipeline.store import queries
+
+    now = datetime.now(UTC)
+    t_since = parse_time(since, now) if since else None
+    t_until = parse_time(until, now) if until else None
+    params = {"since": t_since, "until": t_until, "target": target, "limit": limit}
+    _print_events(_events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
+        st, since=t_since, until=t_until, target=target, limit=limit)), as_json)
+
+
+def _link_command(key_type: str, what: str) -> None:
+    @cli.command(key_type, help=f"List the events of one {what}, in time order.\n\n"
+                 f"ID is the id after `{key_type}:` in the events' links; a suffix of it is enough.")
+    @click.argument("ident", metavar="ID")
+    @_LIMIT
+    @_JSON
+    @click.pass_obj
+    def command(s: Settings, ident: str, limit: int, as_json: bool) -> None:
+        from pipeline.store import queries
+
+        result = _events_query(s, f"/v1/linked/{key_type}/{urllib.parse.quote(ident, safe='')}", {"limit": limit},
+                               lambda st: queries.linked(st, key_type, ident, limit=limit))
+        _print_events(result, as_json)
+
+
+_link_command("session", "session (database, cloud, identity provider)")
+_link_command("trace", "distributed trace (W3C trace id)")
+
+
+@cli.command()
+@click.argument("actor")
+@_SINCE
+@_UNTIL
+@_LIMIT
+@_JSON
+@click.pass_obj
+def who(s: Settings, actor: str, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+    """List what ACTOR did (actor id, principal or display name), in time order."""
+    from pipeline.store import queries
+
+    now = datetime.now(UTC)
+    t_since = parse_time(since, now) if since else None
+    t_until = parse_time(until, now) if until else None
+    params = {"actor": actor, "since": t_since, "until": t_until, "limit": limit}
+    _print_events(_events_query(s, "/v1/who", params, lambda st: queries.who(
+        st, actor, since=t_since, until=t_until, limit=limit)), as_json)
 
 
 from pipeline.cli.ingest import ingest  # noqa: E402

@@ -163,6 +163,37 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 return answer(self, {"error": str(exc)}, 503)
             return answer(self, {"columns": result.columns, "rows": result.rows})
 
+    @app.page("/v1/linked/{key_type}/{ident}")
+    class Linked(View):
+        async def get(self, request: Request, key_type: str, ident: str) -> Response:
+            if key_type not in ("session", "trace", "commit", "deploy", "change", "request"):
+                return answer(self, {"error": f"unknown link type {key_type!r}"}, 400)
+            try:
+                limit = int(request.query.get("limit") or 1000)
+                result = await run_query(queries.linked, store, key_type, ident, limit=limit)
+            except ValueError as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"columns": result.columns, "rows": result.rows})
+
+    @app.page("/v1/who")
+    class Who(View):
+        async def get(self, request: Request) -> Response:
+            q = request.query
+            try:
+                since = datetime.fromisoformat(q["since"]) if q.get("since") else None
+                until = datetime.fromisoformat(q["until"]) if q.get("until") else None
+                limit = int(q.get("limit") or 1000)
+                actor = q["actor"]
+            except (ValueError, KeyError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                result = await run_query(queries.who, store, actor, since=since, until=until, limit=limit)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"columns": result.columns, "rows": result.rows})
+
     return app
 
 

@@ -27,6 +27,16 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     assert [r["type"] for r in rows] == ["config.changed", "db.session.started", "db.query", "db.failed"]
     assert rows[-1]["outcome"] == "failure" and rows[-1]["time"] == "2026-11-27T02:14:00.000000Z"
 
+    session = json_rows(stack.cli("session", "6560a1b2.3f1", "--json", check=True).stdout)
+    assert [r["type"] for r in session] == ["db.session.started", "db.query"]
+    trace = json_rows(stack.cli("trace", "4bf92f3577b34da6a3ce929d0e0e4736", "--json", check=True).stdout)
+    assert [r["type"] for r in trace] == ["db.query"]
+    erin = json_rows(stack.cli("who", "erin@acme.io", "--since", "2026-11-27 02:00", "--json", check=True).stdout)
+    assert [r["type"] for r in erin] == ["iam.role.assumed", "db.session.started", "db.query"]
+    assert json_rows(stack.cli("who", "erin@acme.io", "--until", "2026-11-27 02:04", "--json",
+                               check=True).stdout)[0]["type"] == "iam.role.assumed"
+    assert json_rows(stack.cli("session", "no-such-session", "--json", check=True).stdout) == []
+
     counts = json_rows(stack.cli("sql", "SELECT key_type, count() AS n FROM causelog.event_links "
                                         "WHERE key_type = {k:String} GROUP BY key_type", "-p", "k=commit",
                                  "--json", check=True).stdout)
