@@ -15,6 +15,7 @@
 | ``CAUSELOG_BATCH_WITHIN`` | ``0.5`` | seconds the worker waits to fill a batch before writing what it has |
 | ``CAUSELOG_MAX_EVENT_BYTES`` | ``1048576`` | larger records are rejected to the DLQ as ``oversized`` |
 | ``CAUSELOG_SCOPE`` | ``default`` | scope given to events that carry none (``causelog produce``) |
+| ``CAUSELOG_TOPOLOGY`` | ``$CAUSELOG_HOME/topology.yaml`` | declared dependencies used by ``why`` (see pipeline/correlate/topology.py) |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
 """
 
@@ -83,6 +84,12 @@ class Settings:
     max_event_bytes: int
     scope: str
     ingest: str = "batch"
+    topology_file: Path | None = None
+
+    @property
+    def topology_path(self) -> Path:
+        """Where ``why`` reads the declared dependencies."""
+        return self.topology_file or self.home / "topology.yaml"
 
     @property
     def topic_changes(self) -> str:
@@ -165,6 +172,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         max_event_bytes=_int(env, "CAUSELOG_MAX_EVENT_BYTES", 1024 * 1024),
         scope=env.get("CAUSELOG_SCOPE") or "default",
         ingest=_choice(env, "CAUSELOG_INGEST", ("batch", "agent")),
+        topology_file=Path(env["CAUSELOG_TOPOLOGY"]).expanduser().resolve() if env.get("CAUSELOG_TOPOLOGY") else None,
     )
 
 

@@ -388,6 +388,66 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
         st, actor, since=t_since, until=t_until, limit=limit)), as_json)
 
 
+@cli.command()
+@click.argument("target")
+@click.option("--at", "at_text", required=True, help="Incident time: RFC 3339, '2026-11-27 02:14', 02:14 or 6h (ago).")
+@click.option("--window", default="6h", show_default=True, help="How far back to look (30m, 6h, 2d).")
+@click.option("--limit", default=20, show_default=True, help="Most causes listed.")
+@_JSON
+@click.pass_obj
+def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json: bool) -> None:
+    """What changed to TARGET and what it depends on before an incident, ranked, with each change's chain.
+
+    Dependencies come from CAUSELOG_TOPOLOGY (default $CAUSELOG_HOME/topology.yaml): see
+    README, "why". Ranking: recent first; failures, config, deploys and privilege changes up.
+    """
+    from pipeline.cli.timeparse import parse_duration
+
+    at = parse_time(at_text, datetime.now(UTC))
+    span = parse_duration(window)
+    if s.embedded:
+        result = api.call(s, "/v1/why", query={"target": target, "at": at.isoformat(),
+                                               "window": span.total_seconds(), "limit": limit})
+    else:
+        from pipeline.correlate.topology import load_topology
+        from pipeline.store import open_store, queries
+
+        store = open_store(s, create=False)
+        try:
+            result = queries.why(store, target, at=at, window=span, topology=load_topology(s.topology_path),
+                                 limit=limit)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(dumps(result))
+        return
+    _print_why(result)
+
+
+def _print_why(result: dict[str, Any]) -> None:
+    from rich.tree import Tree
+
+    head = (f"why [bold]{escape(result['target'])}[/] at {escape(str(result['at']))} "
+            f"(looking {result['window_seconds'] / 3600:g}h back at {escape(', '.join(result['related']))})")
+    tree = Tree(head)
+    for n, cause in enumerate(result["causes"], 1):
+        e = cause["event"]
+        style = "red" if e["outcome"] == "failure" else "bold"
+        node = tree.add(f"{n}. [{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} "
+                        f"at {escape(str(e['time']))} by {escape(e['actor_id'])} ({escape(e['actor_assurance'])}) "
+                        f"[dim]score {cause['score']}[/]")
+        for key, values in cause["story"].items():
+            node.add(f"{key}: {escape(', '.join(map(str, values)))}")
+        if len(cause["chain"]) > 1:
+            chain = node.add(f"chain ({len(cause['chain'])} events)")
+            for c in cause["chain"]:
+                chain.add(f"{escape(str(c['time']))} {escape(c['type'])} {escape(c['actor_id'])} "
+                          f"({escape(c['actor_assurance'])}) {escape(c['outcome'])}")
+    if not result["causes"]:
+        tree.add("no changes found in the window")
+    out.print(tree)
+
+
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)

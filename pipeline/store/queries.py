@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from pipeline.correlate import explain
+from pipeline.correlate.topology import Topology
 from pipeline.store.client import QueryResult, Store
 
 TIMELINE_COLUMNS = (
@@ -90,3 +92,83 @@ def who(
         f"WHERE {' AND '.join(where)} ORDER BY time, id LIMIT {{limit:UInt32}}"
     )
     return store.query(sql, params)
+
+
+def _dicts(result: QueryResult) -> list[dict[str, Any]]:
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+def why(
+    store: Store,
+    target: str,
+    *,
+    at: datetime,
+    window: timedelta,
+    topology: Topology | None = None,
+    limit: int = 20,
+    chain_depth: int = 3,
+    chain_limit: int = 200,
+) -> dict[str, Any]:
+    """Changes to ``target`` and its related things (matched on target id or service) in the
+    ``window`` before ``at``, ranked, each
+    with the events linked to it (its chain, up to ``chain_depth`` hops of shared link keys, none
+    later than ``at``)."""
+    topology = topology or Topology()
+    names = sorted(topology.related(target))
+    db = store.database
+    cols = ", ".join(TIMELINE_COLUMNS)
+    span = {"lo": at - window, "at": at}
+    candidates = _dicts(store.query(
+        f"SELECT {cols} FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
+        "AND time <= {at:DateTime64(6, 'UTC')} AND (target_id IN {names:Array(String)} "
+        "OR target_service IN {names:Array(String)}) "
+        "ORDER BY time DESC, id LIMIT 10000",
+        {**span, "names": names},
+    ))
+    events: dict[str, dict[str, Any]] = {str(e["id"]): e for e in candidates}
+    frontier = {link for e in candidates for link in e["links"]}
+    seen_keys: set[str] = set()
+    for _ in range(chain_depth):
+        frontier -= seen_keys
+        if not frontier or len(events) >= chain_limit * max(1, len(candidates)):
+            break
+        seen_keys |= frontier
+        found = _dicts(store.query(
+            f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
+            "WHERE key IN {keys:Array(String)} AND time <= {at:DateTime64(6, 'UTC')}) "
+            "ORDER BY time LIMIT {cap:UInt32}",
+            {"keys": sorted(frontier), "at": at, "cap": chain_limit * max(1, len(candidates))},
+        ))
+        frontier = set()
+        for e in found:
+            if str(e["id"]) not in events:
+                events[str(e["id"])] = e
+                frontier.update(e["links"])
+    chains = {str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in candidates}
+    causes = explain.rank(candidates, chains, at=at, window_seconds=window.total_seconds(), limit=limit)
+    return {
+        "target": target,
+        "related": names,
+        "at": at,
+        "window_seconds": window.total_seconds(),
+        "causes": [
+            {"score": c.score, "event": c.event, "story": c.story, "chain": c.chain} for c in causes
+        ],
+    }
+
+
+def _component(start: str, events: dict[str, dict[str, Any]], cap: int) -> list[dict[str, Any]]:
+    """Events reachable from ``start`` through shared link keys, in time order."""
+    by_key: dict[str, list[str]] = {}
+    for eid, e in events.items():
+        for link in e["links"]:
+            by_key.setdefault(link, []).append(eid)
+    seen = {start}
+    todo = [start]
+    while todo and len(seen) < cap:
+        for link in events[todo.pop()]["links"]:
+            for other in by_key.get(link, ()):
+                if other not in seen:
+                    seen.add(other)
+                    todo.append(other)
+    return sorted((events[i] for i in seen), key=lambda e: (e["time"], e["id"]))

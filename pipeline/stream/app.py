@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -24,7 +24,8 @@ from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
-from pipeline.errors import CauselogError, QueryError
+from pipeline.correlate.topology import load_topology
+from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
 from pipeline.stream.consumer import BatchConsumer, exit_now
@@ -176,6 +177,27 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
             return answer(self, {"columns": result.columns, "rows": result.rows})
+
+    @app.page("/v1/why")
+    class Why(View):
+        async def get(self, request: Request) -> Response:
+            q = request.query
+            try:
+                target = q["target"]
+                at = datetime.fromisoformat(q["at"])
+                window = timedelta(seconds=float(q.get("window") or 6 * 3600))
+                limit = int(q.get("limit") or 20)
+            except (ValueError, KeyError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                topology = load_topology(settings.topology_path)
+                result = await run_query(queries.why, store, target, at=at, window=window, topology=topology,
+                                         limit=limit)
+            except ConfigError as exc:
+                return answer(self, {"error": str(exc)}, 400)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, result)
 
     @app.page("/v1/who")
     class Who(View):

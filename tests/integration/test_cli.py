@@ -12,6 +12,7 @@ REPO_SAMPLE = "deploy/sample/changes.jsonl"
 
 
 def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
+    (stack.home / "topology.yaml").write_text("depends_on:\n  api: [orders-db]\n")
     up = stack.cli("up", "--detach")
     assert up.returncode == 0, up.stderr
     assert "causelog is up" in up.stderr
@@ -26,6 +27,28 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
                                "--target", "orders-db", "--json", check=True).stdout)
     assert [r["type"] for r in rows] == ["config.changed", "db.session.started", "db.query", "db.failed"]
     assert rows[-1]["outcome"] == "failure" and rows[-1]["time"] == "2026-11-27T02:14:00.000000Z"
+
+    why = json_rows(stack.cli("why", "orders-db", "--at", "2026-11-27T02:14:00Z", "--window", "2h", "--json",
+                              check=True).stdout)
+    assert why["related"] == ["api", "orders-db"]
+    causes = {c["event"]["type"]: c for c in why["causes"]}
+    assert set(causes) == {"db.failed", "db.query", "db.session.started", "config.changed", "deploy.succeeded",
+                           "deploy.created", "iam.role.assumed"} - {"iam.role.assumed"}
+    ranked = [c["event"]["type"] for c in why["causes"]]
+    # The config change outranks everything; deploys outrank the plain session start.
+    assert ranked[0] == "config.changed"
+    assert max(ranked.index("deploy.created"), ranked.index("deploy.succeeded")) < ranked.index("db.session.started")
+    deploy = causes["deploy.created"]
+    # The deploy's chain reaches back through its commit to the merged, reviewed change and CI.
+    assert {e["type"] for e in deploy["chain"]} >= {"git.commit", "change.merged", "change.reviewed",
+                                                     "ci.run.success", "deploy.succeeded"}
+    assert deploy["story"]["reviewers"] == ["carol (authenticated)"]
+    assert deploy["story"]["changes"] == ["acme/api#42"]
+    query = causes["db.query"]
+    assert "erin@acme.io (mfa)" in query["story"]["actors"]  # the role assumption behind the session
+    assert query["story"]["traces"] == ["4bf92f3577b34da6a3ce929d0e0e4736"]
+    text = stack.cli("why", "orders-db", "--at", "2026-11-27 02:14", check=True).stdout
+    assert "config.changed" in text and "reviewers: carol" in text
 
     session = json_rows(stack.cli("session", "6560a1b2.3f1", "--json", check=True).stdout)
     assert [r["type"] for r in session] == ["db.session.started", "db.query"]
