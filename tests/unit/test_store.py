@@ -58,6 +58,10 @@ def write_sql(path: Path, text: str) -> Path:
     return path
 
 
+SHIPPED_TABLES = {"events", "event_links", "event_links_mv", "schema_migrations", "v_timeline", "v_actor_activity",
+                  "v_link_groups"}
+
+
 def tables(store: Store) -> set[str]:
     rows = store.query(
         "SELECT name FROM system.tables WHERE database = {db:String}", {"db": store.database}
@@ -74,7 +78,7 @@ def test_shipped_migrations_apply_in_order_with_checksums(empty_store: Store) ->
     files = sorted(MIGRATIONS_DIR.glob("*.sql"))
     assert [f"{m.version:03d}_{m.name}.sql" for m in applied] == [f.name for f in files]
     assert [m.version for m in applied] == sorted(m.version for m in applied)
-    assert {"events", "event_links", "event_links_mv", "schema_migrations"} <= tables(empty_store)
+    assert tables(empty_store) == SHIPPED_TABLES
 
     rows = empty_store.query(
         f"SELECT version, name, checksum FROM {empty_store.database}.schema_migrations ORDER BY version"
@@ -472,7 +476,7 @@ def test_readonly_refuses_changes(store: Store, sql: str) -> None:
         store.readonly(sql.format(db=store.database))
 
     assert count(store, "events") == 2
-    assert tables(store) == {"events", "event_links", "event_links_mv", "schema_migrations"}
+    assert tables(store) == SHIPPED_TABLES
     cols = store.query(
         f"SELECT name FROM system.columns WHERE database = '{store.database}' AND table = 'events'"
     )
@@ -693,3 +697,15 @@ def test_existing_ids_in_a_crowded_span_are_searched_by_id(store: Store) -> None
     assert writer.existing_ids([p.event for p in edges]) == {event_dict(0)["id"], event_dict(999)["id"]}
     assert writer.write(edges, now=NOW) == WriteResult(1, 2)
     assert count(store, "events") == 1001
+
+
+def test_views_answer_incident_questions(store: Store) -> None:
+    EventWriter(store).write(batch(range(30)), now=NOW)
+    db = store.database
+    first = store.readonly(f"SELECT id FROM {db}.v_timeline LIMIT 1").rows
+    assert first == [[event_dict(0)["id"]]]
+    actors = store.readonly(f"SELECT actor_id, events FROM {db}.v_actor_activity ORDER BY actor_id").rows
+    assert sum(n for _, n in actors) == 30 and len(actors) == 17
+    groups = store.readonly(f"SELECT key, events FROM {db}.v_link_groups ORDER BY key").rows
+    # event_dict links session:test:<i // 10>: three sessions of ten events; commits are unique.
+    assert groups == [["session:test:0", 10], ["session:test:1", 10], ["session:test:2", 10]]
