@@ -261,3 +261,8 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, prefix: str | N
         return pg.to_events(rec.payload, scope=_scope(s, scope), server=server)
 
     _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None)
+
+
+from pipeline.cli import ingest_git  # noqa: E402
+
+ingest_git.register(ingest)
