@@ -101,14 +101,26 @@ def _scope(s: Settings, scope: str | None) -> str:
 
 
 @ingest.command("github-webhook")
-@click.option("--file", "paths", multiple=True, required=True, type=click.Path(exists=True, path_type=Path),
+@click.option("--file", "paths", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Webhook payload file(s) or directories of them (*.json).")
+@click.option("--listen", metavar="HOST:PORT", is_flag=False, flag_value="127.0.0.1:8089",
+              help="Receive webhooks over HTTP on HOST:PORT (alone: 127.0.0.1:8089) until SIGTERM/Ctrl-C.")
+@click.option("--secret-env", metavar="VAR", help="Variable holding the webhook secret (required with --listen).")
 @click.option("--event", "event_name", help="X-GitHub-Event name; default: each file's folder name.")
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
 @click.pass_obj
-def github_webhook(s: Settings, paths: tuple[Path, ...], event_name: str | None, scope: str | None) -> None:
-    """Import GitHub webhook payloads saved as files (the HTTP receiver comes with issue 3)."""
+def github_webhook(s: Settings, paths: tuple[Path, ...], listen: str | None, secret_env: str | None,
+                   event_name: str | None, scope: str | None) -> None:
+    """Receive GitHub webhooks over HTTP (--listen, signed with --secret-env) or import payload files (--file)."""
     from pipeline.sources import github
+
+    if bool(paths) == bool(listen):
+        raise click.UsageError("give either --file PATH... or --listen HOST:PORT")
+    if listen:
+        from pipeline.cli.ingest_listen import serve_github
+
+        serve_github(s, listen, secret_env, scope)
+        return
 
     def convert(rec: RawRecord) -> list[Event]:
         path = Path(rec.origin)
@@ -124,15 +136,29 @@ def github_webhook(s: Settings, paths: tuple[Path, ...], event_name: str | None,
 
 
 @ingest.command("k8s-audit")
-@click.option("--file", "path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Kubernetes audit log (JSON lines, as the log backend writes it).")
+@click.option("--listen", metavar="HOST:PORT", is_flag=False, flag_value="127.0.0.1:8090",
+              help="Be the API server's audit webhook backend on HOST:PORT (alone: 127.0.0.1:8090).")
 @click.option("--cluster", help="Cluster name recorded on the events.")
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
 @click.option("--follow", is_flag=True, help="Keep reading as the log grows (and after rotation).")
 @click.pass_obj
-def k8s_audit(s: Settings, path: Path, cluster: str | None, scope: str | None, follow: bool) -> None:
-    """Import a Kubernetes audit log file (one Event or EventList per line)."""
+def k8s_audit(s: Settings, path: Path | None, listen: str | None, cluster: str | None, scope: str | None,
+              follow: bool) -> None:
+    """Receive audit webhook batches over HTTP (--listen) or import an audit log file (--file)."""
     from pipeline.sources import k8s_audit as k8s
+
+    if (path is None) == (listen is None):
+        raise click.UsageError("give either --file PATH or --listen HOST:PORT")
+    if listen is not None:
+        if follow:
+            raise click.UsageError("--follow applies to --file only")
+        from pipeline.cli.ingest_listen import serve_k8s
+
+        serve_k8s(s, listen, scope, cluster)
+        return
+    assert path is not None
 
     def convert(rec: RawRecord) -> list[Event]:
         out: list[Event] = []
@@ -266,3 +292,6 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, prefix: str | N
 from pipeline.cli import ingest_git  # noqa: E402
 
 ingest_git.register(ingest)
+from pipeline.cli.ingest_config import config as _config  # noqa: E402
+
+ingest.add_command(_config)

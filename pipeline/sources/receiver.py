@@ -110,6 +110,7 @@ class Kind:
     convert: Callable[[RawRecord], list[Event]]
     authorize: Callable[[Request], bool] | None = None
     describe: Callable[[Request], str] = lambda req: ""  # for the log line (event, delivery...)
+    origin: Callable[[Request], str] = lambda req: f"http:{req.request_id}"  # DLQ origin of a bad body
 
 
 @dataclass
@@ -163,6 +164,7 @@ class Receiver:
         self.max_inflight = max_inflight
         self.inflight = threading.BoundedSemaphore(max_inflight)
         self.totals = Totals()
+        self._counting = threading.Lock()
         self._sink: Sink | None = None
 
     # -- sink ----------------------------------------------------------------------------------
@@ -199,17 +201,26 @@ class Receiver:
         """Answer one POST: authorize, split, convert, send + commit (one transaction)."""
         req = Request(body=body, headers={k.lower(): v for k, v in headers.items()},
                       request_id=uuid.uuid4().hex[:16], received_at=self.clock())
-        self.totals.requests += 1
+        self._count("requests")
         size = self.too_large(len(body))
         if size is not None:
             return size
         if self.kind.authorize is not None and not self.kind.authorize(req):
-            self.totals.refused += 1
+            self._count("refused")
             return Response(401, {"error": "unauthorized", "message": "missing or invalid signature"},
                             note="refused", label=self.kind.describe(req))
-        resp = self._process(req)
+        try:
+            resp = self._process(req)
+        except Exception:  # a bug, not bad input: say so, produce nothing, keep serving
+            log.exception("%s: request %s failed", self.kind.name, req.request_id)
+            resp = Response(500, {"error": "internal_error", "message": f"request {req.request_id} failed; see the "
+                                                                         "receiver's log"}, note="internal error")
         resp.label = self.kind.describe(req)
         return resp
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._counting:
+            setattr(self.totals, name, getattr(self.totals, name) + n)
 
     def _process(self, req: Request) -> Response:
         body = req.body
@@ -218,7 +229,7 @@ class Receiver:
             outcomes = [self._convert(rec) for rec in records]
         except DecodeError as exc:
             # The body as a whole is malformed: it is the one record, dead-lettered.
-            records = [RawRecord(payload=None, cursor={"request": req.request_id}, origin=f"http:{req.request_id}",
+            records = [RawRecord(payload=None, cursor={"request": req.request_id}, origin=self.kind.origin(req),
                                  original=body)]
             outcomes = [exc]
         outcomes = [self._fit(rec, out) for rec, out in zip(records, outcomes, strict=True)]
@@ -242,12 +253,13 @@ class Receiver:
                 except Exception:
                     self._drop_sink()  # abort the half-done transaction; a fresh producer next time
                     raise
-                self.totals.events += report.events
-                self.totals.rejected += report.rejected
+                self._count("events", report.events)
+                self._count("rejected", report.rejected)
         except Exception as exc:
-            self.totals.failed += 1
+            self._count("failed")
             log.warning("%s: Kafka did not take request %s: %s", self.kind.name, req.request_id, exc)
-            return Response(503, {"error": "unavailable", "message": f"Kafka did not acknowledge: {exc}"},
+            # Details stay in the log: the sender (possibly unauthenticated) learns only "retry".
+            return Response(503, {"error": "unavailable", "message": "Kafka did not acknowledge; retry later"},
                             {"Retry-After": str(self.retry_after)}, note="kafka failed")
         return self._answer(report, outcomes)
 
@@ -260,12 +272,11 @@ class Receiver:
     def _fit(self, rec: RawRecord, out: list[Event] | DecodeError) -> list[Event] | DecodeError:
         """Oversized events become DLQ records (Kafka would refuse them and the sender retry forever)."""
         if isinstance(out, list):
-            for ev in out:
-                size = len(encode(ev))
-                if size > self.max_record_bytes:
-                    return DecodeError("oversized", f"event {ev.id} is {size} bytes, a Kafka record holds at most "
-                                                    f"{self.max_record_bytes}")
-            return out
+            too_big = [(ev.id, size) for ev in out if (size := len(encode(ev))) > self.max_record_bytes]
+            if not too_big:
+                return out
+            out = DecodeError("oversized", f"event {too_big[0][0]} is {too_big[0][1]} bytes, a Kafka record "
+                                           f"holds at most {self.max_record_bytes}")
         if len(rec.original) > self.max_record_bytes:
             return DecodeError(out.reason, f"{out.detail} [DLQ value truncated to {self.max_record_bytes} of "
                                            f"{len(rec.original)} bytes]", field=out.field, value=out.value)
@@ -282,7 +293,7 @@ class Receiver:
             body["field"] = first.field
         if errors and not report.events:
             body["ok"] = False
-            return Response(400, body, note=f"rejected ({first.reason})")
+            return Response(400, body, note=first.reason)
         return Response(200, body)
 
 
@@ -404,8 +415,8 @@ def serve(receiver: Receiver, listen: str, *, ready: Callable[[str], None] | Non
     """Serve until SIGTERM/SIGINT, then stop accepting, let requests in flight finish, abort the rest."""
     receiver.open()
     server = make_server(receiver, listen)
-    host, port = server.server_address[:2]
-    url = f"http://[{host}]:{port}" if ":" in str(host) else f"http://{host}:{port}"
+    host, port = str(server.server_address[0]), int(server.server_address[1])
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     stopping = threading.Event()
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -430,6 +441,6 @@ def serve(receiver: Receiver, listen: str, *, ready: Callable[[str], None] | Non
         while taken < receiver.max_inflight and receiver.inflight.acquire(timeout=max(0.0, deadline - time.monotonic())):
             taken += 1
         receiver.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return receiver.totals

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Stack, json_rows
 from factories import event_bytes, event_dict
+from kafka_stack import Stack, json_rows
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Stack
+from kafka_stack import Stack
 
 from pipeline.model import Event, decode
 

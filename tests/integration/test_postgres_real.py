@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Stack, free_port
+from kafka_stack import Stack, free_port
 from pg_fixture import PgCluster, missing
 
 from pipeline.model import decode

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Stack, header
+from kafka_stack import Stack, header
 
 from pipeline.model import decode
 

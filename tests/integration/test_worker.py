@@ -7,8 +7,8 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import Stack, header
 from factories import event_bytes, event_dict, malformed_records
+from kafka_stack import Stack, header
 
 pytestmark = pytest.mark.integration
 
