@@ -13,6 +13,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
+from pipeline.cli.options import FOLLOW
 from pipeline.errors import DecodeError
 from pipeline.model import Event
 from pipeline.settings import Settings
@@ -108,9 +109,10 @@ def _scope(s: Settings, scope: str | None) -> str:
 @click.option("--secret-env", metavar="VAR", help="Variable holding the webhook secret (required with --listen).")
 @click.option("--event", "event_name", help="X-GitHub-Event name; default: each file's folder name.")
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@FOLLOW
 @click.pass_obj
 def github_webhook(s: Settings, paths: tuple[Path, ...], listen: str | None, secret_env: str | None,
-                   event_name: str | None, scope: str | None) -> None:
+                   event_name: str | None, scope: str | None, follow: bool) -> None:
     """Receive GitHub webhooks over HTTP (--listen, signed with --secret-env) or import payload files (--file)."""
     from pipeline.sources import github
 
@@ -132,7 +134,7 @@ def github_webhook(s: Settings, paths: tuple[Path, ...], listen: str | None, sec
 
     instance = ",".join(sorted(str(p.resolve()) for p in paths))
     _run(s, "github-webhook", instance, lambda c: files.fetch_documents(list(paths), c), convert,
-         total=files.total_size(list(paths)))
+         total=files.total_size(list(paths)), follow=follow)
 
 
 @ingest.command("k8s-audit")
@@ -142,7 +144,7 @@ def github_webhook(s: Settings, paths: tuple[Path, ...], listen: str | None, sec
               help="Be the API server's audit webhook backend on HOST:PORT (alone: 127.0.0.1:8090).")
 @click.option("--cluster", help="Cluster name recorded on the events.")
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
-@click.option("--follow", is_flag=True, help="Keep reading as the log grows (and after rotation).")
+@FOLLOW
 @click.pass_obj
 def k8s_audit(s: Settings, path: Path | None, listen: str | None, cluster: str | None, scope: str | None,
               follow: bool) -> None:
@@ -173,8 +175,9 @@ def k8s_audit(s: Settings, path: Path | None, listen: str | None, cluster: str |
 @ingest.command("terraform")
 @click.argument("plans", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@FOLLOW
 @click.pass_obj
-def terraform(s: Settings, plans: tuple[Path, ...], scope: str | None) -> None:
+def terraform(s: Settings, plans: tuple[Path, ...], scope: str | None, follow: bool) -> None:
     """Import `terraform show -json` plans: one config event per resource change."""
     from pipeline.sources import terraform as tf
 
@@ -186,7 +189,7 @@ def terraform(s: Settings, plans: tuple[Path, ...], scope: str | None) -> None:
 
     instance = ",".join(sorted(str(p.resolve()) for p in plans))
     _run(s, "terraform", instance, lambda c: files.fetch_documents(list(plans), c), convert,
-         total=files.total_size(list(plans)))
+         total=files.total_size(list(plans)), follow=follow)
 
 
 
@@ -213,8 +216,10 @@ def _json_documents(rec: RawRecord) -> list[Any]:
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
 @click.option("--link-long-term-keys", is_flag=True,
               help="Also link calls made with long-term AKIA keys (off: they would chain months of calls).")
+@FOLLOW
 @click.pass_obj
-def cloudtrail(s: Settings, paths: tuple[Path, ...], scope: str | None, link_long_term_keys: bool) -> None:
+def cloudtrail(s: Settings, paths: tuple[Path, ...], scope: str | None, link_long_term_keys: bool,
+               follow: bool) -> None:
     """Import CloudTrail files as delivered ({"Records": [...]}, .json.gz, directory trees) or JSON lines."""
     from pipeline.sources import cloudtrail as ct
 
@@ -227,14 +232,14 @@ def cloudtrail(s: Settings, paths: tuple[Path, ...], scope: str | None, link_lon
 
     instance = ",".join(sorted(str(p.resolve()) for p in paths))
     _run(s, "cloudtrail", instance, lambda c: files.fetch_documents(list(paths), c), convert,
-         total=files.total_size(list(paths)))
+         total=files.total_size(list(paths)), follow=follow)
 
 
 def _line_source(kind: str, help_text: str, to_events: Callable[[Any, str], list[Event]]) -> None:
     @ingest.command(kind, help=help_text)
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
     @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
-    @click.option("--follow", is_flag=True, help="Keep reading as the file grows (and after rotation).")
+    @FOLLOW
     @click.pass_obj
     def command(s: Settings, path: Path, scope: str | None, follow: bool) -> None:
         def convert(rec: RawRecord) -> list[Event]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from pipeline.cli.options import FOLLOW
 from pipeline.model import Event
 from pipeline.settings import Settings
 from pipeline.sources import config_files as cf
@@ -26,7 +27,7 @@ _RUN_PAUSE = 1.0
 @click.command("config")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
-@click.option("--follow", is_flag=True, help="Keep watching: scan again every --interval seconds.")
+@FOLLOW
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),

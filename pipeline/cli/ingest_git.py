@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pipeline.cli.options import FOLLOW
 from pipeline.model import Event
 from pipeline.settings import Settings
 from pipeline.sources.runner import RawRecord
@@ -26,7 +27,7 @@ from pipeline.sources.runner import RawRecord
 @click.option("--allowed-signers", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="ssh allowed-signers file for verifying SSH-signed commits and tags "
               "(default: the repository's gpg.ssh.allowedSignersFile).")
-@click.option("--follow", is_flag=True, help="Keep polling for new commits and tags.")
+@FOLLOW
 @click.option("--interval", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
               help="Seconds between polls with --follow (a remote is fetched on every poll).")
 @click.pass_obj
