@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -46,6 +48,9 @@ def _run(
 
     ensure_topics(s)
     sink = KafkaSink(s, f"{kind}:{instance}")
+    if follow and threading.current_thread() is threading.main_thread():
+        # SIGTERM ends a follower like Ctrl-C: summary printed, open transaction aborted.
+        signal.signal(signal.SIGTERM, _interrupt)
     totals = Report()
     try:
         while True:
@@ -80,6 +85,10 @@ def _run(
         sink.close()
     if totals.rejected and not follow:
         raise SystemExit(1)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _summary(kind: str, r: Report) -> None:
@@ -266,32 +275,39 @@ _line_source("github-audit", "Import a GitHub organisation audit-log export (JSO
 
 
 @ingest.command("postgres-log")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--server", required=True, help="Name of the PostgreSQL server (session ids are unique per server).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "csvlog", "jsonlog", "stderr", "cloudsql"]),
-              default="auto", show_default=True, help="Log format.")
+              default="auto", show_default=True,
+              help="Log format (auto: from each file's first lines; a directory then means its *.csv files).")
+@click.option("--glob", "pattern", metavar="PATTERN",
+              help="With a log directory: its files to read (default *.csv for csvlog and auto, *.json for "
+                   "jsonlog and cloudsql, *.log for stderr).")
 @click.option("--prefix", help="log_line_prefix of a stderr log (see pipeline/sources/postgres_log.py).")
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
+@FOLLOW
 @click.pass_obj
-def postgres_log(s: Settings, path: Path, server: str, fmt: str, prefix: str | None, scope: str | None) -> None:
-    """Import a PostgreSQL server log: sessions, statements (literals never stored), pgaudit, grants."""
+def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | None, prefix: str | None,
+                 scope: str | None, follow: bool) -> None:
+    """Import or tail PostgreSQL server logs: sessions, statements (literals never stored), pgaudit, grants.
+
+    PATH is a log file or the server's log_directory; a directory's files are read in rotation
+    order (modification time, then name), each resumed at the byte offset where the last run
+    stopped; rotated, truncated and reused files are followed (see pipeline/sources/postgres_log.py,
+    fetch_log). Only complete records are read: a record still being written waits for the next poll.
+    """
     from pipeline.sources import postgres_log as pg
 
     def fetch(cursor: Any) -> Iterable[RawRecord]:
-        inode = path.stat().st_ino
-        done = cursor.get("line", 0) if cursor and cursor.get("inode") == inode else 0
-        for record in pg.fetch_records(path, format=fmt, prefix=prefix):
-            end = record.line_end or record.line or 0
-            if end <= done:
-                continue
+        for record, after in pg.fetch_log(path, cursor if isinstance(cursor, dict) else None, format=fmt,
+                                          prefix=prefix, glob=pattern, final=not follow):
             text = record.message.encode("utf-8", "replace")
-            yield RawRecord(payload=record, cursor={"inode": inode, "line": end}, origin=f"{path}:{record.line}",
-                            original=text)
+            yield RawRecord(payload=record, cursor=after, origin=f"{after['path']}:{record.line}", original=text)
 
     def convert(rec: RawRecord) -> list[Event]:
         return pg.to_events(rec.payload, scope=_scope(s, scope), server=server)
 
-    _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None)
+    _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
 
 
 from pipeline.cli import ingest_git  # noqa: E402
@@ -300,3 +316,7 @@ ingest_git.register(ingest)
 from pipeline.cli.ingest_config import config as _config  # noqa: E402
 
 ingest.add_command(_config)
+
+from pipeline.cli import ingest_debezium  # noqa: E402
+
+ingest_debezium.register(ingest)

@@ -123,6 +123,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -142,7 +143,9 @@ __all__ = [
     "TZ_ABBREVIATIONS",
     "LogRecord",
     "compile_prefix",
+    "fetch_log",
     "fetch_records",
+    "log_files",
     "parse",
     "parse_cloudsql",
     "parse_csvlog",
@@ -551,13 +554,19 @@ class _Assembler:
     """Turns prefixed lines into records: merges continuation and DETAIL/STATEMENT lines,
     derives session ids (see the module docstring)."""
 
-    def __init__(self, fmt: str, stats: Counter[str] | None, tz_abbrevs: dict[str, int] | None) -> None:
+    def __init__(
+        self,
+        fmt: str,
+        stats: Counter[str] | None,
+        tz_abbrevs: dict[str, int] | None,
+        sessions: dict[int, str] | None = None,
+    ) -> None:
         self.fmt = fmt
         self.stats = stats
         self.tz = tz_abbrevs
         self.current: dict[str, Any] | None = None
         self.field = "message"
-        self.sessions: dict[int, str] = {}
+        self.sessions: dict[int, str] = {} if sessions is None else sessions
 
     def primary(
         self,
@@ -699,6 +708,7 @@ def parse_stderr(
     prefix: str | None = None,
     stats: Counter[str] | None = None,
     tz_abbrevs: dict[str, int] | None = None,
+    sessions: dict[int, str] | None = None,
 ) -> Iterator[LogRecord]:
     """Records of a stderr log written with ``log_line_prefix = prefix`` (see the module docstring)."""
     lines: Iterable[str] = _lines(source)
@@ -706,7 +716,7 @@ def parse_stderr(
         head, lines = _peek(lines, 200)
         prefix = _detect_prefix(head)
     regex = compile_prefix(prefix)
-    asm = _Assembler("stderr", stats, tz_abbrevs)
+    asm = _Assembler("stderr", stats, tz_abbrevs, sessions)
     offset = 0
     for number, raw_line in enumerate(lines, start=1):
         start = offset
@@ -730,10 +740,11 @@ def parse_cloudsql(
     *,
     stats: Counter[str] | None = None,
     tz_abbrevs: dict[str, int] | None = None,
+    sessions: dict[int, str] | None = None,
 ) -> Iterator[LogRecord]:
     """Records of a Cloud Logging export of Cloud SQL for PostgreSQL (JSON Lines, ``textPayload``)."""
     regex = compile_prefix(CLOUDSQL_PREFIX)
-    asm = _Assembler("cloudsql", stats, tz_abbrevs)
+    asm = _Assembler("cloudsql", stats, tz_abbrevs, sessions)
     offset = 0
     for number, line in enumerate(_lines(source), start=1):
         start = offset
@@ -861,9 +872,13 @@ def parse(
     prefix: str | None = None,
     stats: Counter[str] | None = None,
     tz_abbrevs: dict[str, int] | None = None,
+    sessions: dict[int, str] | None = None,
 ) -> Iterator[LogRecord]:
     """Records of a log in ``format`` (``csvlog``, ``jsonlog``, ``stderr``, ``cloudsql``,
-    ``pgaudit-transcript`` or ``auto``: guessed from the first non-blank line)."""
+    ``pgaudit-transcript`` or ``auto``: guessed from the first non-blank line).
+
+    ``sessions`` (stderr, Cloud SQL): the derived sessions open before ``source`` (pid -> session
+    id), updated as records are read, so a log read in parts derives the same session ids."""
     lines: Iterable[str] = _lines(source)
     if format == "auto":
         head, lines = _peek(lines, 50)
@@ -873,9 +888,9 @@ def parse(
     if format in ("jsonlog", "cnpg"):
         return parse_jsonlog(lines, stats=stats, tz_abbrevs=tz_abbrevs)
     if format == "cloudsql":
-        return parse_cloudsql(lines, stats=stats, tz_abbrevs=tz_abbrevs)
+        return parse_cloudsql(lines, stats=stats, tz_abbrevs=tz_abbrevs, sessions=sessions)
     if format == "stderr":
-        return parse_stderr(lines, prefix=prefix, stats=stats, tz_abbrevs=tz_abbrevs)
+        return parse_stderr(lines, prefix=prefix, stats=stats, tz_abbrevs=tz_abbrevs, sessions=sessions)
     if format == "pgaudit-transcript":
         return parse_pgaudit_transcript(lines, stats=stats)
     raise ValueError(f"unknown PostgreSQL log format {format!r}")
@@ -903,6 +918,239 @@ def fetch_records(
     """I/O helper: the records of a log file (UTF-8; undecodable bytes replaced)."""
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         yield from parse(fh, format=format, prefix=prefix, stats=stats)
+
+
+# --------------------------------------------------------------------------------------------
+# following a log file or a log directory (I/O)
+
+#: ``--glob`` defaults for a log directory, by format (``auto``: csvlog's files).
+DEFAULT_GLOBS = {
+    "auto": "*.csv",
+    "csvlog": "*.csv",
+    "jsonlog": "*.json",
+    "cnpg": "*.json",
+    "cloudsql": "*.json",
+}
+_SESSION_CHANGES = ("connection ", "replication connection ", "disconnection:")
+_MAX_SESSIONS = 5000  # derived sessions kept in the cursor (log_disconnections off: never closed)
+_HEAD = 512  # bytes of a file's start fingerprinted in the cursor (a reused name with new content)
+
+
+def log_files(path: str | Path, *, format: str = "auto", glob: str | None = None) -> list[Path]:
+    """``path`` itself, or a log directory's files matching ``glob`` (default by format, see
+    :data:`DEFAULT_GLOBS`; ``*.log`` for stderr) in rotation order: modification time, then name."""
+    path = Path(path).resolve()
+    if not path.is_dir():
+        return [path]
+    pattern = glob or DEFAULT_GLOBS.get(format, "*.log")
+    found = []
+    for f in path.glob(pattern):
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # removed while listing
+            continue
+        if f.is_file():
+            found.append((st.st_mtime_ns, f.name, f))
+    return [f for _, _, f in sorted(found)]
+
+
+def _fingerprint(head: bytes, end: int) -> str:
+    return hashlib.sha256(head[: min(end, _HEAD)]).hexdigest()[:16]
+
+
+def _states(path: Path, cursor: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per file ``{inode, offset, line, head}`` from a cursor of :func:`fetch_log` (or, for a
+    single file, the older ``{inode, line}`` cursor: skip records up to that line once)."""
+    if not cursor:
+        return {}
+    states = dict(cursor.get("files") or {})
+    if "path" in cursor and "offset" in cursor:
+        states[cursor["path"]] = {k: cursor.get(k) for k in ("inode", "offset", "line", "head")}
+    elif "line" in cursor and "inode" in cursor and not path.is_dir():
+        states[str(path)] = {
+            "inode": cursor["inode"],
+            "offset": 0,
+            "line": 0,
+            "skip_lines": int(cursor["line"]),
+        }
+    return states
+
+
+def fetch_log(
+    path: str | Path,
+    cursor: dict[str, Any] | None = None,
+    *,
+    format: str = "auto",
+    prefix: str | None = None,
+    glob: str | None = None,
+    final: bool = True,
+    stats: Counter[str] | None = None,
+    tz_abbrevs: dict[str, int] | None = None,
+    chunk_bytes: int = 8 << 20,
+) -> Iterator[tuple[LogRecord, dict[str, Any]]]:
+    """I/O: the new complete records of a log file or log directory, each with the cursor to
+    resume *after* it.
+
+    Files (see :func:`log_files`) are read in rotation order, each from the byte offset its
+    cursor entry saved (``{path: {inode, offset, line, head}}``; ``head`` fingerprints the first
+    bytes). A file whose inode or first bytes changed, or that is shorter than the saved offset,
+    was replaced or truncated (``log_truncate_on_rotation``) and is read from the start. Records
+    keep their position in the whole file (``line``, ``line_end``, ``offset``) however the file
+    was resumed. Only complete records are handed over: a last line without its ``\n`` is
+    left for the next call, as is a csvlog row whose quoted field is still open at the end of
+    the data (a row torn inside a multi-line statement would otherwise parse as a row of fewer
+    columns). A stderr/Cloud SQL record may still get continuation lines, so the last record of
+    the newest file is held back unless ``final`` (``--once``); records of older files are
+    complete. ``format="auto"`` and a stderr log without ``prefix`` are decided from each
+    file's first lines, not from where the read resumed. Session ids that stderr and Cloud SQL
+    logs *derive* from connection lines (no ``%c``) carry over reads, files and runs: the
+    sessions still open are in the cursor (``sessions``: pid -> session id). A single log
+    file is followed by its name: what was written to it after the last read and before it was
+    renamed away (logrotate) is not seen; follow the directory instead.
+    """
+    root = Path(path).resolve()
+    files = log_files(root, format=format, glob=glob)
+    states = _states(root, cursor)
+    listed = {str(f) for f in files}
+    states = {p: st for p, st in states.items() if p in listed}
+    snap: dict[str, str] | None = None
+    sessions: dict[int, str] | None = None
+    if format in ("auto", "stderr", "cloudsql"):
+        snap = {str(k): str(v) for k, v in dict((cursor or {}).get("sessions") or {}).items()}
+        sessions = {int(k): v for k, v in snap.items()}
+    for index, f in enumerate(files):
+        key = str(f)
+        try:
+            fh = open(f, "rb")  # noqa: SIM115 -- closed below
+        except FileNotFoundError:
+            continue
+        with fh:
+            st = os.fstat(fh.fileno())
+            head = os.pread(fh.fileno(), _HEAD, 0)  # a file with nothing new costs one small read
+            state = states.get(key)
+            start, base_line, skip_lines = 0, 0, 0
+            if state and state.get("inode") == st.st_ino:
+                if "skip_lines" in state:
+                    skip_lines = int(state["skip_lines"])
+                elif int(state["offset"]) <= st.st_size and state.get("head") == _fingerprint(
+                    head, int(state["offset"])
+                ):
+                    start, base_line = int(state["offset"]), int(state.get("line") or 0)
+            if start >= st.st_size:
+                continue
+            fmt, pre = format, prefix
+            head_lines: list[str] = []
+            if fmt == "auto" or (fmt == "stderr" and pre is None):
+                sample = os.pread(fh.fileno(), 256 * 1024, 0)
+                head_lines = sample.decode("utf-8", "replace").splitlines(keepends=True)
+            if fmt == "auto":
+                fmt = _guess_format(head_lines[:50])
+            if fmt == "stderr" and pre is None:
+                pre = _detect_prefix(head_lines[:200])
+            complete_last = final or index < len(files) - 1
+            others = {p: s for p, s in states.items() if p != key}
+            last: dict[str, Any] | None = None
+            derives = fmt in ("stderr", "cloudsql")
+            for record, end, line_end, after_snap in _read_records(
+                fh,
+                start,
+                base_line,
+                fmt,
+                pre,
+                complete_last,
+                stats,
+                tz_abbrevs,
+                chunk_bytes,
+                sessions if derives else None,
+                snap if derives else None,
+            ):
+                last = {
+                    "files": others,
+                    "path": key,
+                    "inode": st.st_ino,
+                    "offset": end,
+                    "line": line_end,
+                    "head": _fingerprint(head, end),
+                }
+                if after_snap is not None:
+                    snap = last["sessions"] = after_snap
+                if skip_lines and (record.line_end or 0) <= skip_lines:
+                    continue
+                yield record, last
+            if last is not None:
+                states = {**others, key: {k: last[k] for k in ("inode", "offset", "line", "head")}}
+
+
+def _read_records(
+    fh: Any,
+    start: int,
+    base_line: int,
+    fmt: str,
+    prefix: str | None,
+    complete_last: bool,
+    stats: Counter[str] | None,
+    tz_abbrevs: dict[str, int] | None,
+    chunk_bytes: int,
+    sessions: dict[int, str] | None,
+    snap: dict[str, str] | None,
+) -> Iterator[tuple[LogRecord, int, int, dict[str, str] | None]]:
+    """(record with whole-file positions, byte offset after it, its last line, the derived
+    sessions open after it) from ``start``; ``sessions`` is updated, ``snap`` is its JSON form."""
+    fh.seek(start)
+    base, buf = start, b""
+    while True:
+        block = fh.read(chunk_bytes)
+        buf += block
+        at_eof = len(block) < chunk_bytes
+        cut = buf.rfind(b"\n") + 1
+        if cut == 0:
+            if at_eof:
+                return
+            continue
+        raw_lines = buf[:cut].split(b"\n")[:-1]
+        starts = [0]
+        for raw in raw_lines:
+            starts.append(starts[-1] + len(raw) + 1)
+        text = [raw.decode("utf-8", "replace") + "\n" for raw in raw_lines]
+        records, snaps, chunk_snap = [], [], snap
+        for record in parse(
+            text, format=fmt, prefix=prefix, stats=stats, tz_abbrevs=tz_abbrevs, sessions=sessions
+        ):
+            if sessions is not None and record.message.startswith(_SESSION_CHANGES):
+                snap = {str(pid): sid for pid, sid in list(sessions.items())[-_MAX_SESSIONS:]}
+            records.append(record)
+            snaps.append(snap)
+        keep = len(records)
+        if records and not at_eof:
+            keep -= 1  # may continue in the next block
+        elif records:
+            r = records[-1]
+            body = buf[starts[(r.line or 1) - 1] : starts[r.line_end or r.line or 1]]
+            if fmt == "csvlog" and body.count(b'"') % 2:
+                keep -= 1  # a quoted field still open: the row is not complete yet
+            elif fmt not in ("csvlog", "jsonlog", "cnpg") and not complete_last:
+                keep -= 1
+        if keep < len(records) and sessions is not None:  # the held record is read again
+            snap = snaps[keep - 1] if keep else chunk_snap
+            sessions.clear()
+            sessions.update({int(pid): sid for pid, sid in (snap or {}).items()})
+        consumed, consumed_lines = 0, 0
+        for r, after in zip(records[:keep], snaps, strict=False):
+            first, last_line = r.line or 1, r.line_end or r.line or 1
+            consumed, consumed_lines = starts[last_line], last_line
+            yield (
+                replace(
+                    r, line=first + base_line, line_end=last_line + base_line, offset=base + starts[first - 1]
+                ),
+                base + consumed,
+                base_line + last_line,
+                after,
+            )
+        if at_eof:
+            return
+        buf = buf[consumed:]
+        base += consumed
+        base_line += consumed_lines
 
 
 # --------------------------------------------------------------------------------------------
