@@ -1439,6 +1439,24 @@ def _statement_target(
     return target, subject
 
 
+def _sub_statement(st: pgsql.Statement, command: str) -> pgsql.Statement | None:
+    """The statement a pgaudit line is about, when its text holds several (``a; b; c``).
+
+    pgaudit repeats the whole query string on the line of each sub-statement; the line's own
+    command picks the sub-statement. The normalised text has no literals or comments left, so
+    splitting it at ``;`` is safe. None when several sub-statements share that command.
+    """
+    if ";" not in st.normalized:
+        return st
+    parts = [pgsql.analyze(p) for p in st.normalized.split(";") if p.strip()]
+    if len(parts) == 1:
+        return st
+    matching = [p for p in parts if p.command.upper() == command.upper()]
+    if len(matching) == 1:
+        return matching[0]
+    return None if matching else st
+
+
 def _audit_fields(record: LogRecord, server: str) -> dict[str, Any]:
     cols = _parse_audit(record.message)
     audit_type, stmt_id, substmt_id, audit_class, command, object_type, object_name, statement, parameter = (
@@ -1470,7 +1488,13 @@ def _audit_fields(record: LogRecord, server: str) -> dict[str, Any]:
         if st is not None and st.command in ("GRANT", "REVOKE") and st.grantees:
             subject = ("to " if st.command == "GRANT" else "from ") + ", ".join(st.grantees)
     elif st is not None:
-        target, subject = _statement_target(server, record.database, st)
+        sub = _sub_statement(st, command)
+        if sub is None:
+            # Several sub-statements with this command: the line does not say which one it is.
+            audit["ambiguous"] = True
+            target, subject = _target(server, record.database, None, None), None
+        else:
+            target, subject = _statement_target(server, record.database, sub)
     else:
         target, subject = _target(server, record.database, None, None), None
     fields: dict[str, Any] = {

@@ -377,3 +377,21 @@ def test_pgaudit_transcript_sessions_and_synthetic_time() -> None:
     assert [e.type for e in events] == ["db.misc", "db.ddl", "access.db.create_role"]
     assert events[1].target.id == "db1/public.t" and events[1].actor.id == "postgres:db1:regress_user1"
     assert events[0].raw["statement"]["normalized"] == "SET pgaudit.log = ?"
+
+
+def test_pgaudit_line_of_a_multi_statement_query_gets_its_own_target() -> None:
+    from pipeline.sources.postgres_log import LogRecord, to_events
+
+    text = "CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; GRANT CREATE ON SCHEMA public TO alice;"
+
+    def line(stmt_id: int, cls: str, command: str) -> LogRecord:
+        msg = f'AUDIT: SESSION,{stmt_id},1,{cls},{command},,,"{text}",<not logged>'
+        return LogRecord(format="csvlog", time=datetime(2026, 11, 27, 2, 0, tzinfo=UTC), message=msg, severity="LOG",
+                         user="postgres", database="postgres", session_id="s1", pid=1, line=stmt_id)
+
+    grant = to_events(line(3, "ROLE", "GRANT"), scope="acme", server="pg1")[0]
+    assert grant.target.kind == "db.schema" and grant.target.name == "public"
+    assert grant.subject == "to alice"
+    # Two CREATE ROLE sub-statements: the line cannot tell which, so no role is named.
+    create = to_events(line(1, "ROLE", "CREATE ROLE"), scope="acme", server="pg1")[0]
+    assert create.target.kind != "db.role" and create.raw["audit"]["ambiguous"] is True
