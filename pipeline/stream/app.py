@@ -146,23 +146,30 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 return answer(self, {"error": str(exc)}, 503)
             return answer(self, {"columns": result.columns, "rows": result.rows})
 
+    def span(q: Any, default_limit: int = 1000) -> dict[str, Any]:
+        """since/until/limit of a query string; ValueError when one is malformed."""
+        return {
+            "since": datetime.fromisoformat(q["since"]) if q.get("since") else None,
+            "until": datetime.fromisoformat(q["until"]) if q.get("until") else None,
+            "limit": int(q.get("limit") or default_limit),
+        }
+
+    async def events(view: View, fn: Any, *args: Any, **kwargs: Any) -> Response:
+        """Answer a named events query as {columns, rows}; 503 when the store fails."""
+        try:
+            result = await run_query(fn, store, *args, **kwargs)
+        except CauselogError as exc:
+            return answer(view, {"error": str(exc)}, 503)
+        return answer(view, {"columns": result.columns, "rows": result.rows})
+
     @app.page("/v1/timeline")
     class Timeline(View):
         async def get(self, request: Request) -> Response:
-            q = request.query
             try:
-                since = datetime.fromisoformat(q["since"]) if q.get("since") else None
-                until = datetime.fromisoformat(q["until"]) if q.get("until") else None
-                limit = int(q.get("limit") or 1000)
+                window = span(request.query)
             except ValueError as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
-            try:
-                result = await run_query(
-                    queries.timeline, store, since=since, until=until, target=q.get("target") or None, limit=limit
-                )
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"columns": result.columns, "rows": result.rows})
+            return await events(self, queries.timeline, target=request.query.get("target") or None, **window)
 
     @app.page("/v1/linked/{key_type}/{ident}")
     class Linked(View):
@@ -171,12 +178,9 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 return answer(self, {"error": f"unknown link type {key_type!r}"}, 400)
             try:
                 limit = int(request.query.get("limit") or 1000)
-                result = await run_query(queries.linked, store, key_type, ident, limit=limit)
             except ValueError as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"columns": result.columns, "rows": result.rows})
+            return await events(self, queries.linked, key_type, ident, limit=limit)
 
     @app.page("/v1/why")
     class Why(View):
@@ -202,19 +206,12 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     @app.page("/v1/who")
     class Who(View):
         async def get(self, request: Request) -> Response:
-            q = request.query
             try:
-                since = datetime.fromisoformat(q["since"]) if q.get("since") else None
-                until = datetime.fromisoformat(q["until"]) if q.get("until") else None
-                limit = int(q.get("limit") or 1000)
-                actor = q["actor"]
+                window = span(request.query)
+                actor = request.query["actor"]
             except (ValueError, KeyError) as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
-            try:
-                result = await run_query(queries.who, store, actor, since=since, until=until, limit=limit)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"columns": result.columns, "rows": result.rows})
+            return await events(self, queries.who, actor, **window)
 
     return app
 
