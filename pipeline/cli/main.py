@@ -448,6 +448,47 @@ def _print_why(result: dict[str, Any]) -> None:
     out.print(tree)
 
 
+@cli.command()
+@click.argument("event_id", metavar="EVENT_ID")
+@_JSON
+@click.pass_obj
+def chain(s: Settings, event_id: str, as_json: bool) -> None:
+    """Show the causal chain of an event: the events linked to it, and who points to whom on which key.
+
+    The chain id is the id of its earliest event (DESIGN.md §3).
+    """
+    if s.embedded:
+        try:
+            result = api.call(s, f"/v1/chain/{urllib.parse.quote(event_id, safe='')}")
+        except CauselogError as exc:
+            if "404" not in str(exc):
+                raise
+            raise CauselogError(f"no event with id {event_id!r}") from None
+    else:
+        from pipeline.store import open_store, queries
+
+        store = open_store(s, create=False)
+        try:
+            result = queries.chain(store, event_id)
+        finally:
+            store.close()
+        if result["chain_id"] is None:
+            raise CauselogError(f"no event with id {event_id!r}")
+    if as_json:
+        click.echo(dumps(result))
+        return
+    from rich.tree import Tree
+
+    tree = Tree(f"chain [bold]{escape(str(result['chain_id']))}[/] ({len(result['events'])} events)")
+    for e in result["events"]:
+        node = tree.add(f"{escape(str(e['time']))} [bold]{escape(e['type'])}[/] {escape(e['target_kind'])}:"
+                        f"{escape(e['target_id'])} by {escape(e['actor_id'])} ({escape(e['actor_assurance'])}) "
+                        f"{escape(e['outcome'])} [dim]{escape(e['id'])}[/]")
+        for edge in (x for x in result["edges"] if x["from"] == e["id"]):
+            node.add(f"after {escape(edge['to'])} on {escape(edge['key'])}")
+    out.print(tree)
+
+
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)

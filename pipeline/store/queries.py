@@ -125,25 +125,7 @@ def why(
         "ORDER BY time DESC, id LIMIT 10000",
         {**span, "names": names},
     ))
-    events: dict[str, dict[str, Any]] = {str(e["id"]): e for e in candidates}
-    frontier = {link for e in candidates for link in e["links"]}
-    seen_keys: set[str] = set()
-    for _ in range(chain_depth):
-        frontier -= seen_keys
-        if not frontier or len(events) >= chain_limit * max(1, len(candidates)):
-            break
-        seen_keys |= frontier
-        found = _dicts(store.query(
-            f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
-            "WHERE key IN {keys:Array(String)} AND time <= {at:DateTime64(6, 'UTC')}) "
-            "ORDER BY time LIMIT {cap:UInt32}",
-            {"keys": sorted(frontier), "at": at, "cap": chain_limit * max(1, len(candidates))},
-        ))
-        frontier = set()
-        for e in found:
-            if str(e["id"]) not in events:
-                events[str(e["id"])] = e
-                frontier.update(e["links"])
+    events = _expand(store, candidates, at=at, depth=chain_depth, cap=chain_limit * max(1, len(candidates)))
     chains = {str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in candidates}
     causes = explain.rank(candidates, chains, at=at, window_seconds=window.total_seconds(), limit=limit)
     return {
@@ -155,6 +137,60 @@ def why(
             {"score": c.score, "event": c.event, "story": c.story, "chain": c.chain} for c in causes
         ],
     }
+
+
+def _expand(
+    store: Store, seeds: list[dict[str, Any]], *, at: datetime | None, depth: int, cap: int
+) -> dict[str, dict[str, Any]]:
+    """``seeds`` plus the events reachable from them through shared link keys, hop by hop
+    (at most ``depth`` hops, about ``cap`` events, none later than ``at`` when given)."""
+    db = store.database
+    cols = ", ".join(TIMELINE_COLUMNS)
+    events: dict[str, dict[str, Any]] = {str(e["id"]): e for e in seeds}
+    frontier = {link for e in seeds for link in e["links"]}
+    seen_keys: set[str] = set()
+    bound = "AND time <= {at:DateTime64(6, 'UTC')}" if at is not None else ""
+    for _ in range(depth):
+        frontier -= seen_keys
+        if not frontier or len(events) >= cap:
+            break
+        seen_keys |= frontier
+        params: dict[str, Any] = {"keys": sorted(frontier), "cap": cap}
+        if at is not None:
+            params["at"] = at
+        found = _dicts(store.query(
+            f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
+            f"WHERE key IN {{keys:Array(String)}} {bound}) ORDER BY time LIMIT {{cap:UInt32}}",
+            params,
+        ))
+        frontier = set()
+        for e in found:
+            if str(e["id"]) not in events:
+                events[str(e["id"])] = e
+                frontier.update(e["links"])
+    return events
+
+
+def chain(store: Store, event_id: str, *, depth: int = 6, limit: int = 500) -> dict[str, Any]:
+    """The chain of an event (DESIGN.md §3): the events connected to it through shared link keys,
+    in time order; its id is the earliest event's; each event points to its predecessor on every
+    key it shares (typed edges). Computed from ``event_links`` at query time."""
+    db = store.database
+    start = _dicts(store.query(
+        f"SELECT {', '.join(TIMELINE_COLUMNS)} FROM {db}.events WHERE id = {{id:String}} LIMIT 1", {"id": event_id}
+    ))
+    if not start:
+        return {"chain_id": None, "events": [], "edges": []}
+    members = _component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit)
+    edges = []
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for e in members:  # already in (time, id) order
+        for link in e["links"]:
+            by_key.setdefault(link, []).append(e)
+    for key, evs in sorted(by_key.items()):
+        for before, after in zip(evs, evs[1:], strict=False):
+            edges.append({"key": key, "key_type": key.partition(":")[0], "from": after["id"], "to": before["id"]})
+    return {"chain_id": members[0]["id"], "events": members, "edges": edges}
 
 
 def _component(start: str, events: dict[str, dict[str, Any]], cap: int) -> list[dict[str, Any]]:

@@ -182,6 +182,15 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
             return await events(self, queries.linked, key_type, ident, limit=limit)
 
+    @app.page("/v1/chain/{event_id}")
+    class Chain(View):
+        async def get(self, request: Request, event_id: str) -> Response:
+            try:
+                result = await run_query(queries.chain, store, event_id)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, result, 200 if result["chain_id"] else 404)
+
     @app.page("/v1/why")
     class Why(View):
         async def get(self, request: Request) -> Response:

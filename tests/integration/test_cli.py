@@ -47,6 +47,17 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     query = causes["db.query"]
     assert "erin@acme.io (mfa)" in query["story"]["actors"]  # the role assumption behind the session
     assert query["story"]["traces"] == ["4bf92f3577b34da6a3ce929d0e0e4736"]
+    chain = json_rows(stack.cli("chain", deploy["event"]["id"], "--json", check=True).stdout)
+    by_id = {e["id"]: e["type"] for e in chain["events"]}
+    assert by_id[chain["chain_id"]] == "git.commit"  # the chain id is its earliest event
+    assert sorted(by_id.values()) == sorted(["git.commit", "change.reviewed", "change.merged", "ci.run.success",
+                                             "deploy.created", "deploy.succeeded"])
+    commit_key = next(k for k in deploy["event"]["links"] if k.startswith("commit:"))
+    on_commit = [(by_id[x["from"]], by_id[x["to"]]) for x in chain["edges"] if x["key"] == commit_key]
+    assert on_commit == [("change.merged", "git.commit"), ("ci.run.success", "change.merged"),
+                         ("deploy.created", "ci.run.success")]
+    missing = stack.cli("chain", "no-such-event")
+    assert missing.returncode == 2 and "no event with id" in missing.stderr
     text = stack.cli("why", "orders-db", "--at", "2026-11-27 02:14", check=True).stdout
     assert "config.changed" in text and "reviewers: carol" in text
 
