@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -300,14 +301,22 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | 
 
     def fetch(cursor: Any) -> Iterable[RawRecord]:
         for record, after in pg.fetch_log(path, cursor if isinstance(cursor, dict) else None, format=fmt,
-                                          prefix=prefix, glob=pattern, final=not follow):
+                                          prefix=prefix, glob=pattern, final=not follow, stats=stats):
             text = record.message.encode("utf-8", "replace")
             yield RawRecord(payload=record, cursor=after, origin=f"{after['path']}:{record.line}", original=text)
 
     def convert(rec: RawRecord) -> list[Event]:
         return pg.to_events(rec.payload, scope=_scope(s, scope), server=server)
 
-    _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
+    # Lines that are not log records (bad JSON, orphan continuations) make no event: say how many.
+    stats: Counter[str] = Counter()
+    try:
+        _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
+    finally:
+        skipped = {k: v for k, v in stats.items() if k not in ("records", "blank_lines") and v}
+        if skipped:
+            err.print("postgres-log: lines that are not log records: "
+                      + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
 
 
 from pipeline.cli import ingest_git  # noqa: E402

@@ -420,13 +420,8 @@ def parse_csvlog(
         )
 
 
-def parse_jsonlog(
-    source: str | Iterable[str],
-    *,
-    stats: Counter[str] | None = None,
-    tz_abbrevs: dict[str, int] | None = None,
-) -> Iterator[LogRecord]:
-    """Records of a PostgreSQL 15+ jsonlog file or a CloudNativePG log (JSON Lines)."""
+def _json_lines(source: str | Iterable[str], stats: Counter[str] | None) -> Iterator[tuple[int, int, Any]]:
+    """(line number, byte offset, parsed value) of each JSON line; blank and bad lines are counted."""
     offset = 0
     for number, line in enumerate(_lines(source), start=1):
         start = offset
@@ -439,6 +434,17 @@ def parse_jsonlog(
         except ValueError:
             _count(stats, "bad_json")
             continue
+        yield number, start, obj
+
+
+def parse_jsonlog(
+    source: str | Iterable[str],
+    *,
+    stats: Counter[str] | None = None,
+    tz_abbrevs: dict[str, int] | None = None,
+) -> Iterator[LogRecord]:
+    """Records of a PostgreSQL 15+ jsonlog file or a CloudNativePG log (JSON Lines)."""
+    for number, start, obj in _json_lines(source, stats):
         if not isinstance(obj, dict):
             _count(stats, "not_a_log_record")
             continue
@@ -745,18 +751,7 @@ def parse_cloudsql(
     """Records of a Cloud Logging export of Cloud SQL for PostgreSQL (JSON Lines, ``textPayload``)."""
     regex = compile_prefix(CLOUDSQL_PREFIX)
     asm = _Assembler("cloudsql", stats, tz_abbrevs, sessions)
-    offset = 0
-    for number, line in enumerate(_lines(source), start=1):
-        start = offset
-        offset += len(line.encode("utf-8", "surrogatepass"))
-        if not line.strip():
-            _count(stats, "blank_lines")
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            _count(stats, "bad_json")
-            continue
+    for number, start, obj in _json_lines(source, stats):
         text = obj.get("textPayload") if isinstance(obj, dict) else None
         if not isinstance(text, str):
             _count(stats, "not_a_log_record")
