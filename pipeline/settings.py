@@ -7,7 +7,7 @@
 | ``CAUSELOG_KAFKA_PORT`` | ``9092`` | port of the local single-node broker (when ``KAFKA_BOOTSTRAP`` is unset) |
 | ``CLICKHOUSE_URL`` | unset | ``http(s)://user:pass@host:port/database`` of a ClickHouse server; unset = embedded chDB |
 | ``CAUSELOG_DATABASE`` | ``causelog`` | ClickHouse database holding the tables (embedded and server) |
-| ``CAUSELOG_TOPIC_PREFIX`` | ``causelog`` | topics are ``<prefix>.changes``, ``.dlq``, ``.chains``, ``.alerts``, ``.cursors`` |
+| ``CAUSELOG_TOPIC_PREFIX`` | ``causelog`` | topics are ``<prefix>.changes``, ``.dlq``, ``.chains``, ``.alerts``, ``.cursors``, ``.correlation.<group>`` |
 | ``CAUSELOG_PARTITIONS`` | ``4`` | partitions of ``<prefix>.changes`` when causelog creates it |
 | ``CAUSELOG_GROUP`` | ``causelog-worker`` | consumer group (and Faust app id) of the workers |
 | ``CAUSELOG_API`` | ``127.0.0.1:6066`` | address the worker's query API listens on and the CLI talks to |
@@ -16,6 +16,8 @@
 | ``CAUSELOG_MAX_EVENT_BYTES`` | ``1048576`` | larger records are rejected to the DLQ as ``oversized`` |
 | ``CAUSELOG_SCOPE`` | ``default`` | scope given to events that carry none (``causelog produce``) |
 | ``CAUSELOG_TOPOLOGY`` | ``$CAUSELOG_HOME/topology.yaml`` | declared dependencies used by ``why`` (see pipeline/correlate/topology.py) |
+| ``CAUSELOG_IDENTITIES`` | ``$CAUSELOG_HOME/identities.yaml`` | people and the principals they use across systems (see pipeline/identity) |
+| ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker snapshots its correlation state to ``<prefix>.correlation.<group>`` and then commits offsets; a restart re-reads at most this much |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
 """
 
@@ -84,12 +86,19 @@ class Settings:
     max_event_bytes: int
     scope: str
     ingest: str = "batch"
+    checkpoint_seconds: float = 5.0
     topology_file: Path | None = None
+    identities_file: Path | None = None
 
     @property
     def topology_path(self) -> Path:
         """Where ``why`` reads the declared dependencies."""
         return self.topology_file or self.home / "topology.yaml"
+
+    @property
+    def identities_path(self) -> Path:
+        """Where the identity map reads its configured people (``identities.yaml``)."""
+        return self.identities_file or self.home / "identities.yaml"
 
     @property
     def topic_changes(self) -> str:
@@ -110,6 +119,12 @@ class Settings:
     def topic_cursors(self) -> str:
         """Compacted topic of source cursors, written in the same transaction as the events."""
         return f"{self.topic_prefix}.cursors"
+
+    @property
+    def topic_correlation(self) -> str:
+        """Compacted topic of the worker group's correlation snapshots, one partition per partition
+        of ``changes`` (per group, like a Faust changelog: another group has its own state)."""
+        return f"{self.topic_prefix}.correlation.{self.group}"
 
     @property
     def topic_alerts(self) -> str:
@@ -147,6 +162,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
     prefix = env.get("CAUSELOG_TOPIC_PREFIX") or "causelog"
     if not re.fullmatch(r"[A-Za-z0-9._-]+", prefix):  # Kafka topic names are ASCII only
         raise ConfigError(f"CAUSELOG_TOPIC_PREFIX={prefix!r} may hold only letters, digits, '.', '_' and '-'")
+    group = env.get("CAUSELOG_GROUP") or "causelog-worker"
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", group):  # it names the group's correlation topic
+        raise ConfigError(f"CAUSELOG_GROUP={group!r} may hold only letters, digits, '.', '_' and '-'")
     database = env.get("CAUSELOG_DATABASE") or "causelog"
     # Used unquoted in SQL: ClickHouse identifiers are ASCII and not all digits.
     if not re.fullmatch(r"[A-Za-z0-9_]+", database) or database.isdigit():
@@ -164,7 +182,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         database=database,
         topic_prefix=prefix,
         partitions=_int(env, "CAUSELOG_PARTITIONS", 4),
-        group=env.get("CAUSELOG_GROUP") or "causelog-worker",
+        group=group,
         api_host=api_host,
         api_port=api_port,
         batch_size=_int(env, "CAUSELOG_BATCH_SIZE", 20000),
@@ -172,7 +190,11 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         max_event_bytes=_int(env, "CAUSELOG_MAX_EVENT_BYTES", 1024 * 1024),
         scope=env.get("CAUSELOG_SCOPE") or "default",
         ingest=_choice(env, "CAUSELOG_INGEST", ("batch", "agent")),
+        checkpoint_seconds=_float(env, "CAUSELOG_CHECKPOINT_SECONDS", 5.0),
         topology_file=Path(env["CAUSELOG_TOPOLOGY"]).expanduser().resolve() if env.get("CAUSELOG_TOPOLOGY") else None,
+        identities_file=(
+            Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
+        ),
     )
 
 

@@ -30,17 +30,27 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The topics of DESIGN.md §4 with their partition counts and configs."""
+def topic_specs(settings: Settings, changes_partitions: int | None = None) -> list[TopicSpec]:
+    """The topics of DESIGN.md §4 with their partition counts and configs.
+
+    ``changes_partitions``: the partition count of an existing ``<prefix>.changes``; the
+    correlation snapshots need one partition per partition of it.
+    """
+    n = changes_partitions or settings.partitions
     keep = {"retention.ms": "-1", "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
     return [
-        TopicSpec(settings.topic_changes, settings.partitions, dict(keep)),
+        TopicSpec(settings.topic_changes, n, dict(keep)),
         # The DLQ keeps everything forever: a rejected record is evidence until someone looks.
         TopicSpec(settings.topic_dlq, 1, dict(keep)),
         TopicSpec(settings.topic_chains, settings.partitions, dict(keep)),
         TopicSpec(settings.topic_alerts, 1, {"retention.ms": "-1"}),
         # Source cursors: only the latest value per source instance matters.
         TopicSpec(settings.topic_cursors, 1, {"cleanup.policy": "compact"}),
+        # Correlation snapshots: replaced every checkpoint, so compact eagerly.
+        TopicSpec(settings.topic_correlation, n, {
+            "cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
+            "delete.retention.ms": "3600000", "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
+        }),
     ]
 
 
@@ -72,7 +82,9 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     except KafkaException as exc:
         raise BusError(f"cannot list topics on {settings.kafka_bootstrap}: {exc}") from exc
     replication = min(3, max(1, len(md.brokers)))
-    missing = [s for s in topic_specs(settings) if s.name not in md.topics]
+    existing = md.topics.get(settings.topic_changes)
+    changes_partitions = len(existing.partitions) if existing is not None and existing.partitions else None
+    missing = [s for s in topic_specs(settings, changes_partitions) if s.name not in md.topics]
     if not missing:
         return []
     futures = admin.create_topics(

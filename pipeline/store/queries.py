@@ -110,23 +110,26 @@ def why(
     chain_limit: int = 200,
 ) -> dict[str, Any]:
     """Changes to ``target`` and its related things (matched on target id or service) in the
-    ``window`` before ``at``, ranked, each
-    with the events linked to it (its chain, up to ``chain_depth`` hops of shared link keys, none
-    later than ``at``)."""
+    ``window`` before ``at``, ranked, each with its chain as the worker stored it (events up to
+    ``at``, at most ``chain_limit``). Events stored before the worker correlated have no chain id;
+    for those the chain is the events reachable through shared link keys (``chain_depth`` hops)."""
     topology = topology or Topology()
     names = sorted(topology.related(target))
     db = store.database
     cols = ", ".join(TIMELINE_COLUMNS)
     span = {"lo": at - window, "at": at}
     candidates = _dicts(store.query(
-        f"SELECT {cols} FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
+        f"SELECT {cols}, chain_id FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
         "AND time <= {at:DateTime64(6, 'UTC')} AND (target_id IN {names:Array(String)} "
         "OR target_service IN {names:Array(String)}) "
         "ORDER BY time DESC, id LIMIT 10000",
         {**span, "names": names},
     ))
-    events = _expand(store, candidates, at=at, depth=chain_depth, cap=chain_limit * max(1, len(candidates)))
-    chains = {str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in candidates}
+    chains = stored_chains(store, candidates, at=at, limit=chain_limit)
+    legacy = [c for c in candidates if str(c["id"]) not in chains]
+    if legacy:  # stored before the worker correlated: chains from shared link keys at query time
+        events = _expand(store, legacy, at=at, depth=chain_depth, cap=chain_limit * len(legacy))
+        chains.update({str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in legacy})
     causes = explain.rank(candidates, chains, at=at, window_seconds=window.total_seconds(), limit=limit)
     return {
         "target": target,
@@ -172,15 +175,27 @@ def _expand(
 
 
 def chain(store: Store, event_id: str, *, depth: int = 6, limit: int = 500) -> dict[str, Any]:
-    """The chain of an event (DESIGN.md §3): the events connected to it through shared link keys,
-    in time order; its id is the earliest event's; each event points to its predecessor on every
-    key it shares (typed edges). Computed from ``event_links`` at query time."""
+    """The chain of an event (DESIGN.md §3) as the worker stored it: the chain id (its earliest
+    event, aliases resolved), its events in time order (at most ``limit``; ``truncated`` says if
+    there were more) and its live typed edges (``from`` points to its predecessor on ``key``).
+
+    An event stored before the worker correlated has no chain id; its chain is then computed
+    from shared link keys (``depth`` hops), with edges between consecutive events of each key.
+    """
     db = store.database
     start = _dicts(store.query(
-        f"SELECT {', '.join(TIMELINE_COLUMNS)} FROM {db}.events WHERE id = {{id:String}} LIMIT 1", {"id": event_id}
+        f"SELECT {', '.join(TIMELINE_COLUMNS)}, chain_id FROM {db}.events WHERE id = {{id:String}} LIMIT 1",
+        {"id": event_id},
     ))
     if not start:
-        return {"chain_id": None, "events": [], "edges": []}
+        return {"chain_id": None, "events": [], "edges": [], "truncated": False}
+    if start[0]["chain_id"]:
+        root = _roots(store, {start[0]["chain_id"]})[start[0]["chain_id"]]
+        members = _members(store, {root}, at=None, limit=limit + 1)[root]
+        truncated = len(members) > limit
+        members = members[:limit]
+        return {"chain_id": root, "events": members, "edges": _edges(store, [str(e["id"]) for e in members]),
+                "truncated": truncated}
     members = _component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit)
     edges = []
     by_key: dict[str, list[dict[str, Any]]] = {}
@@ -190,7 +205,91 @@ def chain(store: Store, event_id: str, *, depth: int = 6, limit: int = 500) -> d
     for key, evs in sorted(by_key.items()):
         for before, after in zip(evs, evs[1:], strict=False):
             edges.append({"key": key, "key_type": key.partition(":")[0], "from": after["id"], "to": before["id"]})
-    return {"chain_id": members[0]["id"], "events": members, "edges": edges}
+    return {"chain_id": members[0]["id"], "events": members, "edges": edges, "truncated": len(members) >= limit}
+
+
+def stored_chains(
+    store: Store, events: list[dict[str, Any]], *, at: datetime | None, limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    """For each event (a row with ``id`` and ``chain_id``) that has a stored chain: the events of
+    that chain, in time order, none later than ``at``, at most ``limit`` per chain."""
+    own = {str(e["id"]): str(e["chain_id"]) for e in events if e.get("chain_id")}
+    if not own:
+        return {}
+    roots = _roots(store, set(own.values()))
+    members = _members(store, set(roots.values()), at=at, limit=limit)
+    return {eid: members[roots[c]] for eid, c in own.items()}
+
+
+def _roots(store: Store, chain_ids: set[str]) -> dict[str, str]:
+    """The current id of each chain: aliases followed to the end (one query per merge level)."""
+    db = store.database
+    alias: dict[str, str] = {}
+    asked: set[str] = set()
+    frontier = set(chain_ids)
+    while frontier:
+        asked |= frontier
+        rows = store.query(
+            f"SELECT DISTINCT old_chain_id, new_chain_id FROM {db}.chain_aliases "
+            "WHERE old_chain_id IN {ids:Array(String)}", {"ids": sorted(frontier)},
+        ).rows
+        alias.update((str(o), str(n)) for o, n in rows)
+        frontier = {str(n) for _, n in rows} - asked
+    out = {}
+    for c in chain_ids:
+        r = c
+        for _ in range(len(alias) + 1):  # aliases never cycle; bound the walk anyway
+            if r not in alias:
+                break
+            r = alias[r]
+        out[c] = r
+    return out
+
+
+def _members(store: Store, roots: set[str], *, at: datetime | None, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """Events of each root chain (every chain id aliased into it included), time order."""
+    db = store.database
+    owner = {r: r for r in roots}
+    frontier = set(roots)
+    while frontier:
+        rows = store.query(
+            f"SELECT DISTINCT old_chain_id, new_chain_id FROM {db}.chain_aliases "
+            "WHERE new_chain_id IN {ids:Array(String)}", {"ids": sorted(frontier)},
+        ).rows
+        frontier = set()
+        for old, new in rows:
+            if str(old) not in owner:
+                owner[str(old)] = owner[str(new)]
+                frontier.add(str(old))
+    params: dict[str, Any] = {"ids": sorted(owner), "limit": limit}
+    bound = ""
+    if at is not None:
+        bound = "AND time <= {at:DateTime64(6, 'UTC')}"
+        params["at"] = at
+    found = _dicts(store.query(
+        f"SELECT {', '.join(TIMELINE_COLUMNS)}, chain_id FROM {db}.events "
+        f"WHERE chain_id IN {{ids:Array(String)}} {bound} ORDER BY time, id",
+        params,
+    ))
+    out: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
+    for e in found:
+        bucket = out[owner[str(e.pop("chain_id"))]]
+        if len(bucket) < limit:
+            bucket.append(e)
+    return out
+
+
+def _edges(store: Store, event_ids: list[str]) -> list[dict[str, Any]]:
+    """Live edges leaving ``event_ids`` (retracted ones dropped, repeated rows collapsed)."""
+    if not event_ids:
+        return []
+    rows = store.query(
+        f"SELECT key, key_type, from_event, to_event FROM {store.database}.chain_edges "
+        "WHERE from_event IN {ids:Array(String)} GROUP BY key, key_type, from_event, to_event "
+        "HAVING max(removed) = 0 ORDER BY key, from_event, to_event",
+        {"ids": event_ids},
+    ).rows
+    return [{"key": k, "key_type": kt, "from": f, "to": t} for k, kt, f, t in rows]
 
 
 def _component(start: str, events: dict[str, dict[str, Any]], cap: int) -> list[dict[str, Any]]:

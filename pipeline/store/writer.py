@@ -11,11 +11,12 @@ Two mechanisms make a write safe to repeat:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from pipeline.correlate.partition import AliasRow, EdgeRow
 from pipeline.model import Event, to_micros
 from pipeline.store.client import Store
 
@@ -23,7 +24,7 @@ EVENT_COLUMNS = (
     "id", "scope", "type", "source", "time", "observed_time", "subject",
     "actor_id", "actor_display", "actor_kind", "actor_principal", "actor_verified", "actor_assurance",
     "target_kind", "target_id", "target_name", "target_environment", "target_service",
-    "action", "outcome", "links", "source_seq", "envelope",
+    "action", "outcome", "links", "source_seq", "chain_id", "envelope",
     "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
 )  # fmt: skip
 
@@ -59,13 +60,20 @@ class WriteResult:
     duplicates: int
 
 
-def event_row(p: Pending, ingested_at: datetime) -> list[object]:
+EDGE_COLUMNS = ("scope", "key", "key_type", "from_event", "to_event", "time", "removed")
+ALIAS_COLUMNS = ("scope", "old_chain_id", "new_chain_id", "event_id", "time")
+
+
+def event_row(p: Pending, ingested_at: datetime, chain_id: str = "") -> list[object]:
     """The ``events`` row of a pending event, in :data:`EVENT_COLUMNS` order."""
-    return [col[0] for col in event_columns([p], ingested_at)]
+    return [col[0] for col in event_columns([p], ingested_at, {p.event.id: chain_id} if chain_id else None)]
 
 
-def event_columns(batch: Sequence[Pending], ingested_at: datetime) -> list[list[Any]]:
-    """The ``events`` columns of a batch, in :data:`EVENT_COLUMNS` order.
+def event_columns(
+    batch: Sequence[Pending], ingested_at: datetime, chains: Mapping[str, str] | None = None
+) -> list[list[Any]]:
+    """The ``events`` columns of a batch, in :data:`EVENT_COLUMNS` order. ``chains`` gives the
+    chain id of each event by event id (missing: empty).
 
     Built column by column (the insert is column-oriented, so nothing is transposed) with times
     as UTC microseconds, which DateTime64(6) takes as they are, and the envelope as the bytes
@@ -98,6 +106,7 @@ def event_columns(batch: Sequence[Pending], ingested_at: datetime) -> list[list[
         [e.outcome for e in ev],
         [list(e.links) for e in ev],
         ["" if e.source_seq is None else str(e.source_seq) for e in ev],
+        [chains.get(e.id, "") for e in ev] if chains else [""] * len(ev),
         [p.envelope for p in batch],
         [p.position.topic for p in batch],
         [p.position.partition for p in batch],
@@ -151,8 +160,31 @@ class EventWriter:
         )
         return {row[0] for row in found.rows}
 
-    def write(self, batch: Sequence[Pending], *, now: datetime | None = None) -> WriteResult:
-        """Insert the events of ``batch`` not stored yet; safe to call again with the same batch."""
+    def write(
+        self,
+        batch: Sequence[Pending],
+        *,
+        now: datetime | None = None,
+        chains: Mapping[str, str] | None = None,
+        edges: Sequence[EdgeRow] = (),
+        aliases: Sequence[AliasRow] = (),
+    ) -> WriteResult:
+        """Insert the events of ``batch`` not stored yet, with their chain ids (``chains``, by
+        event id), and the chain ``edges`` and ``aliases`` the batch produced; safe to call again
+        with the same batch.
+
+        Chain rows go first, so an event whose chain id is visible has its aliases visible too.
+        They are not deduplicated here: a repeated write adds identical rows, which readers
+        collapse (the event rows themselves are never repeated).
+        """
+        if edges or aliases:
+            token = batch_token(p.position for p in batch)
+            if edges:
+                self.store.insert("chain_edges", edge_columns(edges), EDGE_COLUMNS, column_oriented=True,
+                                  token=token + ":edges")
+            if aliases:
+                self.store.insert("chain_aliases", alias_columns(aliases), ALIAS_COLUMNS, column_oriented=True,
+                                  token=token + ":aliases")
         if not batch:
             return WriteResult(0, 0)
         unique: dict[str, Pending] = {}
@@ -164,9 +196,26 @@ class EventWriter:
             ingested = (now or datetime.now(UTC)).astimezone(UTC)
             self.store.insert(
                 "events",
-                event_columns(fresh, ingested),
+                event_columns(fresh, ingested, chains),
                 EVENT_COLUMNS,
                 column_oriented=True,
                 token=batch_token((p.position for p in batch), (p.event.id for p in fresh)),
             )
         return WriteResult(len(fresh), len(batch) - len(fresh))
+
+
+def edge_columns(edges: Sequence[EdgeRow]) -> list[list[Any]]:
+    """``chain_edges`` columns, in :data:`EDGE_COLUMNS` order."""
+    return [
+        [e.scope for e in edges], [e.key for e in edges], [e.key_type for e in edges],
+        [e.from_event for e in edges], [e.to_event for e in edges], [e.time_us for e in edges],
+        [e.removed for e in edges],
+    ]
+
+
+def alias_columns(aliases: Sequence[AliasRow]) -> list[list[Any]]:
+    """``chain_aliases`` columns, in :data:`ALIAS_COLUMNS` order."""
+    return [
+        [a.scope for a in aliases], [a.old_chain_id for a in aliases], [a.new_chain_id for a in aliases],
+        [a.event_id for a in aliases], [a.time_us for a in aliases],
+    ]

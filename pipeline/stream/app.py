@@ -24,11 +24,13 @@ from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
+from pipeline.bus.checkpoint import Checkpoints
 from pipeline.correlate.topology import load_topology
 from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
 from pipeline.stream.consumer import BatchConsumer, exit_now
+from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
 from pipeline.stream.jsonio import dumps
 
@@ -70,7 +72,10 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             tracker.produce(settings.topic_dlq, r.record.value or b"", key=key, headers=r.headers())
         tracker.flush()
 
-    handler = BatchHandler(EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters)
+    correlation = Correlation(Checkpoints(settings, make_producer(settings, **{"linger.ms": 5})))
+    handler = BatchHandler(
+        EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters, correlation=correlation
+    )
     # One writer thread: batches land in the order they were taken, one at a time.
     writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
     reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
@@ -85,7 +90,14 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                     Record(ev.value, Position(ev.message.topic, ev.message.partition, ev.message.offset))
                     for ev in events
                 ]
-                await _complete(writes.submit(handler, records), records)
+                # Faust acknowledges the batch when the loop comes back here: the correlation
+                # snapshot has to be durable by then, like the rows.
+                await _complete(writes.submit(_handle_and_checkpoint, handler, correlation, records), records)
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+            # The next owner loads the last snapshot; a stale copy here must not be reused.
+            correlation.drop({tp.partition for tp in revoked if tp.topic == settings.topic_changes})
 
     else:
         consumer = BatchConsumer(settings, handler)
@@ -119,12 +131,14 @@ def build_app(settings: Settings, store: Store) -> faust.App:
         async def get(self, request: Request) -> Response:
             # ?tables=0 answers from memory only: cheap enough to poll while ingesting.
             if request.query.get("tables") == "0":
-                return answer(self, {"worker": counters.snapshot(), "store": store.where})
+                return answer(self, {"worker": counters.snapshot(), "store": store.where,
+                                     "correlation": correlation.stats()})
             try:
                 tables = await run_query(queries.stats, store)
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"worker": counters.snapshot(), "tables": tables, "store": store.where})
+            return answer(self, {"worker": counters.snapshot(), "tables": tables, "store": store.where,
+                                 "correlation": correlation.stats()})
 
     @app.page("/v1/sql")
     class SQL(View):
@@ -225,6 +239,12 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     return app
 
 
+def _handle_and_checkpoint(handler: BatchHandler, correlation: Correlation, records: Sequence[Record]) -> None:
+    """Agent mode: write a batch, then snapshot the correlation state it changed."""
+    handler(records)
+    correlation.checkpoint()
+
+
 async def _complete(future: Any, records: Sequence[Record]) -> None:
     """Wait for a batch; if anything stops it half-way, stop the process before acks go out."""
     try:
@@ -251,6 +271,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     started = time.monotonic()
     wait_for_broker(settings, timeout=60)
     ensure_topics(settings)
+    Checkpoints(settings, make_producer(settings)).check_partitions()
     store = open_store(settings)
     migrate(store)
     app = build_app(settings, store)

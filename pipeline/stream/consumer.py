@@ -5,12 +5,14 @@ Why not a Faust agent: Faust hands records to agents one at a time through its e
 fifth of a plain consumer, whatever the batch size (see README, Performance). This loop keeps
 Faust's role (worker process, services, web API) and takes whole batches from librdkafka.
 
-Guarantees: offsets are committed synchronously, per partition, only after the batch handler
-returned (rejections acknowledged on the DLQ, events stored). If a batch cannot be completed the
-process exits at once without committing, so a restart re-reads it and the store's id dedup
-keeps one copy. Rebalances happen inside ``consume()``, between batches, so no batch is ever in
-flight when partitions move. ``isolation.level=read_committed`` hides records of aborted source
-transactions.
+Guarantees: offsets are committed synchronously, per partition, only at a checkpoint: once every
+batch taken so far is written (rejections acknowledged on the DLQ, events and chains stored) and
+the correlation state of each changed partition is snapshotted to ``<prefix>.correlation``.
+Checkpoints run every ``CAUSELOG_CHECKPOINT_SECONDS``, when the input is drained, before a
+partition is revoked and on stop. If a batch cannot be completed the process exits at once without committing, so a restart
+re-reads from the last checkpoint and the store's id dedup keeps one copy. Rebalances happen
+inside ``consume()``, between batches, so no batch is ever in flight when partitions move.
+``isolation.level=read_committed`` hides records of aborted source transactions.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -81,6 +84,10 @@ class BatchConsumer:
         self._inflight: tuple[Future[object], Sequence[Record]] | None = None
         self._consumer: Consumer | None = None
         self.assigned: set[int] = set()
+        # Offsets of batches written but not committed yet (committed at the next checkpoint).
+        self._written: dict[tuple[str, int], int] = {}
+        self._last_checkpoint = time.monotonic()
+        self.checkpoints = 0
 
     def start(self) -> None:
         """Start consuming in the background."""
@@ -92,7 +99,7 @@ class BatchConsumer:
         self._thread.join(timeout)
 
     def _settle(self) -> None:
-        """Wait for the batch being written and commit its offsets (abort if it failed)."""
+        """Wait for the batch being written (abort if it failed); its offsets become committable."""
         if self._inflight is None:
             return
         future, records = self._inflight
@@ -102,8 +109,28 @@ class BatchConsumer:
         except BaseException as exc:  # anything: the batch must not be committed
             self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
             raise SystemExit(EXIT_BATCH_FAILED) from exc
+        for tp in next_offsets(records):
+            self._written[(tp.topic, tp.partition)] = tp.offset
+
+    def _checkpoint(self, partitions: set[int] | None = None) -> None:
+        """Settle, snapshot correlation state, then commit the written offsets (of ``partitions``)."""
+        self._settle()
+        self._last_checkpoint = time.monotonic()
+        if self.handler.correlation is not None:
+            try:
+                self.handler.correlation.checkpoint(None if partitions is None else sorted(partitions))
+            except BaseException as exc:
+                self.abort(f"correlation checkpoint failed: {exc!r}")
+                raise SystemExit(EXIT_BATCH_FAILED) from exc
+        commit = [TopicPartition(t, p, o) for (t, p), o in sorted(self._written.items())
+                  if partitions is None or p in partitions]
+        if not commit:
+            return
         assert self._consumer is not None
-        self._consumer.commit(offsets=next_offsets(records), asynchronous=False)
+        self._consumer.commit(offsets=commit, asynchronous=False)
+        for tp in commit:
+            self._written.pop((tp.topic, tp.partition), None)
+        self.checkpoints += 1
 
     def _run(self) -> None:
         s = self.settings
@@ -121,7 +148,11 @@ class BatchConsumer:
                 self._settle()
                 if prepared is not None:
                     self._inflight = (self._writes.submit(self.handler.finish, prepared), records)
-            self._settle()
+                # Also checkpoint as soon as the input is drained, so an idle worker has no lag.
+                idle = not records and (self._inflight is not None or bool(self._written))
+                if idle or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds:
+                    self._checkpoint()
+            self._checkpoint()
         except (KafkaException, BusError) as exc:
             self.abort(f"Kafka consumer failed: {exc}")
         except SystemExit:
@@ -148,9 +179,13 @@ class BatchConsumer:
         log.info("assigned %s", sorted(p.partition for p in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Runs inside consume() on the ingest thread: commit what we wrote while we still own it.
-        self._settle()
-        self.assigned -= {p.partition for p in partitions}
+        # Runs inside consume() on the ingest thread: checkpoint and commit what we wrote while
+        # we still own it; the next owner loads that snapshot.
+        revoked = {p.partition for p in partitions}
+        self._checkpoint(revoked)
+        if self.handler.correlation is not None:
+            self.handler.correlation.drop(revoked)
+        self.assigned -= revoked
         log.info("revoked %s", sorted(p.partition for p in partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -163,7 +198,12 @@ class BatchConsumer:
                 future.result()
             except BaseException as exc:
                 self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
-        self.assigned -= {p.partition for p in partitions}
+        lost = {p.partition for p in partitions}
+        for key in [k for k in self._written if k[1] in lost]:
+            del self._written[key]
+        if self.handler.correlation is not None:
+            self.handler.correlation.drop(lost)
+        self.assigned -= lost
         log.warning("lost %s", sorted(p.partition for p in partitions))
 
 

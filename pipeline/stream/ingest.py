@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
+from pipeline.correlate.partition import Correlated
 from pipeline.errors import CauselogError, DecodeError, StoreError
 from pipeline.model.codec import decode_wire
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
+from pipeline.stream.correlation import Correlation
 
 log = logging.getLogger("causelog.worker")
 
@@ -86,6 +88,7 @@ class Prepared:
     records: int
     good: list[Pending]
     bad: list[Rejection]
+    correlated: Correlated | None = None
 
 
 class BatchHandler:
@@ -93,7 +96,8 @@ class BatchHandler:
 
     ``send_dlq`` must return only when Kafka acknowledged every rejection. Store failures are
     retried with backoff for as long as it takes (backpressure: the consumer stops pulling),
-    never skipped.
+    never skipped. With a ``correlation``, :meth:`prepare` also correlates the batch (so batches
+    must be prepared in the order they were consumed) and :meth:`finish` stores the chains.
     """
 
     def __init__(
@@ -105,7 +109,9 @@ class BatchHandler:
         counters: Counters | None = None,
         max_backoff: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        correlation: Correlation | None = None,
     ) -> None:
+        self.correlation = correlation
         self.writer = writer
         self.send_dlq = send_dlq
         self.max_bytes = max_bytes
@@ -117,9 +123,18 @@ class BatchHandler:
         return self.finish(self.prepare(records))
 
     def prepare(self, records: Sequence[Record]) -> Prepared:
-        """First stage (CPU only, no I/O): decode and classify a batch."""
+        """First stage: decode and classify a batch, and correlate it (CPU only, except loading a
+        partition's correlation snapshot the first time it shows up)."""
         good, bad = split(records, self.max_bytes)
-        return Prepared(len(records), good, bad)
+        correlated = None
+        if self.correlation is not None:
+            rejected = {r.record.position for r in bad}
+            events = iter(good)
+            correlated = self.correlation.correlate(
+                (None if rec.position in rejected else next(events).event, rec.position.partition, rec.position.offset)
+                for rec in records
+            )
+        return Prepared(len(records), good, bad, correlated)
 
     def finish(self, prepared: Prepared) -> WriteResult:
         """Second stage: rejections to the DLQ, then the events to the store."""
@@ -128,7 +143,7 @@ class BatchHandler:
             log.warning("rejected %s to DLQ: %s", r.record.position, r.error.message)
         if bad:
             self.send_dlq(bad)
-        result = self._write(good)
+        result = self._write(good, prepared.correlated)
         with self.counters.lock:
             c = self.counters
             c.records += prepared.records
@@ -139,11 +154,12 @@ class BatchHandler:
             c.last_batch_at = time.time()
         return result
 
-    def _write(self, good: list[Pending]) -> WriteResult:
+    def _write(self, good: list[Pending], correlated: Correlated | None) -> WriteResult:
         delay = 0.2
+        c = correlated or Correlated()
         while True:
             try:
-                return self.writer.write(good, now=self.clock())
+                return self.writer.write(good, now=self.clock(), chains=c.chains, edges=c.edges, aliases=c.aliases)
             except StoreError as exc:
                 first = good[0].position if good else "-"
                 log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)

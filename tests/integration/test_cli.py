@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from factories import event_bytes, event_dict
 from kafka_stack import Stack, json_rows
@@ -82,9 +84,15 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     stack.produce([event_bytes(i) for i in range(5)])
     stack.wait_rows(16, timeout=30)
 
-    status = stack.cli("status", "--json")
-    assert status.returncode == 0, status.stdout + status.stderr
-    report = json_rows(status.stdout)
+    # Offsets are committed at the worker's next checkpoint (as soon as it is idle).
+    deadline = time.monotonic() + 20
+    while True:
+        status = stack.cli("status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        report = json_rows(status.stdout)
+        if report["lag"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert report["tables"]["events"] == 16 and report["lag"] == 0
 
     down = stack.cli("down")

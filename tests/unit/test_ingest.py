@@ -4,6 +4,8 @@ test store and a recording DLQ sender.
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -58,10 +60,10 @@ class LoggingWriter:
         self.log = log
         self.batches: list[list[Pending]] = []
 
-    def write(self, batch: Sequence[Pending], *, now: datetime | None = None) -> WriteResult:
+    def write(self, batch: Sequence[Pending], *, now: datetime | None = None, **chains: Any) -> WriteResult:
         self.log.append("write")
         self.batches.append(list(batch))
-        return self.inner.write(batch, now=now)
+        return self.inner.write(batch, now=now, **chains)
 
 
 class FlakyWriter:
@@ -73,11 +75,11 @@ class FlakyWriter:
         self.error = error or StoreError("ClickHouse (test) failed on insert: connection refused")
         self.calls = 0
 
-    def write(self, batch: Sequence[Pending], *, now: datetime | None = None) -> WriteResult:
+    def write(self, batch: Sequence[Pending], *, now: datetime | None = None, **chains: Any) -> WriteResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise self.error
-        return self.inner.write(batch, now=now)
+        return self.inner.write(batch, now=now, **chains)
 
 
 @pytest.fixture
@@ -279,9 +281,9 @@ def test_retry_after_a_landed_insert_does_not_duplicate(store: Store, sleeps: li
             self.inner = EventWriter(store)
             self.calls = 0
 
-        def write(self, batch: Sequence[Pending], *, now: datetime | None = None) -> WriteResult:
+        def write(self, batch: Sequence[Pending], *, now: datetime | None = None, **chains: Any) -> WriteResult:
             self.calls += 1
-            result = self.inner.write(batch, now=now)
+            result = self.inner.write(batch, now=now, **chains)
             if self.calls == 1:
                 raise StoreError("ClickHouse (test) failed on insert: timed out")
             return result

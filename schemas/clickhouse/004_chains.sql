@@ -1,0 +1,54 @@
+-- Causal chains as the worker's correlation writes them (DESIGN.md §3).
+-- events.chain_id holds the chain an event joined when it arrived; chain_aliases says which
+-- chains were merged into which (resolve transitively); chain_edges holds the typed causal
+-- edges, each event pointing to its predecessor on a shared link key.
+
+-- "Which events are in chain X": chain ids are scattered over time order, so a bloom filter on
+-- the column skips the granules that cannot hold them.
+ALTER TABLE {database}.events ADD INDEX IF NOT EXISTS idx_chain chain_id TYPE bloom_filter(0.001) GRANULARITY 1;
+
+-- Rows may repeat (a worker restarted from its last snapshot writes the same rows again);
+-- readers collapse them (v_chain_edges, pipeline/store/queries.py).
+CREATE TABLE IF NOT EXISTS {database}.chain_edges
+(
+    scope      LowCardinality(String),
+    key        String,
+    key_type   LowCardinality(String),
+    from_event String,
+    to_event   String,
+    time       DateTime64(6, 'UTC'),
+    removed    Bool,
+    INDEX idx_to to_event TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = MergeTree
+ORDER BY (from_event, key, to_event)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS {database}.chain_aliases
+(
+    scope        LowCardinality(String),
+    old_chain_id String,
+    new_chain_id String,
+    event_id     String,
+    time         DateTime64(6, 'UTC'),
+    INDEX idx_new new_chain_id TYPE bloom_filter(0.001) GRANULARITY 1
+)
+ENGINE = MergeTree
+ORDER BY (old_chain_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+-- Live causal edges (retracted ones removed, repeats collapsed) with both ends' types and times.
+CREATE VIEW IF NOT EXISTS {database}.v_chain_edges AS
+SELECT ed.key AS key, ed.key_type AS key_type,
+       ed.from_event AS from_event, f.type AS from_type, f.time AS from_time,
+       ed.to_event AS to_event, t.type AS to_type, t.time AS to_time,
+       f.chain_id AS from_chain, ed.scope AS scope
+FROM
+(
+    SELECT scope, key, key_type, from_event, to_event
+    FROM {database}.chain_edges
+    GROUP BY scope, key, key_type, from_event, to_event
+    HAVING max(removed) = 0
+) AS ed
+LEFT JOIN {database}.events AS f ON f.id = ed.from_event
+LEFT JOIN {database}.events AS t ON t.id = ed.to_event;
