@@ -62,3 +62,77 @@ def encode_raw(d: dict) -> bytes:
     import orjson
 
     return orjson.dumps(d)
+
+
+def chain_workload(n: int, *, seed: int = 7, scopes: tuple[str, ...] = ("acme", "globex", "initech"),
+                   jitter_s: int = 900, span_h: float = 6.0) -> list[dict]:
+    """About ``n`` envelopes shaped like real change streams, in a shuffled arrival order.
+
+    Per scope: commits reviewed and merged through pull requests (``commit:``, ``change:``), CI
+    runs on the commit, deploys of one or two commits (merging their chains) with their statuses
+    (``deploy:``), database sessions with 2-30 statements (``session:``) some of which carry the
+    ``trace:`` of an API request, and events with no links. Times spread over ``span_h`` hours;
+    arrival order is time order disturbed by up to ``jitter_s`` seconds, so late events land
+    between earlier ones and chains merge out of order. Keys stay under 64 events each (the
+    reducer's default memory per key), so its edges equal the offline reference exactly.
+    """
+    import random
+
+    rng = random.Random(seed)
+    out: list[tuple[float, dict]] = []
+    span = span_h * 3600
+    count = 0
+
+    def add(scope: str, kind: str, t: float, links: list[str], actor: str, target: str, action: str,
+            outcome: str = "success") -> None:
+        nonlocal count
+        count += 1
+        d = {
+            "specversion": "1.0",
+            "id": event_id("workload", scope, count, seed),
+            "source": "causelog://workload",
+            "type": kind,
+            "time": (BASE + timedelta(seconds=t)).isoformat(),
+            "scope": scope,
+            "actor": {"id": actor, "kind": "human", "assurance": "claimed"},
+            "target": {"kind": "service", "id": target, "environment": "prod"},
+            "action": action,
+            "outcome": outcome,
+            "links": links,
+            "source_seq": count,
+        }
+        out.append((t + rng.uniform(0, jitter_s), d))
+
+    while count < n:
+        scope = rng.choice(scopes)
+        t0 = rng.uniform(0, span)
+        r = rng.random()
+        who = f"dev{rng.randrange(40)}@{scope}.io"
+        if r < 0.35:  # commit -> PR review -> merge -> CI -> deploy (sometimes two commits)
+            shas = [f"{rng.getrandbits(160):040x}" for _ in range(rng.choice((1, 1, 2)))]
+            pr = f"change:{scope}/api#{rng.randrange(10**6)}"
+            dep = f"deploy:{scope}-{rng.getrandbits(48):012x}"
+            for k, sha in enumerate(shas):
+                add(scope, "git.commit", t0 + k, [f"commit:{sha}"], who, f"{scope}/api", "commit")
+                add(scope, "ci.completed", t0 + 300 + k, [f"commit:{sha}"], "ci-bot", f"{scope}/api", "run",
+                    rng.choice(("success", "success", "failure")))
+            add(scope, "change.reviewed", t0 + 600, [pr], f"lead{rng.randrange(5)}@{scope}.io", f"{scope}/api",
+                "approve")
+            add(scope, "change.merged", t0 + 900, [pr, *(f"commit:{s}" for s in shas)], who, f"{scope}/api", "merge")
+            add(scope, "deploy.started", t0 + 1200, [dep, *(f"commit:{s}" for s in shas)], "deployer",
+                f"{scope}-api", "deploy")
+            add(scope, "deploy.succeeded", t0 + 1500, [dep], "deployer", f"{scope}-api", "deploy")
+        elif r < 0.75:  # a database session with statements, some inside traced requests
+            sid = f"session:postgres:pg1:{rng.getrandbits(40):010x}"
+            add(scope, "db.session.started", t0, [sid], who, "db-main", "connect")
+            for q in range(rng.randrange(2, 30)):
+                links = [sid]
+                if rng.random() < 0.2:
+                    trace = f"trace:{rng.getrandbits(128):032x}"
+                    links.append(trace)
+                    add(scope, "api.request", t0 + q * 7 + 1, [trace], "svc-api", f"{scope}-api", "call")
+                add(scope, "db.query", t0 + q * 7 + 2, links, who, "db-main", "select")
+        else:  # config edits nobody linked to anything
+            add(scope, "config.changed", t0, [], who, f"{scope}-api", "update")
+    out.sort(key=lambda x: x[0])
+    return [d for _, d in out]

@@ -38,6 +38,7 @@ class Correlation:
         self.config = config or CorrelationConfig()
         self.correlators: dict[int, PartitionCorrelator] = {}
         self._lock = threading.RLock()
+        self.restored: dict[int, int] = {}  # partition -> offset of the snapshot it started from
         self.snapshots_written = 0
         self.snapshot_bytes = 0
 
@@ -65,6 +66,7 @@ class Correlation:
             raise BusError(
                 f"correlation snapshot {self.checkpoints.topic}[{partition}] at offset {offset} is unreadable: {exc}"
             ) from exc
+        self.restored[partition] = pc.next_offset
         log.info("partition %d: correlation state restored at offset %d (%d bytes, %.2fs)",
                  partition, pc.next_offset, len(data), time.monotonic() - started)
         return pc
@@ -96,6 +98,7 @@ class Correlation:
                 self.correlators.pop(p, None)
 
     def stats(self) -> list[dict[str, object]]:
-        """Per owned partition: offset, scopes, live keys, chains."""
+        """Per owned partition: offset, scopes, live keys, chains, and the offset of the snapshot
+        it was restored from (``None``: started empty)."""
         with self._lock:
-            return [describe(pc) for _, pc in sorted(self.correlators.items())]
+            return [dict(describe(pc), restored_at=self.restored.get(p)) for p, pc in sorted(self.correlators.items())]

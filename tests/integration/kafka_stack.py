@@ -34,6 +34,7 @@ class Stack:
 
     def __init__(self, bootstrap: str, home: Path, **extra: str) -> None:
         tag = uuid.uuid4().hex[:10]
+        home.mkdir(parents=True, exist_ok=True)
         self.home = home
         self.env = dict(
             os.environ,

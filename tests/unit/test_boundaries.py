@@ -27,6 +27,7 @@ PURE_PACKAGES = (
     "pipeline.rules",
     "pipeline.integrity",
     "pipeline.sources",
+    "pipeline.identity",
 )
 FORBIDDEN = ("confluent_kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "chdb", "kafka")
 

@@ -4,10 +4,9 @@ test store and a recording DLQ sender.
 
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
