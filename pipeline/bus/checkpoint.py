@@ -21,12 +21,14 @@ history the compactor has not cleaned yet.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from pipeline.bus.kafka import DeliveryTracker
+from pipeline.correlate.partition import chunk
 from pipeline.errors import BusError
 from pipeline.settings import Settings
 
@@ -63,7 +65,7 @@ class Checkpoints:
     def save(self, partition: int, offset: int, data: bytes) -> None:
         """Write a snapshot of ``partition`` covering offsets below ``offset``; returns once Kafka
         acknowledged every chunk (then tombstones the previous one). ``BusError`` on failure."""
-        pieces = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        pieces = chunk(data, CHUNK_BYTES)
         tracker = DeliveryTracker(self.producer)
         for i, piece in enumerate(pieces):
             headers = [("offset", str(offset).encode()), ("chunk", str(i).encode()),
@@ -149,9 +151,11 @@ class Checkpoints:
         snaps: dict[int, _Snap] = {}
         dead: set[int] = set()
         position = start
+        deadline = time.monotonic() + timeout
         while position < end:
-            msgs = consumer.consume(1000, timeout)
-            if not msgs:
+            # consume() waits its whole timeout unless the batch fills: ask often, for little.
+            msgs = consumer.consume(1000, 0.1)
+            if not msgs and time.monotonic() > deadline:
                 raise BusError(f"reading {self.topic}[{partition}]@{position}: no data within {timeout:.0f}s")
             for m in msgs:
                 err = m.error()

@@ -377,15 +377,21 @@ _link_command("trace", "distributed trace (W3C trace id)")
 @_JSON
 @click.pass_obj
 def who(s: Settings, actor: str, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
-    """List what ACTOR did (actor id, principal or display name), in time order."""
+    """List what ACTOR did (actor id, principal or display name), in time order.
+
+    ACTOR may also be a person of the identity map (CAUSELOG_IDENTITIES plus joins learned from
+    the data) or any principal of one: then the events of all that person's principals are listed.
+    """
     from pipeline.store import queries
+    from pipeline.store.identities import identity_map
 
     now = datetime.now(UTC)
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
     params = {"actor": actor, "since": t_since, "until": t_until, "limit": limit}
     _print_events(_events_query(s, "/v1/who", params, lambda st: queries.who(
-        st, actor, since=t_since, until=t_until, limit=limit)), as_json)
+        st, actor, since=t_since, until=t_until, limit=limit, identities=identity_map(st, s.identities_path))),
+        as_json)
 
 
 @cli.command()
@@ -411,11 +417,12 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
     else:
         from pipeline.correlate.topology import load_topology
         from pipeline.store import open_store, queries
+        from pipeline.store.identities import identity_map
 
         store = open_store(s, create=False)
         try:
             result = queries.why(store, target, at=at, window=span, topology=load_topology(s.topology_path),
-                                 limit=limit)
+                                 limit=limit, identities=identity_map(store, s.identities_path))
         finally:
             store.close()
     if as_json:
@@ -466,10 +473,11 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
             raise CauselogError(f"no event with id {event_id!r}") from None
     else:
         from pipeline.store import open_store, queries
+        from pipeline.store.identities import identity_map
 
         store = open_store(s, create=False)
         try:
-            result = queries.chain(store, event_id)
+            result = queries.chain(store, event_id, identities=identity_map(store, s.identities_path))
         finally:
             store.close()
         if result["chain_id"] is None:

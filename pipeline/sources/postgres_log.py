@@ -44,6 +44,37 @@ it (``session_id_derived = True``; it equals the server's ``%c`` unless the back
 the second before its first log line). Records of a pid with no connection line seen carry no
 session id: pids are reused, so a pid alone is not a session.
 
+Parallel workers. A query run with parallel workers logs from each worker too (csvlog/jsonlog
+``backend_type = parallel worker``, ``leader_pid`` = the leader's pid; stderr with ``%b``/``%P``).
+A worker's record has no user or database and its *own* ``session_id`` (the worker process's),
+which is no client session. pgaudit logs every line of the statement once more from each worker
+(the worker runs the executor with the leader's settings and role, after the leader logged its
+line; the worker numbers statements itself, so only the ids differ). The stateful reading stage
+(:func:`fetch_log`, :func:`fetch_records`; :class:`ParallelLeaders`) remembers, from the records
+of each client backend, leader pid -> (session id, user, database, its recent pgaudit lines) and:
+
+- drops a worker's ``AUDIT:`` line and counts it in ``stats``: ``parallel_worker_repeats`` when the
+  leader's identical line (ids and row count aside) was read, ``parallel_worker_repeats_unverified``
+  when it was not (it lies before where the reading started). The choice: one statement is one
+  event; the worker's line adds no fact the leader's line lacks but would count the statement N+1
+  times and, having no role, would make a query by nobody. Dropping it is counted, never silent
+  (the ingest prints the stats that are not records). :func:`to_events` alone (records from
+  :func:`parse`) also turns a worker's ``AUDIT:`` line into no event (``parallel_worker_repeats``).
+- gives the worker's other records (its ``ERROR``, the ``FATAL`` of a worker its leader
+  terminated...) the leader's user and database (where the worker wrote none) and
+  ``leader_session_id``; :func:`to_events` links them to ``session:postgres:<server>:<leader
+  session>`` and ``raw`` says so (``leader_pid``, ``leader_session_id``, ``inherited_from_leader``;
+  ``raw.pid``/``raw.session_id`` stay the worker's, and so does the event id).
+
+Across runs: :func:`fetch_log` keeps the 64 most recently active leaders in its cursor
+(``leaders``), so a read resumed between a leader's line and its workers' lines gives the same
+result. Fallback, when a worker's leader is unknown (its records are before the read and not in
+the cursor, e.g. a cursor of an older version): the worker's ``AUDIT:`` lines are still dropped
+(``..._unverified``); its other records get no session link (never the worker's own session id),
+keep ``raw.leader_pid``, and their actor stays ``postgres:<server>:unknown`` (the line names no
+role) -- a leader's session id cannot be derived from a worker's record (it needs the leader's
+start time), and the leader's next record makes the following worker records its own again.
+
 Times: ``%t``/``%m``/csvlog times carry a zone abbreviation; :data:`TZ_ABBREVIATIONS` maps the
 common ones (``CST`` is US Central, ``IST`` is India; override with ``tz_abbrevs``). An unknown
 abbreviation leaves ``time`` unset and :func:`to_events` rejects the record.
@@ -133,6 +164,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import DecodeError
 from pipeline.model import Event, event_id
 from pipeline.sources import pgsql
 from pipeline.sources._normalize import build, fail, slug
@@ -142,6 +174,7 @@ __all__ = [
     "KNOWN_PREFIXES",
     "TZ_ABBREVIATIONS",
     "LogRecord",
+    "ParallelLeaders",
     "compile_prefix",
     "fetch_log",
     "fetch_records",
@@ -187,6 +220,10 @@ class LogRecord:
     backend_type: str | None = None
     leader_pid: int | None = None
     query_id: str | None = None
+    #: a parallel worker's leader: its session id and what the worker record took from it (set
+    #: by :class:`ParallelLeaders`, i.e. :func:`fetch_log` and :func:`fetch_records`)
+    leader_session_id: str | None = None
+    inherited: tuple[str, ...] = ()
     line: int | None = None
     line_end: int | None = None
     offset: int | None = None
@@ -911,8 +948,119 @@ def fetch_records(
     path: str | Path, *, format: str = "auto", prefix: str | None = None, stats: Counter[str] | None = None
 ) -> Iterator[LogRecord]:
     """I/O helper: the records of a log file (UTF-8; undecodable bytes replaced)."""
+    leaders = ParallelLeaders()
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-        yield from parse(fh, format=format, prefix=prefix, stats=stats)
+        for record in parse(fh, format=format, prefix=prefix, stats=stats):
+            linked = leaders.apply(record, stats)
+            if linked is not None:
+                yield linked
+
+
+# --------------------------------------------------------------------------------------------
+# parallel workers (stateful: a worker's records need its leader's)
+
+_PARALLEL_WORKER = "parallel worker"
+_MAX_LEADERS = 5000  # leaders kept in memory (oldest activity dropped first)
+_CURSOR_LEADERS = 64  # the most recently active of them, kept in fetch_log's cursor
+_LEADER_AUDIT_KEYS = 32  # pgaudit lines of a leader's recent statements remembered
+
+
+def _is_parallel_worker(record: LogRecord) -> bool:
+    if record.backend_type is not None:
+        return record.backend_type.lower() == _PARALLEL_WORKER
+    # stderr with %P but no %b: only a parallel worker writes a leader pid other than its own
+    return bool(record.leader_pid) and record.leader_pid != record.pid
+
+
+def _audit_key(message: str) -> str | None:
+    """A pgaudit line without its statement and substatement ids (a worker numbers its own) and
+    row count, hashed; None when the message is not a well-formed pgaudit line."""
+    if not message.startswith("AUDIT: "):
+        return None
+    try:
+        cols = _parse_audit(message)
+    except (DecodeError, csv.Error):
+        return None
+    return hashlib.sha256(_csv_line([cols[0], *cols[3:9]]).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class ParallelLeaders:
+    """Leader pid -> (session id, user, database, pgaudit lines of its recent statements), learnt
+    from the records of client backends, applied to the records of their parallel workers (see
+    "Parallel workers" in the module docstring).
+
+    ``state`` is a :meth:`snapshot` (JSON-able: it travels in :func:`fetch_log`'s cursor)."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self._leaders: dict[int, list[Any]] = {}  # pid -> [session_id, user, database, [keys]]
+        for pid, entry in (state or {}).items():
+            try:
+                sid, user, database, keys = entry
+                self._leaders[int(pid)] = [str(sid), user, database, [str(k) for k in keys]]
+            except (TypeError, ValueError):
+                continue  # a cursor of another version: the state is only a help
+        self._snap: dict[str, list[Any]] | None = None
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        """The most recently active leaders, JSON-able (the same object until the state changes)."""
+        if self._snap is None:
+            recent = list(self._leaders.items())[-_CURSOR_LEADERS:]
+            self._snap = {str(pid): [e[0], e[1], e[2], list(e[3])] for pid, e in recent}
+        return self._snap
+
+    def _learn(self, record: LogRecord) -> None:
+        pid, sid = record.pid, record.session_id
+        if pid is None or not sid:
+            return
+        entry = self._leaders.get(pid)
+        changed = False
+        if entry is None or entry[0] != sid:  # a new session (pids are reused)
+            entry = [sid, None, None, []]
+            changed = True
+        if record.user and entry[1] != record.user:
+            entry[1], changed = record.user, True
+        if record.database and entry[2] != record.database:
+            entry[2], changed = record.database, True
+        key = _audit_key(record.message)
+        if key is not None and key not in entry[3]:
+            entry[3] = [*entry[3][-(_LEADER_AUDIT_KEYS - 1) :], key]
+            changed = True
+        if changed:
+            self._leaders.pop(pid, None)
+            self._leaders[pid] = entry  # most recently active last
+            if len(self._leaders) > _MAX_LEADERS:
+                del self._leaders[next(iter(self._leaders))]
+            self._snap = None
+
+    def apply(self, record: LogRecord, stats: Counter[str] | None = None) -> LogRecord | None:
+        """``record``, with its leader's session, user and database if it is a parallel
+        worker's; None (counted) for a worker's pgaudit line, which repeats its leader's."""
+        if not _is_parallel_worker(record):
+            self._learn(record)
+            return record
+        leader = self._leaders.get(record.leader_pid) if record.leader_pid is not None else None
+        key = _audit_key(record.message)
+        if key is not None:
+            seen = leader is not None and key in leader[3]
+            _count(stats, "parallel_worker_repeats" if seen else "parallel_worker_repeats_unverified")
+            return None
+        if leader is None:
+            return record
+        inherited = [
+            name
+            for name, own, theirs in (
+                ("user", record.user, leader[1]),
+                ("database", record.database, leader[2]),
+            )
+            if own is None and theirs is not None
+        ]
+        return replace(
+            record,
+            user=record.user or leader[1],
+            database=record.database or leader[2],
+            leader_session_id=leader[0],
+            inherited=(*inherited, "session_id"),
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1013,6 +1161,7 @@ def fetch_log(
     if format in ("auto", "stderr", "cloudsql"):
         snap = {str(k): str(v) for k, v in dict((cursor or {}).get("sessions") or {}).items()}
         sessions = {int(k): v for k, v in snap.items()}
+    leaders = ParallelLeaders(dict((cursor or {}).get("leaders") or {}))
     for index, f in enumerate(files):
         key = str(f)
         try:
@@ -1069,9 +1218,13 @@ def fetch_log(
                 }
                 if after_snap is not None:
                     snap = last["sessions"] = after_snap
-                if skip_lines and (record.line_end or 0) <= skip_lines:
+                skipped = bool(skip_lines) and (record.line_end or 0) <= skip_lines
+                linked = leaders.apply(record, None if skipped else stats)
+                if leaders.snapshot():
+                    last["leaders"] = leaders.snapshot()
+                if skipped or linked is None:
                     continue
-                yield record, last
+                yield linked, last
             if last is not None:
                 states = {**others, key: {k: last[k] for k in ("inode", "offset", "line", "head")}}
 
@@ -1240,6 +1393,9 @@ def _raw(record: LogRecord, message: str, extra: dict[str, Any] | None = None) -
         "xid": record.xid,
         "sql_state": record.sql_state,
         "backend_type": record.backend_type,
+        "leader_pid": record.leader_pid if _is_parallel_worker(record) else None,
+        "leader_session_id": record.leader_session_id,
+        "inherited_from_leader": list(record.inherited) or None,
         "query_id": record.query_id,
         "hint": pgsql.scrub_message(record.hint) if record.hint else None,
         "detail_sha256": _hash(record.detail),
@@ -1269,9 +1425,18 @@ def _session_extra(record: LogRecord, kv: dict[str, str], *, replication: bool) 
     return extra or None
 
 
+def _session_of(record: LogRecord) -> str | None:
+    """The client session a record belongs to: a parallel worker's is its leader's (when known;
+    the worker's own ``session_id`` is no client session and is not linked)."""
+    if record.leader_session_id:
+        return record.leader_session_id
+    return None if _is_parallel_worker(record) else record.session_id
+
+
 def _links(server: str, record: LogRecord, trace_id: str | None = None) -> list[str | None]:
+    session = _session_of(record)
     return [
-        f"session:postgres:{server}:{record.session_id}" if record.session_id else None,
+        f"session:postgres:{server}:{session}" if session else None,
         f"trace:{trace_id}" if trace_id else None,
         f"request:pgtx:{server}:{record.xid}" if record.xid else None,
     ]
@@ -1322,6 +1487,10 @@ def to_events(
     failed = severity in ("ERROR", "FATAL", "PANIC")
     fields: dict[str, Any]
 
+    if message.startswith("AUDIT: ") and _is_parallel_worker(record):
+        # repeats the line its leader logged (see "Parallel workers"); fetch_log drops these
+        _count(stats, "parallel_worker_repeats")
+        return []
     if message.startswith("AUDIT: "):
         fields = _audit_fields(record, server)
     elif (m := _STATEMENT.match(message)) and not failed:

@@ -10,9 +10,10 @@ a reader can see.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import cast
 
-from pipeline.identity import STRENGTHS, IdentityConfig, IdentityMap, Join, Strength
+from pipeline.identity import STRENGTHS, IdentityConfig, IdentityMap, Join, Strength, load_identities
 from pipeline.store.client import Store
 
 COLUMNS = ("principal_a", "principal_b", "strength", "system", "rule", "event_id")
@@ -52,3 +53,9 @@ def load_identity_map(
 ) -> IdentityMap:
     """The identity map of ``config`` plus every stored join of an accepted strength."""
     return IdentityMap.build(config, read_joins(store), strengths=strengths)
+
+
+def identity_map(store: Store, path: Path) -> IdentityMap:
+    """The identity map the queries use: ``identities.yaml`` at ``path`` (absent: no configured
+    people) plus every join stored so far. ``ConfigError`` names a bad entry of the file."""
+    return load_identity_map(store, load_identities(path))

@@ -5,14 +5,40 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 from pipeline.correlate import explain
 from pipeline.correlate.topology import Topology
+from pipeline.identity import IdentityMap, annotate
 from pipeline.store.client import QueryResult, Store
 
 TIMELINE_COLUMNS = (
     "time", "type", "action", "outcome", "target_kind", "target_id", "actor_id", "actor_assurance",
     "links", "id",
 )  # fmt: skip
+
+
+# What why/chain show of each event: the timeline columns, who exactly (for the identity map),
+# and the two things an incident reader wants without opening the envelope: the config diff
+# and a database statement (normalised: never a literal).
+DETAIL_COLUMNS = (*TIMELINE_COLUMNS, "actor_principal", "actor_display")
+DETAIL_SELECT = (
+    ", ".join(DETAIL_COLUMNS)
+    + ", JSONExtractRaw(envelope, 'diff') AS diff"
+    + ", JSONExtractString(envelope, 'raw', 'statement', 'normalized') AS statement"
+)
+
+
+def _detailed(rows: list[dict[str, Any]], identities: IdentityMap | None) -> list[dict[str, Any]]:
+    """Parse ``diff``, blank ``statement`` to None, and add ``person`` when an identity map is given."""
+    out = []
+    for r in rows:
+        diff = r.get("diff")
+        if isinstance(diff, str):  # rows may be shared between a cause and a chain: parse once
+            r["diff"] = orjson.loads(diff) if diff and diff != "null" else None
+        r["statement"] = r.get("statement") or None
+        out.append(annotate(r, identities) if identities is not None else r)
+    return out
 
 
 def timeline(
@@ -77,21 +103,45 @@ def who(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 1000,
+    identities: IdentityMap | None = None,
 ) -> QueryResult:
-    """What an actor did: events whose actor id, principal or display name is ``actor``."""
-    where = ["(actor_id = {a:String} OR actor_principal = {a:String} OR actor_display = {a:String})"]
-    params: dict[str, Any] = {"a": actor, "limit": limit}
+    """What an actor did: events whose actor id, principal or display name is ``actor``.
+
+    With ``identities``, ``actor`` may also be a person (``alice``) or any principal of one
+    (``github:alice``): the answer then holds the events of every principal of that person.
+    """
+    names = {actor}
+    person = None
+    if identities is not None:
+        person = next((p for p in identities.people() if p.id == actor), None) or identities.person_of(actor)
+        if person is not None:
+            for p in person.principals:
+                names.add(p)
+                names.add(p.partition(":")[2])  # the raw form most sources store
+    where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)} OR actor_display = {d:String})"]
+    params: dict[str, Any] = {"a": sorted(names), "d": actor, "limit": limit}
     if since is not None:
         where.append("time >= {since:DateTime64(6, 'UTC')}")
         params["since"] = since
     if until is not None:
         where.append("time <= {until:DateTime64(6, 'UTC')}")
         params["until"] = until
+    cols = TIMELINE_COLUMNS if person is None else (*TIMELINE_COLUMNS, "actor_principal")
     sql = (
-        f"SELECT {', '.join(TIMELINE_COLUMNS)} FROM {store.database}.events "
+        f"SELECT {', '.join(cols)} FROM {store.database}.events "
         f"WHERE {' AND '.join(where)} ORDER BY time, id LIMIT {{limit:UInt32}}"
     )
-    return store.query(sql, params)
+    result = store.query(sql, params)
+    if person is None or identities is None:
+        return result
+    # The raw forms may match someone else's principal in another system: keep this person's.
+    keep = []
+    for row in result.rows:
+        r = dict(zip(cols, row, strict=True))
+        found = identities.person_of_ids(str(r["actor_id"]), str(r["actor_principal"]))
+        if found is not None and found.id == person.id:
+            keep.append(row[: len(TIMELINE_COLUMNS)])
+    return QueryResult(list(TIMELINE_COLUMNS), keep)
 
 
 def _dicts(result: QueryResult) -> list[dict[str, Any]]:
@@ -108,18 +158,19 @@ def why(
     limit: int = 20,
     chain_depth: int = 3,
     chain_limit: int = 200,
+    identities: IdentityMap | None = None,
 ) -> dict[str, Any]:
     """Changes to ``target`` and its related things (matched on target id or service) in the
     ``window`` before ``at``, ranked, each with its chain as the worker stored it (events up to
     ``at``, at most ``chain_limit``). Events stored before the worker correlated have no chain id;
-    for those the chain is the events reachable through shared link keys (``chain_depth`` hops)."""
+    for those the chain is the events reachable through shared link keys (``chain_depth`` hops).
+    With ``identities`` every event names the ``person`` behind its actor (or None)."""
     topology = topology or Topology()
     names = sorted(topology.related(target))
     db = store.database
-    cols = ", ".join(TIMELINE_COLUMNS)
     span = {"lo": at - window, "at": at}
     candidates = _dicts(store.query(
-        f"SELECT {cols}, chain_id FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
+        f"SELECT {DETAIL_SELECT}, chain_id FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
         "AND time <= {at:DateTime64(6, 'UTC')} AND (target_id IN {names:Array(String)} "
         "OR target_service IN {names:Array(String)}) "
         "ORDER BY time DESC, id LIMIT 10000",
@@ -130,6 +181,8 @@ def why(
     if legacy:  # stored before the worker correlated: chains from shared link keys at query time
         events = _expand(store, legacy, at=at, depth=chain_depth, cap=chain_limit * len(legacy))
         chains.update({str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in legacy})
+    candidates = _detailed(candidates, identities)
+    chains = {k: _detailed(v, identities) for k, v in chains.items()}
     causes = explain.rank(candidates, chains, at=at, window_seconds=window.total_seconds(), limit=limit)
     return {
         "target": target,
@@ -148,7 +201,6 @@ def _expand(
     """``seeds`` plus the events reachable from them through shared link keys, hop by hop
     (at most ``depth`` hops, about ``cap`` events, none later than ``at`` when given)."""
     db = store.database
-    cols = ", ".join(TIMELINE_COLUMNS)
     events: dict[str, dict[str, Any]] = {str(e["id"]): e for e in seeds}
     frontier = {link for e in seeds for link in e["links"]}
     seen_keys: set[str] = set()
@@ -162,7 +214,7 @@ def _expand(
         if at is not None:
             params["at"] = at
         found = _dicts(store.query(
-            f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
+            f"SELECT {DETAIL_SELECT} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
             f"WHERE key IN {{keys:Array(String)}} {bound}) ORDER BY time LIMIT {{cap:UInt32}}",
             params,
         ))
@@ -174,17 +226,20 @@ def _expand(
     return events
 
 
-def chain(store: Store, event_id: str, *, depth: int = 6, limit: int = 500) -> dict[str, Any]:
+def chain(
+    store: Store, event_id: str, *, depth: int = 6, limit: int = 500, identities: IdentityMap | None = None
+) -> dict[str, Any]:
     """The chain of an event (DESIGN.md §3) as the worker stored it: the chain id (its earliest
     event, aliases resolved), its events in time order (at most ``limit``; ``truncated`` says if
     there were more) and its live typed edges (``from`` points to its predecessor on ``key``).
 
     An event stored before the worker correlated has no chain id; its chain is then computed
     from shared link keys (``depth`` hops), with edges between consecutive events of each key.
+    With ``identities`` every event names the ``person`` behind its actor (or None).
     """
     db = store.database
     start = _dicts(store.query(
-        f"SELECT {', '.join(TIMELINE_COLUMNS)}, chain_id FROM {db}.events WHERE id = {{id:String}} LIMIT 1",
+        f"SELECT {DETAIL_SELECT}, chain_id FROM {db}.events WHERE id = {{id:String}} LIMIT 1",
         {"id": event_id},
     ))
     if not start:
@@ -193,10 +248,11 @@ def chain(store: Store, event_id: str, *, depth: int = 6, limit: int = 500) -> d
         root = _roots(store, {start[0]["chain_id"]})[start[0]["chain_id"]]
         members = _members(store, {root}, at=None, limit=limit + 1)[root]
         truncated = len(members) > limit
-        members = members[:limit]
+        members = _detailed(members[:limit], identities)
         return {"chain_id": root, "events": members, "edges": _edges(store, [str(e["id"]) for e in members]),
                 "truncated": truncated}
-    members = _component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit)
+    members = _detailed(_component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit),
+                        identities)
     edges = []
     by_key: dict[str, list[dict[str, Any]]] = {}
     for e in members:  # already in (time, id) order
@@ -267,7 +323,7 @@ def _members(store: Store, roots: set[str], *, at: datetime | None, limit: int) 
         bound = "AND time <= {at:DateTime64(6, 'UTC')}"
         params["at"] = at
     found = _dicts(store.query(
-        f"SELECT {', '.join(TIMELINE_COLUMNS)}, chain_id FROM {db}.events "
+        f"SELECT {DETAIL_SELECT}, chain_id FROM {db}.events "
         f"WHERE chain_id IN {{ids:Array(String)}} {bound} ORDER BY time, id",
         params,
     ))

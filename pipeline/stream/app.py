@@ -29,6 +29,7 @@ from pipeline.correlate.topology import load_topology
 from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
+from pipeline.store.identities import identity_map
 from pipeline.stream.consumer import BatchConsumer, exit_now
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
@@ -200,7 +201,10 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     class Chain(View):
         async def get(self, request: Request, event_id: str) -> Response:
             try:
-                result = await run_query(queries.chain, store, event_id)
+                result = await run_query(lambda: queries.chain(
+                    store, event_id, identities=identity_map(store, settings.identities_path)))
+            except ConfigError as exc:
+                return answer(self, {"error": str(exc)}, 400)
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
             return answer(self, result, 200 if result["chain_id"] else 404)
@@ -218,8 +222,9 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
             try:
                 topology = load_topology(settings.topology_path)
-                result = await run_query(queries.why, store, target, at=at, window=window, topology=topology,
-                                         limit=limit)
+                result = await run_query(lambda: queries.why(
+                    store, target, at=at, window=window, topology=topology, limit=limit,
+                    identities=identity_map(store, settings.identities_path)))
             except ConfigError as exc:
                 return answer(self, {"error": str(exc)}, 400)
             except CauselogError as exc:
@@ -234,7 +239,13 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 actor = request.query["actor"]
             except (ValueError, KeyError) as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
-            return await events(self, queries.who, actor, **window)
+            try:
+                identities = await run_query(identity_map, store, settings.identities_path)
+            except ConfigError as exc:
+                return answer(self, {"error": str(exc)}, 400)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return await events(self, queries.who, actor, identities=identities, **window)
 
     return app
 

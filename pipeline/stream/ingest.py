@@ -18,7 +18,9 @@ from typing import NamedTuple
 
 from pipeline.correlate.partition import Correlated
 from pipeline.errors import CauselogError, DecodeError, StoreError
-from pipeline.model.codec import decode_wire
+from pipeline.identity import Join, learn
+from pipeline.model.codec import decode, decode_wire
+from pipeline.store.identities import write_joins
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
 from pipeline.stream.correlation import Correlation
 
@@ -66,6 +68,24 @@ class Counters:
             return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
+# Sources whose records prove identity joins (pipeline.identity.learn): only their events are
+# decoded in full (the worker otherwise keeps ``raw`` unparsed).
+_JOIN_SOURCES = ("github", "okta", "cloudtrail")
+
+
+def learn_joins(good: Sequence[Pending]) -> list[Join]:
+    """Identity joins proven by a batch's events (GitHub, Okta and CloudTrail records, and
+    git actors with a GitHub no-reply address)."""
+    found: set[Join] = set()
+    for p in good:
+        e = p.event
+        if e.source.partition("://")[0] in _JOIN_SOURCES:
+            found.update(learn(decode(p.envelope)))
+        elif "noreply.github.com" in e.actor.id or "noreply.github.com" in e.actor.principal:
+            found.update(learn(e))
+    return sorted(found)
+
+
 def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], list[Rejection]]:
     """Decode every record: valid ones to write, the others with their error."""
     good: list[Pending] = []
@@ -89,6 +109,7 @@ class Prepared:
     good: list[Pending]
     bad: list[Rejection]
     correlated: Correlated | None = None
+    joins: list[Join] | None = None
 
 
 class BatchHandler:
@@ -134,7 +155,7 @@ class BatchHandler:
                 (None if rec.position in rejected else next(events).event, rec.position.partition, rec.position.offset)
                 for rec in records
             )
-        return Prepared(len(records), good, bad, correlated)
+        return Prepared(len(records), good, bad, correlated, learn_joins(good))
 
     def finish(self, prepared: Prepared) -> WriteResult:
         """Second stage: rejections to the DLQ, then the events to the store."""
@@ -143,7 +164,7 @@ class BatchHandler:
             log.warning("rejected %s to DLQ: %s", r.record.position, r.error.message)
         if bad:
             self.send_dlq(bad)
-        result = self._write(good, prepared.correlated)
+        result = self._write(good, prepared.correlated, prepared.joins or [])
         with self.counters.lock:
             c = self.counters
             c.records += prepared.records
@@ -154,11 +175,13 @@ class BatchHandler:
             c.last_batch_at = time.time()
         return result
 
-    def _write(self, good: list[Pending], correlated: Correlated | None) -> WriteResult:
+    def _write(self, good: list[Pending], correlated: Correlated | None, joins: list[Join]) -> WriteResult:
         delay = 0.2
         c = correlated or Correlated()
         while True:
             try:
+                if joins:
+                    write_joins(self.writer.store, joins)
                 return self.writer.write(good, now=self.clock(), chains=c.chains, edges=c.edges, aliases=c.aliases)
             except StoreError as exc:
                 first = good[0].position if good else "-"

@@ -19,24 +19,43 @@ encoded state bytes per key, and a correctness check of membership against the o
 ``components()`` on a prefix without expiry. Target (DESIGN.md §8): >= 50,000 events/s.
 Benchmarks inform, they do not fail: the exit code is 0 either way.
 
+Two more sections (skip them with ``--wire 0`` and ``--worker ''``):
+
+* **worker CPU path** (``--wire N``, default 200,000): ``tests/factories.chain_workload`` envelopes
+  (12 scopes, 4 partitions keyed by scope) encoded to bytes before the clock starts, then timed
+  in 20,000-record batches through ``BatchHandler.prepare`` -- the worker's own first stage:
+  ``decode_wire`` of each record and ``PartitionCorrelator.correlate`` (per-partition reducers).
+  Reported three ways: decode only (``prepare`` without correlation), correlate only
+  (``correlate_batch`` on the decoded events) and both (``prepare`` with correlation).
+* **through the worker** (``--worker MODES``, default ``agent``): ``tests/bench/bench_e2e.py
+  --skip-baseline`` with ``CAUSELOG_INGEST=<mode>`` for each mode (``batch``, ``agent``), on
+  ``--worker-events`` records (default 50,000), correlation on (the worker always correlates):
+  first produce -> all rows stored, including Kafka, the store write and snapshots. ``make bench``
+  runs the batch mode through ``bench_e2e.py`` itself (with its raw baseline), so it asks only
+  for ``agent`` here.
+
     .venv/bin/python tests/bench/bench_correlate.py
     .venv/bin/python tests/bench/bench_correlate.py --events 1000000 --max-per-key 8 --json
+    .venv/bin/python tests/bench/bench_correlate.py --worker batch,agent --worker-events 100000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
+import subprocess
 import sys
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from pipeline.correlate import (  # noqa: E402
     ChainView,
@@ -207,6 +226,111 @@ def verify(events: list[Event], max_per_key: int) -> bool:
     return view.chains() == components(events)
 
 
+WIRE_SCOPES = tuple(f"org{i:02d}" for i in range(12))
+WIRE_PARTITIONS = 4
+WIRE_BATCH = 20_000
+
+
+def wire_records(n: int, *, seed: int = 7) -> list[Any]:
+    """``n`` chain_workload envelopes as the worker receives them: bytes at a (partition, offset)."""
+    import orjson
+    from factories import chain_workload
+
+    from pipeline.store.writer import Position
+    from pipeline.stream.ingest import Record
+
+    offsets = [0] * WIRE_PARTITIONS
+    out = []
+    for d in chain_workload(n, seed=seed, scopes=WIRE_SCOPES, span_h=36.0)[:n]:
+        p = zlib.crc32(d["scope"].encode()) % WIRE_PARTITIONS
+        out.append(Record(orjson.dumps(d), Position("causelog.changes", p, offsets[p])))
+        offsets[p] += 1
+    return out
+
+
+def run_wire(records: list[Any], config: CorrelationConfig, repeat: int) -> dict[str, Any]:
+    """The worker's first stage (``BatchHandler.prepare``): decode only, correlate only, both."""
+    from pipeline.correlate.partition import PartitionCorrelator, correlate_batch
+    from pipeline.store.writer import EventWriter
+    from pipeline.stream.correlation import Correlation
+    from pipeline.stream.ingest import BatchHandler
+
+    batches = [records[i : i + WIRE_BATCH] for i in range(0, len(records), WIRE_BATCH)]
+    n = len(records)
+    max_bytes = 1 << 20
+
+    def handler(correlate: bool) -> BatchHandler:
+        return BatchHandler(cast(EventWriter, None), lambda rejected: None, max_bytes=max_bytes,
+                            correlation=Correlation(None, config) if correlate else None)
+
+    def timed(fn: Any) -> float:
+        best = 0.0
+        for _ in range(max(1, repeat)):
+            t = time.perf_counter()
+            fn()
+            best = max(best, n / (time.perf_counter() - t))
+        return best
+
+    def decode_only() -> None:
+        h = handler(False)
+        for b in batches:
+            h.prepare(b)
+
+    decoded = [handler(False).prepare(b).good for b in batches]
+    out: dict[str, Any] = {}
+
+    def correlate_only() -> None:
+        correlators: dict[int, PartitionCorrelator] = {}
+        total = 0
+        for good in decoded:
+            c = correlate_batch(correlators, ((q.event, q.position.partition, q.position.offset) for q in good), config)
+            total += len(c.edges)
+        out["edges"] = total
+
+    def both() -> None:
+        h = handler(True)
+        for b in batches:
+            h.prepare(b)
+
+    out["events"] = n
+    out["mean_bytes"] = round(sum(len(r.value) for r in records) / n)
+    out["decode_events_per_s"] = round(timed(decode_only))
+    out["correlate_events_per_s"] = round(timed(correlate_only))
+    out["decode_correlate_events_per_s"] = round(timed(both))
+    out["us_per_event_correlate"] = round(1e6 / out["correlate_events_per_s"], 2)
+    out["us_per_event_decode_correlate"] = round(1e6 / out["decode_correlate_events_per_s"], 2)
+    out["ratio_vs_target"] = round(out["decode_correlate_events_per_s"] / TARGET_EPS, 2)
+    return out
+
+
+def run_worker(mode: str, events: int) -> dict[str, Any]:
+    """``bench_e2e.py --skip-baseline`` with ``CAUSELOG_INGEST=mode``; its JSON summary."""
+    env = dict(os.environ, CAUSELOG_INGEST=mode)
+    cmd = [sys.executable, str(REPO / "tests" / "bench" / "bench_e2e.py"), "--skip-baseline", "--json",
+           "--events", str(events)]
+    print(f"[bench] worker end to end, CAUSELOG_INGEST={mode}, {events:,} events: {' '.join(cmd[1:])}",
+          file=sys.stderr, flush=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
+    sys.stderr.write(done.stderr[-2000:])
+    last = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not last:
+        return {"mode": mode, "error": f"bench_e2e exited {done.returncode}"}
+    pipe = json.loads(last[-1]).get("pipeline") or {}
+    rate = float(pipe.get("rate") or 0.0)
+    return {
+        "mode": mode, "events": pipe.get("events"), "seconds": round(float(pipe.get("elapsed") or 0.0), 2),
+        "events_per_s": round(rate), "ratio_vs_target": round(rate / TARGET_EPS, 2),
+        "cpu_us_per_event": (round(pipe["cpu_seconds"] / pipe["events"] * 1e6) if pipe.get("cpu_seconds") else None),
+    }
+
+
+def section(title: str, rows: dict[str, Any]) -> None:
+    print(f"\n== {title}")
+    width = max(map(len, rows))
+    for k, v in rows.items():
+        print(f"  {k:<{width}}  {v}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=200_000)
@@ -215,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--late", type=float, default=0.02, help="fraction of events arriving out of order")
     p.add_argument("--repeat", type=int, default=3, help="runs; the best is reported")
     p.add_argument("--verify", type=int, default=20_000, help="events checked against components() (0: skip)")
+    p.add_argument("--wire", type=int, default=200_000,
+                   help="events through the worker's decode + correlate stage (0: skip)")
+    p.add_argument("--worker", default="agent",
+                   help="comma-separated CAUSELOG_INGEST modes to run end to end with bench_e2e ('' : skip)")
+    p.add_argument("--worker-events", type=int, default=50_000)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -227,15 +356,28 @@ def main(argv: list[str] | None = None) -> int:
     best["links_per_event"] = round(sum(len(e.links) for e in events) / len(events), 2)
     best["python"] = platform.python_version()
     best["target_events_per_s"] = TARGET_EPS
+    best["ratio_vs_target"] = round(best["events_per_s"] / TARGET_EPS, 2)
     best["meets_target"] = best["events_per_s"] >= TARGET_EPS
     if args.verify:
         best["membership_matches_offline"] = verify(events[: args.verify], args.max_per_key)
+    del events
+    section("correlation: reducer alone (step() on prebuilt Event objects, one core)", best)
+    if args.wire:
+        records = wire_records(args.wire)
+        wire = run_wire(records, config, args.repeat)
+        wire["target_events_per_s"] = TARGET_EPS
+        wire["meets_target"] = wire["decode_correlate_events_per_s"] >= TARGET_EPS
+        best["wire"] = wire
+        section("correlation: worker CPU path (BatchHandler.prepare: decode_wire + PartitionCorrelator, one core)",
+                wire)
+    workers = [m.strip() for m in args.worker.split(",") if m.strip()]
+    if workers:
+        results = [run_worker(m, args.worker_events) for m in workers]
+        best["through_worker"] = results
+        for r in results:
+            section(f"correlation on: through the worker end to end (CAUSELOG_INGEST={r['mode']}, Kafka -> chDB)", r)
     if args.json:
         print(json.dumps(best))
-    else:
-        width = max(map(len, best))
-        for k, v in best.items():
-            print(f"{k:<{width}}  {v}")
     return 0
 
 

@@ -201,3 +201,32 @@ def test_two_workers_in_one_group_give_the_chains_of_one(
     finally:
         first.stop_workers(signal.SIGKILL)
         second.stop_workers(signal.SIGKILL)
+
+
+def test_snapshots_span_chunks_and_the_latest_complete_one_wins(stack: Stack) -> None:
+    import os
+
+    from pipeline.bus import make_producer
+    from pipeline.bus.checkpoint import CHUNK_BYTES, Checkpoints
+
+    cps = Checkpoints(stack.settings, make_producer(stack.settings))
+    assert cps.load(1) is None
+    big = os.urandom(CHUNK_BYTES * 2 + 10)
+    cps.save(1, 100, big)
+    cps.save(1, 250, b"newer")
+    assert cps.load(1) == (250, b"newer")
+    # A writer that died half-way through a larger snapshot: chunk 0 of 3 only.
+    p = make_producer(stack.settings)
+    p.produce(cps.topic, b"x", key=b"1:400:0", partition=1, headers=[("offset", b"400"), ("chunk", b"0"),
+                                                                       ("chunks", b"3")])
+    p.flush(10)
+    fresh = Checkpoints(stack.settings, make_producer(stack.settings))
+    assert fresh.load(1) == (250, b"newer")
+    assert fresh.load(0) is None
+    # Many snapshots later the scan still finds the latest without reading from the start.
+    for offset in range(300, 300 + 150):
+        cps.save(1, offset, b"s%d" % offset)
+    assert Checkpoints(stack.settings, make_producer(stack.settings)).load(1) == (449, b"s449")
+    big_again = os.urandom(CHUNK_BYTES * 3)
+    cps.save(1, 500, big_again)
+    assert Checkpoints(stack.settings, make_producer(stack.settings)).load(1) == (500, big_again)

@@ -1,0 +1,147 @@
+"""The worker's per-partition correlator: batching, snapshots and redelivery change nothing."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.correlate import CorrelationConfig, components, key_edges
+from pipeline.correlate.partition import Correlated, PartitionCorrelator, chunk, correlate_batch
+from pipeline.model import decode_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from factories import chain_workload  # noqa: E402
+
+CONFIG = CorrelationConfig(ttls={"session": timedelta(minutes=20)})
+
+
+def workload(n: int, seed: int) -> list[tuple[object, int, int]]:
+    """(event, partition, offset) records: each scope on its own partition, offsets in order."""
+    parts = {"acme": 0, "globex": 1, "initech": 2}
+    offsets = dict.fromkeys(parts.values(), 0)
+    out = []
+    for d in chain_workload(n, seed=seed, jitter_s=1800):
+        p = parts[d["scope"]]
+        out.append((decode_dict(d), p, offsets[p]))
+        offsets[p] += 1 + (offsets[p] % 7 == 3)  # gaps, like transaction markers leave
+    return out
+
+
+def flatten(c: Correlated) -> tuple[dict[str, str], list[object], list[object]]:
+    return c.chains, c.edges, c.aliases
+
+
+def run(records: list[tuple[object, int, int]], cuts: list[int], restart_at: set[int]) -> Correlated:
+    """Correlate ``records`` in batches cut at ``cuts``; after the batches in ``restart_at`` the
+    correlators are snapshotted and rebuilt from the bytes (a worker restart)."""
+    pcs: dict[int, PartitionCorrelator] = {}
+    total = Correlated()
+    bounds = [0, *sorted(set(cuts)), len(records)]
+    for b, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        out = correlate_batch(pcs, records[lo:hi], CONFIG)  # type: ignore[arg-type]
+        total.chains.update(out.chains)
+        total.edges += out.edges
+        total.aliases += out.aliases
+        if b in restart_at:
+            pcs = {p: PartitionCorrelator.restore(pc.snapshot(), CONFIG) for p, pc in pcs.items()}
+    return total
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10**6),
+    cuts=st.lists(st.integers(0, 600), max_size=12),
+    restarts=st.sets(st.integers(0, 12), max_size=6),
+)
+def test_batching_and_restarts_do_not_change_a_single_row(seed: int, cuts: list[int], restarts: set[int]) -> None:
+    records = workload(600, seed)
+    reference = run(records, [], set())
+    assert flatten(run(records, cuts, restarts)) == flatten(reference)
+
+
+def test_redelivered_records_below_the_snapshot_offset_are_not_correlated_again() -> None:
+    records = workload(900, 3)
+    pcs: dict[int, PartitionCorrelator] = {}
+    first = correlate_batch(pcs, records[:500], CONFIG)  # type: ignore[arg-type]
+    restored = {p: PartitionCorrelator.restore(pc.snapshot(), CONFIG) for p, pc in pcs.items()}
+    # Offsets were committed before the snapshot: the consumer re-delivers from record 300.
+    again = correlate_batch(restored, records[300:], CONFIG)  # type: ignore[arg-type]
+    assert again.skipped == 200
+    straight = correlate_batch({}, records, CONFIG)  # type: ignore[arg-type]
+    assert {**first.chains, **again.chains} == straight.chains
+    assert first.edges + again.edges == straight.edges
+
+
+def test_chains_equal_offline_components_per_scope() -> None:
+    records = workload(3000, 11)
+    no_expiry = CorrelationConfig(ttls=dict.fromkeys(("session", "trace", "request", "deploy")), default_ttl=None)
+    out = correlate_batch({}, records, no_expiry)  # type: ignore[arg-type]
+    aliases = {a.old_chain_id: a.new_chain_id for a in out.aliases}
+
+    def root(c: str) -> str:
+        while c in aliases:
+            c = aliases[c]
+        return c
+
+    by_scope: dict[str, list[object]] = {}
+    for e, _, _ in records:
+        by_scope.setdefault(e.scope, []).append(e)  # type: ignore[attr-defined]
+    want: dict[str, str] = {}
+    want_edges: set[tuple[str, str, str]] = set()
+    for events in by_scope.values():
+        want.update(components(events))  # type: ignore[arg-type]
+        want_edges |= key_edges(events)  # type: ignore[arg-type]
+    assert {e: root(c) for e, c in out.chains.items()} == want
+    live: dict[tuple[str, str, str], bool] = {}
+    for row in out.edges:
+        live[(row.key, row.from_event, row.to_event)] = not row.removed
+    assert {k for k, alive in live.items() if alive} == want_edges
+
+
+def test_rejected_records_advance_the_offset_and_mark_the_state_dirty() -> None:
+    pc = PartitionCorrelator(0)
+    assert pc.next_offset == -1 and not pc.dirty
+    correlate_batch({0: pc}, [(None, 0, 5)])
+    assert pc.next_offset == 6 and pc.dirty and pc.seen(5) and not pc.seen(6)
+
+
+def test_a_future_dated_event_does_not_expire_everything() -> None:
+    """``observed_time`` caps the watermark: one bogus clock must not end live sessions."""
+    base = {"specversion": "1.0", "source": "causelog://test", "type": "db.query", "scope": "acme",
+            "actor": {"id": "alice", "kind": "human", "assurance": "claimed"}, "target": {"kind": "db", "id": "db"},
+            "action": "select", "outcome": "success"}
+    a = decode_dict({**base, "id": "a", "time": "2026-11-27T10:00:00Z", "links": ["session:pg:1"]})
+    bogus = decode_dict({**base, "id": "b", "time": "2027-11-27T10:00:00Z",
+                         "observed_time": "2026-11-27T10:00:05Z", "links": []})
+    c = decode_dict({**base, "id": "c", "time": "2026-11-27T10:02:00Z", "links": ["session:pg:1"]})
+    out = correlate_batch({}, [(a, 0, 0), (bogus, 0, 1), (c, 0, 2)], CONFIG)
+    assert out.chains["c"] == "a" and out.expired == 0
+    # Without observed_time, the bogus time is all the worker knows: it is believed.
+    bogus_plain = decode_dict({**base, "id": "b", "time": "2027-11-27T10:00:00Z", "links": []})
+    out = correlate_batch({}, [(a, 0, 0), (bogus_plain, 0, 1), (c, 0, 2)], CONFIG)
+    assert out.chains["c"] == "c" and out.expired == 1
+
+
+def test_snapshot_rejects_garbage_with_a_reason() -> None:
+    with pytest.raises(ValueError, match="not a correlation snapshot"):
+        PartitionCorrelator.restore(b"\x00garbage")
+    pc = PartitionCorrelator(2)
+    correlate_batch({2: pc}, workload(50, 1)[:5], CONFIG)  # type: ignore[arg-type]
+    wire = msgspec.msgpack.decode(pc.snapshot())
+    wire[0] = 99
+    with pytest.raises(ValueError, match="version 99"):
+        PartitionCorrelator.restore(msgspec.msgpack.encode(wire))
+
+
+def test_chunks_reassemble() -> None:
+    data = bytes(range(256)) * 10
+    assert b"".join(chunk(data, 1000)) == data and len(chunk(data, 1000)) == 3
+    assert chunk(b"", 10) == [b""]
+    with pytest.raises(ValueError):
+        chunk(data, 0)
