@@ -22,9 +22,11 @@ kafka-jars:  ## fetch the Kafka broker jars from Maven Central (once)
 	@bash deploy/kafka/kafka.sh fetch
 
 run: install kafka-jars  ## start broker + worker on the embedded store, load the sample, show the timeline
+	@h="$${CAUSELOG_HOME:-.causelog}"; mkdir -p "$$h" && cp -n deploy/sample/topology.yaml deploy/sample/identities.yaml "$$h"/ 2>/dev/null || true
 	$(VENV)/bin/causelog up --detach
 	$(VENV)/bin/causelog produce deploy/sample/changes.jsonl --wait 120
 	$(VENV)/bin/causelog timeline --since '2026-11-27 00:00' --until '2026-11-27 02:14'
+	$(VENV)/bin/causelog why orders-db --at '2026-11-27 02:14' --window 3h
 	$(VENV)/bin/causelog status
 	@echo "stack is running; try: $(VENV)/bin/causelog --help   (stop with: make down)"
 

@@ -308,14 +308,15 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | 
     def convert(rec: RawRecord) -> list[Event]:
         return pg.to_events(rec.payload, scope=_scope(s, scope), server=server)
 
-    # Lines that are not log records (bad JSON, orphan continuations) make no event: say how many.
+    # Lines that make no event (bad JSON, orphan continuations, a parallel worker's repeat of its
+    # leader's pgaudit line): say how many of each.
     stats: Counter[str] = Counter()
     try:
         _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
     finally:
         skipped = {k: v for k, v in stats.items() if k not in ("records", "blank_lines") and v}
         if skipped:
-            err.print("postgres-log: lines that are not log records: "
+            err.print("postgres-log: lines read but not sent as events: "
                       + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
 
 

@@ -431,6 +431,17 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
     _print_why(result)
 
 
+def _who(e: dict[str, Any]) -> str:
+    """``actor (assurance)``, followed by the person behind it when the identity map knows one."""
+    text = f"{escape(e['actor_id'])} ({escape(e['actor_assurance'])})"
+    person = e.get("person")
+    if person:
+        text += f" = [cyan]{escape(person['id'])}[/]"
+        if person.get("name") and person["name"] != person["id"]:
+            text += f" ({escape(person['name'])})"
+    return text
+
+
 def _print_why(result: dict[str, Any]) -> None:
     from rich.tree import Tree
 
@@ -441,15 +452,20 @@ def _print_why(result: dict[str, Any]) -> None:
         e = cause["event"]
         style = "red" if e["outcome"] == "failure" else "bold"
         node = tree.add(f"{n}. [{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} "
-                        f"at {escape(str(e['time']))} by {escape(e['actor_id'])} ({escape(e['actor_assurance'])}) "
-                        f"[dim]score {cause['score']}[/]")
+                        f"at {escape(str(e['time']))} by {_who(e)} [dim]score {cause['score']}[/]")
+        if e.get("diff"):
+            node.add(f"diff: {escape(dumps(e['diff']).decode())}")
+        if e.get("statement"):
+            node.add(f"statement: {escape(e['statement'])}")
         for key, values in cause["story"].items():
             node.add(f"{key}: {escape(', '.join(map(str, values)))}")
         if len(cause["chain"]) > 1:
             chain = node.add(f"chain ({len(cause['chain'])} events)")
             for c in cause["chain"]:
-                chain.add(f"{escape(str(c['time']))} {escape(c['type'])} {escape(c['actor_id'])} "
-                          f"({escape(c['actor_assurance'])}) {escape(c['outcome'])}")
+                line = f"{escape(str(c['time']))} {escape(c['type'])} {_who(c)} {escape(c['outcome'])}"
+                if c.get("statement"):
+                    line += f" [dim]{escape(c['statement'][:120])}[/]"
+                chain.add(line)
     if not result["causes"]:
         tree.add("no changes found in the window")
     out.print(tree)
@@ -490,8 +506,7 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
     tree = Tree(f"chain [bold]{escape(str(result['chain_id']))}[/] ({len(result['events'])} events)")
     for e in result["events"]:
         node = tree.add(f"{escape(str(e['time']))} [bold]{escape(e['type'])}[/] {escape(e['target_kind'])}:"
-                        f"{escape(e['target_id'])} by {escape(e['actor_id'])} ({escape(e['actor_assurance'])}) "
-                        f"{escape(e['outcome'])} [dim]{escape(e['id'])}[/]")
+                        f"{escape(e['target_id'])} by {_who(e)} {escape(e['outcome'])} [dim]{escape(e['id'])}[/]")
         for edge in (x for x in result["edges"] if x["from"] == e["id"]):
             node.add(f"after {escape(edge['to'])} on {escape(edge['key'])}")
     out.print(tree)

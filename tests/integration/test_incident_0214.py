@@ -62,15 +62,12 @@ with the reason (in CI, ``CI=true``, it fails), like the other real-PostgreSQL t
 Identities: ``incident_0214/identities.yaml`` (``CAUSELOG_IDENTITIES``) maps alice's, bob's and
 carol's git e-mail, GitHub login, AWS principals, PostgreSQL role and Kubernetes user to one
 person each. :func:`test_why_names_the_person_behind_each_step` checks the ``person`` key that
-identity support adds to every event of the ``why`` output; it is separate so that the rest
-passes before that lands.
+identity support adds to every event of the ``why`` output.
 
-Tests that state what is still missing (they fail until it is there):
-:func:`test_why_shows_the_config_diff_and_the_query_text` (the ``why`` answer carries only the
-timeline columns of each event, so the diff and the normalised statement are only in the
-store) and :func:`test_parallel_worker_records_belong_to_the_leaders_session` (pgaudit's line
-from a parallel worker becomes a second ``db.query`` by ``postgres:db:unknown`` in a session of
-its own instead of alice's).
+:func:`test_why_shows_the_config_diff_and_the_query_text` checks that the ``why`` answer carries
+the config diff and the normalised statement, and
+:func:`test_parallel_worker_records_belong_to_the_leaders_session` that pgaudit's repeat of the
+query from a parallel worker does not become a second query by nobody in a session of its own.
 """
 
 from __future__ import annotations
@@ -817,10 +814,25 @@ def test_why_names_the_person_behind_each_step(scenario: Scenario) -> None:
     secret = _cause(why, "aws.secretsmanager.get_secret_value.read", SECRET_ARN)
     assert _person(secret["event"]) == "alice"
     assert {_person(e) for e in secret["chain"]} == {"alice"}
-    # The admin who rotated the log is no one in the identity map; the parallel worker's
-    # unattributed copy of the query (see the test above) names nobody either.
+    # The admin who rotated the log is no one in the identity map; an unattributed record,
+    # should one appear, names nobody either.
     admin = [c["event"] for c in why["causes"] if c["event"]["actor_id"] == f"postgres:{PG_SERVER}:postgres"]
     assert admin and all(_person(e) not in PEOPLE for e in admin)
     unknown = [c["event"] for c in why["causes"] if c["event"]["actor_id"] == f"postgres:{PG_SERVER}:unknown"]
     assert all(_person(e) is None for e in unknown)
 
+
+
+def test_who_a_person_lists_the_events_of_all_their_principals(scenario: Scenario) -> None:
+    """``causelog who alice``: git commit, GitHub PR, AWS role and PostgreSQL session, one person."""
+    rows = _json(scenario.stack.cli("who", "alice", "--json", check=True).stdout)
+    kinds = {r["type"] for r in rows}
+    assert "git.commit" in kinds and "change.opened" in kinds
+    assert "iam.role.assumed" in kinds and "db.query" in kinds
+    actors = {r["actor_id"] for r in rows}
+    assert len(actors) >= 3  # several principals of one person
+    # Nobody else's events: bob's merge is not alice's.
+    assert "change.merged" not in kinds and "config.changed" not in kinds
+    # A principal of hers gives the same answer as her person id.
+    same = _json(scenario.stack.cli("who", "github:alice", "--json", check=True).stdout)
+    assert {r["id"] for r in same} == {r["id"] for r in rows}
