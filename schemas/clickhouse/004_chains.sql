@@ -52,3 +52,26 @@ FROM
 ) AS ed
 LEFT JOIN {database}.events AS f ON f.id = ed.from_event
 LEFT JOIN {database}.events AS t ON t.id = ed.to_event;
+
+-- The current id of every chain that was merged into another: aliases followed to the end.
+CREATE VIEW IF NOT EXISTS {database}.v_chain_roots AS
+WITH RECURSIVE walk AS
+(
+    SELECT old_chain_id AS chain_id, new_chain_id AS root, 1 AS depth
+    FROM (SELECT DISTINCT old_chain_id, new_chain_id FROM {database}.chain_aliases)
+    UNION ALL
+    SELECT w.chain_id AS chain_id, a.new_chain_id AS root, w.depth + 1 AS depth
+    FROM walk AS w
+    INNER JOIN (SELECT DISTINCT old_chain_id, new_chain_id FROM {database}.chain_aliases) AS a
+        ON a.old_chain_id = w.root
+)
+SELECT chain_id, argMax(root, depth) AS root
+FROM walk
+GROUP BY chain_id;
+
+-- Every event with the current id of its chain (for SQL; `causelog chain` does the same).
+CREATE VIEW IF NOT EXISTS {database}.v_event_chains AS
+SELECT e.id AS id, e.time AS time, e.type AS type, e.scope AS scope,
+       if(r.root != '', r.root, e.chain_id) AS chain_id
+FROM {database}.events AS e
+LEFT JOIN {database}.v_chain_roots AS r ON r.chain_id = e.chain_id;

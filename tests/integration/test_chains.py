@@ -103,6 +103,10 @@ def test_stored_chains_equal_offline_components(stack: Stack, workload: list[dic
     assert edges == want_edges
     assert len(set(members.values())) < len(members) / 3  # real chains, not singletons
     assert stack.sql("SELECT count() FROM DB.chain_aliases")[0][0] > 0  # merges happened out of order
+    # The SQL view resolves aliases the same way.
+    assert dict(stack.sql("SELECT id, chain_id FROM DB.v_event_chains")) == want_members
+    live = stack.sql("SELECT key, from_event, to_event FROM DB.v_chain_edges")
+    assert {tuple(r) for r in live} == want_edges and len(live) == len(want_edges)
 
     # `causelog chain` reads the same stored chain: ids, order, edges.
     sizes: dict[str, int] = defaultdict(int)
