@@ -17,7 +17,7 @@
 | ``CAUSELOG_SCOPE`` | ``default`` | scope given to events that carry none (``causelog produce``) |
 | ``CAUSELOG_TOPOLOGY`` | ``$CAUSELOG_HOME/topology.yaml`` | declared dependencies used by ``why`` (see pipeline/correlate/topology.py) |
 | ``CAUSELOG_IDENTITIES`` | ``$CAUSELOG_HOME/identities.yaml`` | people and the principals they use across systems (see pipeline/identity) |
-| ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker snapshots its correlation state to ``<prefix>.correlation.<group>`` and then commits offsets; a restart re-reads at most this much |
+| ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker commits its correlation changelog (``<prefix>.correlation.<group>``) and its offsets, in one Kafka transaction; a restart re-reads at most this much |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
 """
 
@@ -122,8 +122,8 @@ class Settings:
 
     @property
     def topic_correlation(self) -> str:
-        """Compacted topic of the worker group's correlation snapshots, one partition per partition
-        of ``changes`` (per group, like a Faust changelog: another group has its own state)."""
+        """Compacted changelog of the worker group's correlation state, one partition per partition
+        of ``changes`` (per group, like a Faust table changelog: another group has its own state)."""
         return f"{self.topic_prefix}.correlation.{self.group}"
 
     @property

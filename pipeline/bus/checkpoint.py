@@ -1,107 +1,152 @@
-"""Correlation snapshots in Kafka: the topic ``<prefix>.correlation.<group>`` (compacted, one
-partition per partition of ``<prefix>.changes``), like a Faust table changelog but written per
-checkpoint.
+"""The correlation changelog in Kafka: topic ``<prefix>.correlation.<group>``, compacted, one
+partition per partition of ``<prefix>.changes`` (like a Faust table's changelog topic).
 
-Layout. A snapshot of input partition ``p`` covering offsets below ``o`` is written to partition
-``p`` as ``n`` chunks with keys ``<p>:<o>:<i>`` (``i`` in ``0..n-1``) and headers ``offset``,
-``chunk``, ``chunks``. Once all ``n`` are acknowledged, the chunks of the previous snapshot get
-tombstones, so compaction keeps about one snapshot per partition.
+At a checkpoint the worker writes, for each input partition, the changelog records of what its
+correlation state changed (:meth:`pipeline.correlate.partition.PartitionCorrelator.changelog`) to
+the same partition number, **in one Kafka transaction together with the consumer offsets** of
+the input it covers (``send_offsets_to_transaction``). So the state a worker restores and the
+offset it resumes from always belong together: a crash before the commit leaves neither, a crash
+after leaves both. Compaction keeps the latest record per key, so the topic holds about one
+record per live key.
 
-Why no transaction: a snapshot is complete when all its chunks are there; a writer that dies
-half-way leaves an incomplete one that readers skip. And because correlation is deterministic,
-two snapshots of the same partition at the same offset are identical, so even a stale worker
-(partition already moved away) writing late cannot make the state wrong; the reader takes the
-complete snapshot with the highest offset.
-
-Reading (:meth:`Checkpoints.load`) scans the partition from the end backwards in growing windows
-until a complete snapshot turns up, so a restart reads about one snapshot, not the whole
-history the compactor has not cleaned yet.
+The transactional id is derived from the group and the worker's home directory, so a worker
+restarted on the same machine fences (aborts) the open transaction of the one that died instead
+of leaving readers waiting for it to time out. Workers elsewhere are fenced by the consumer group
+generation (KIP-447).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from pipeline.bus.kafka import DeliveryTracker
-from pipeline.correlate.partition import chunk
+from pipeline.correlate.partition import ChangelogRecord
 from pipeline.errors import BusError
 from pipeline.settings import Settings
 
 log = logging.getLogger("causelog.checkpoint")
 
-CHUNK_BYTES = 768 * 1024
 
+class Changelog:
+    """Transactional writer and reader of ``settings.topic_correlation``."""
 
-@dataclass
-class _Snap:
-    chunks: int
-    parts: dict[int, bytes] = field(default_factory=dict)
-
-    def complete(self) -> bool:
-        return len(self.parts) == self.chunks
-
-
-def _header(headers: list[tuple[str, bytes]] | None, name: str) -> int | None:
-    for k, v in headers or ():
-        if k == name:
-            return int(v)
-    return None
-
-
-class Checkpoints:
-    """Writes and reads correlation snapshots of ``settings.topic_correlation``."""
-
-    def __init__(self, settings: Settings, producer: Producer) -> None:
+    def __init__(self, settings: Settings, *, timeout: float = 60.0) -> None:
         self.settings = settings
         self.topic = settings.topic_correlation
-        self.producer = producer
-        self._last: dict[int, tuple[int, int]] = {}  # partition -> (offset, chunks) of our last snapshot
+        self.timeout = timeout
+        self._producer: Producer | None = None
 
-    def save(self, partition: int, offset: int, data: bytes) -> None:
-        """Write a snapshot of ``partition`` covering offsets below ``offset``; returns once Kafka
-        acknowledged every chunk (then tombstones the previous one). ``BusError`` on failure."""
-        pieces = chunk(data, CHUNK_BYTES)
-        tracker = DeliveryTracker(self.producer)
-        for i, piece in enumerate(pieces):
-            headers = [("offset", str(offset).encode()), ("chunk", str(i).encode()),
-                       ("chunks", str(len(pieces)).encode())]
-            self._produce(tracker, partition, f"{partition}:{offset}:{i}".encode(), piece, headers)
-        tracker.flush()
-        prev = self._last.get(partition)
-        self._last[partition] = (offset, len(pieces))
-        if prev is not None and prev[0] != offset:
-            # Best effort: a missed tombstone only leaves work for the next load's scan.
-            tomb = DeliveryTracker(self.producer)
-            for i in range(prev[1]):
-                self._produce(tomb, partition, f"{partition}:{prev[0]}:{i}".encode(), None, None)
-            try:
-                tomb.flush()
-            except BusError as exc:
-                log.warning("tombstones of snapshot p%d@%d not written: %s", partition, prev[0], exc)
+    @property
+    def transactional_id(self) -> str:
+        """Stable per group and worker home: a restarted worker fences its dead predecessor."""
+        where = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:12]
+        return f"{self.settings.group}-correlation-{where}"
 
-    def _produce(self, tracker: DeliveryTracker, partition: int, key: bytes, value: bytes | None,
-                 headers: Any) -> None:
-        while True:
+    def _ready(self) -> Producer:
+        if self._producer is None:
             try:
-                self.producer.produce(self.topic, value=value, key=key, partition=partition, headers=headers,
-                                      on_delivery=tracker)
-                return
-            except BufferError:
-                self.producer.poll(0.1)
+                producer = Producer({
+                    "bootstrap.servers": self.settings.kafka_bootstrap,
+                    "transactional.id": self.transactional_id,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "batch.num.messages": 10000,
+                    "queue.buffering.max.messages": 1000000,
+                    # A checkpoint is short; a dead worker's open transaction should not hold
+                    # readers (and its partitions' next owner) for long.
+                    "transaction.timeout.ms": 30000,
+                })
+                producer.init_transactions(self.timeout)
             except KafkaException as exc:
-                raise BusError(f"cannot write a correlation snapshot to {self.topic}[{partition}]: {exc}") from exc
+                raise BusError(f"cannot start the correlation changelog producer on "
+                               f"{self.settings.kafka_bootstrap}: {exc}") from exc
+            self._producer = producer
+        return self._producer
 
-    def check_partitions(self, timeout: float = 30.0) -> None:
-        """Raise ``BusError`` unless the snapshot topic has a partition for every input partition
+    def commit(
+        self,
+        records: Mapping[int, Sequence[ChangelogRecord]],
+        offsets: Sequence[TopicPartition] = (),
+        group_metadata: Any = None,
+    ) -> int:
+        """Write ``records`` (per input partition) and, when given, commit the consumer
+        ``offsets`` of ``group_metadata``'s group, all in one transaction. Returns the number of
+        records written; ``BusError`` if the transaction did not commit (nothing of it counts)."""
+        n = sum(len(r) for r in records.values())
+        if n == 0 and not offsets:
+            return 0
+        producer = self._ready()
+        try:
+            producer.begin_transaction()
+            for partition, recs in records.items():
+                for key, value in recs:
+                    while True:
+                        try:
+                            producer.produce(self.topic, value=value, key=key, partition=partition)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+            if offsets:
+                producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout)
+            producer.commit_transaction(self.timeout)
+        except KafkaException as exc:
+            where = ", ".join(f"{self.topic}[{p}]" for p in sorted(records)) or self.topic
+            raise BusError(f"correlation checkpoint to {where} failed: {exc}") from exc
+        return n
+
+    def load(self, partition: int) -> list[ChangelogRecord]:
+        """Every committed record of ``partition``, in order (read_committed, to the end)."""
+        consumer = Consumer({
+            "bootstrap.servers": self.settings.kafka_bootstrap,
+            "group.id": f"{self.settings.group}-changelog-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        })
+        out: list[ChangelogRecord] = []
+        try:
+            tp = TopicPartition(self.topic, partition)
+            try:
+                lo, hi = consumer.get_watermark_offsets(tp, timeout=self.timeout)
+            except KafkaException as exc:
+                raise BusError(f"cannot read {self.topic}[{partition}] on {self.settings.kafka_bootstrap}: {exc}") from exc
+            if hi <= lo:
+                return out
+            consumer.assign([TopicPartition(self.topic, partition, lo)])
+            deadline = time.monotonic() + self.timeout
+            while True:
+                # consume() waits its whole timeout unless the batch fills: ask often, for little.
+                msgs = consumer.consume(10000, 0.1)
+                if not msgs and time.monotonic() > deadline:
+                    raise BusError(f"reading {self.topic}[{partition}]: end not reached within {self.timeout:.0f}s "
+                                   "(an open transaction of a dead worker? it times out after 30 s)")
+                for m in msgs:
+                    err = m.error()
+                    if err is None:
+                        out.append((m.key() or b"", m.value()))
+                        continue
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        return out
+                    raise BusError(f"reading {self.topic}[{partition}]: {err}")
+                if msgs:
+                    deadline = time.monotonic() + self.timeout
+        finally:
+            consumer.close()
+
+    def check_partitions(self) -> None:
+        """Raise ``BusError`` unless the changelog has a partition for every input partition
         (someone added partitions to ``changes`` after the worker group started)."""
         consumer = Consumer({"bootstrap.servers": self.settings.kafka_bootstrap, "group.id": "causelog-metadata"})
         try:
-            md = consumer.list_topics(timeout=timeout)
+            md = consumer.list_topics(timeout=self.timeout)
         except KafkaException as exc:
             raise BusError(f"cannot list topics on {self.settings.kafka_bootstrap}: {exc}") from exc
         finally:
@@ -116,76 +161,8 @@ class Checkpoints:
                 f"add partitions to {self.topic} (kafka-topics.sh --alter --partitions {n_in}) before starting workers"
             )
 
-    def load(self, partition: int, timeout: float = 30.0) -> tuple[int, bytes] | None:
-        """The latest complete snapshot of ``partition`` as ``(offset, bytes)``, or ``None``."""
-        consumer = Consumer({
-            "bootstrap.servers": self.settings.kafka_bootstrap,
-            "group.id": f"{self.settings.group}-snapshot-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-        })
-        try:
-            tp = TopicPartition(self.topic, partition)
-            try:
-                lo, hi = consumer.get_watermark_offsets(tp, timeout=timeout)
-            except KafkaException as exc:
-                raise BusError(f"cannot read {self.topic}[{partition}] on {self.settings.kafka_bootstrap}: {exc}") from exc
-            window = 64
-            while True:
-                start = max(lo, hi - window)
-                found = self._scan(consumer, partition, start, hi, timeout)
-                if found is not None or start <= lo:
-                    self._last.setdefault(partition, (found[0], found[2]) if found else (-1, 0))
-                    return None if found is None else (found[0], found[1])
-                window *= 8
-        finally:
-            consumer.close()
-
-    def _scan(self, consumer: Consumer, partition: int, start: int, end: int,
-              timeout: float) -> tuple[int, bytes, int] | None:
-        """Latest complete snapshot among records ``[start, end)``: (offset, bytes, chunks)."""
-        if end <= start:
-            return None
-        consumer.assign([TopicPartition(self.topic, partition, start)])
-        snaps: dict[int, _Snap] = {}
-        dead: set[int] = set()
-        position = start
-        deadline = time.monotonic() + timeout
-        while position < end:
-            # consume() waits its whole timeout unless the batch fills: ask often, for little.
-            msgs = consumer.consume(1000, 0.1)
-            if not msgs and time.monotonic() > deadline:
-                raise BusError(f"reading {self.topic}[{partition}]@{position}: no data within {timeout:.0f}s")
-            for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        position = end
-                        break
-                    raise BusError(f"reading {self.topic}[{partition}]: {err}")
-                position = m.offset() + 1  # type: ignore[operator]
-                key = (m.key() or b"").decode(errors="replace")
-                parts = key.split(":")
-                if len(parts) != 3:
-                    log.warning("ignoring record with key %r at %s[%d]@%s", key, self.topic, partition, m.offset())
-                    continue
-                offset, index = int(parts[1]), int(parts[2])
-                value = m.value()
-                if value is None:  # tombstone: that snapshot was replaced
-                    dead.add(offset)
-                    continue
-                chunks = _header(m.headers(), "chunks")  # type: ignore[arg-type]
-                if chunks is None:
-                    continue
-                snap = snaps.get(offset)
-                if snap is None or snap.chunks != chunks:
-                    snap = snaps[offset] = _Snap(chunks)
-                snap.parts[index] = value
-        consumer.unassign()
-        for offset in sorted(snaps, reverse=True):
-            snap = snaps[offset]
-            if snap.complete() and offset not in dead:
-                return offset, b"".join(snap.parts[i] for i in range(snap.chunks)), snap.chunks
-        return None
-
+    def close(self) -> None:
+        """Flush and drop the producer."""
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None

@@ -34,7 +34,7 @@ def topic_specs(settings: Settings, changes_partitions: int | None = None) -> li
     """The topics of DESIGN.md §4 with their partition counts and configs.
 
     ``changes_partitions``: the partition count of an existing ``<prefix>.changes``; the
-    correlation snapshots need one partition per partition of it.
+    correlation changelog needs one partition per partition of it.
     """
     n = changes_partitions or settings.partitions
     keep = {"retention.ms": "-1", "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
@@ -46,7 +46,7 @@ def topic_specs(settings: Settings, changes_partitions: int | None = None) -> li
         TopicSpec(settings.topic_alerts, 1, {"retention.ms": "-1"}),
         # Source cursors: only the latest value per source instance matters.
         TopicSpec(settings.topic_cursors, 1, {"cleanup.policy": "compact"}),
-        # Correlation snapshots: replaced every checkpoint, so compact eagerly.
+        # Correlation changelog: only the latest record per key matters, so compact eagerly.
         TopicSpec(settings.topic_correlation, n, {
             "cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
             "delete.retention.ms": "3600000", "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),

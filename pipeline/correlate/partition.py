@@ -1,24 +1,36 @@
 """Correlation of one input partition: per-scope reducer state, the event-time clock, and the
 rows the store needs. Pure (no Kafka, Faust or ClickHouse); the worker's shell feeds it batches
-and persists its :meth:`PartitionCorrelator.snapshot` before committing offsets.
+and commits its :meth:`PartitionCorrelator.changelog` with the offsets it covers.
 
 Why per partition: ``<prefix>.changes`` is keyed by scope, so every event of a scope arrives on
 one partition in one order. Whoever owns the partition owns the state of its scopes; when the
-partition moves to another worker, the state moves with it through the snapshot.
+partition moves to another worker, the state moves with it through the changelog.
 
 Determinism is what makes restarts and rebalances safe. The emissions depend only on the state
 and the sequence of records, never on how the sequence was cut into batches or on the wall
 clock: ``now`` for each event is the scope's *event-time watermark*, the latest
 ``min(time, observed_time)`` seen so far (``observed_time`` caps a future-dated ``time`` so one
-bogus clock cannot expire every key). So a worker that restarts from a snapshot taken at offset
+bogus clock cannot expire every key). So a worker that restarts from its changelog as of offset
 ``o`` and re-reads from ``o`` writes exactly the rows an uninterrupted worker wrote, and records
-before ``o`` that are delivered again (offsets committed later than the snapshot) are recognised
-by offset and not correlated twice.
+before ``o`` that are delivered again (offsets committed later than the changelog) are
+recognised by offset and not correlated twice.
+
+Changelog (:meth:`PartitionCorrelator.changelog`, like a Faust table's): one record per changed
+link key, chain, scope and the partition itself since the previous call; folding all of them in
+order (latest value per record key wins, ``None`` deletes) rebuilds the state exactly
+(:meth:`PartitionCorrelator.from_changelog`). Record keys are msgpack ``[kind, scope, name]``:
+
+- ``["k", scope, link key]`` -> ``[chain_ref, times, ids]`` (:func:`~pipeline.correlate.state.encode_key`);
+- ``["c", scope, chain id]`` -> ``[head_us, parent]`` (:func:`~pipeline.correlate.state.encode_chain`);
+- ``["s", scope, ""]`` -> ``[next_sweep_us, steps_since_sweep, watermark_us]``;
+- ``["p", "", ""]`` -> ``[version, next_offset]``.
+
+Only what changed is written, so a checkpoint costs what the batch touched, not the whole state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,10 +39,10 @@ import msgspec
 from pipeline.correlate.config import CorrelationConfig
 from pipeline.correlate.emissions import Alias, Edge, EdgeRemoved, Member
 from pipeline.correlate.reducer import Correlatable, step_raw
-from pipeline.correlate.state import State, decode_state, encode_state
+from pipeline.correlate.state import State, state_from_records
 from pipeline.model.event import to_micros
 
-SNAPSHOT_VERSION = 1
+CHANGELOG_VERSION = 1
 
 
 class Scoped(Correlatable, Protocol):
@@ -80,19 +92,27 @@ class Correlated:
     aliases: list[AliasRow] = field(default_factory=list)
     expired: int = 0
     skipped: int = 0
-    """Records below the snapshot offset: already in the state, not correlated again."""
+    """Records below the changelog's offset: already in the state, not correlated again."""
 
 
-class _Wire(msgspec.Struct, array_like=True):
+class _ScopeRec(msgspec.Struct, array_like=True, gc=False):
+    next_sweep_us: int
+    steps_since_sweep: int
+    watermark_us: int
+
+
+class _PartitionRec(msgspec.Struct, array_like=True, gc=False):
     version: int
-    partition: int
     next_offset: int
-    watermarks: dict[str, int]
-    scopes: dict[str, bytes]
 
 
 _enc = msgspec.msgpack.Encoder()
-_dec = msgspec.msgpack.Decoder(_Wire)
+_name_dec = msgspec.msgpack.Decoder(tuple[str, str, str])
+_scope_dec = msgspec.msgpack.Decoder(_ScopeRec)
+_partition_dec = msgspec.msgpack.Decoder(_PartitionRec)
+
+ChangelogRecord = tuple[bytes, bytes | None]
+"""``(record key, value or None for a deletion)``."""
 
 
 class PartitionCorrelator:
@@ -102,7 +122,7 @@ class PartitionCorrelator:
     records below it are already part of the state.
     """
 
-    __slots__ = ("config", "dirty", "next_offset", "partition", "states", "watermarks")
+    __slots__ = ("config", "dirty", "dirty_scopes", "next_offset", "partition", "states", "watermarks")
 
     def __init__(self, partition: int, config: CorrelationConfig | None = None) -> None:
         self.partition = partition
@@ -111,6 +131,7 @@ class PartitionCorrelator:
         self.watermarks: dict[str, int] = {}
         self.next_offset = -1
         self.dirty = False
+        self.dirty_scopes: set[str] = set()
 
     def __repr__(self) -> str:
         keys = sum(len(s.keys) for s in self.states.values())
@@ -134,6 +155,7 @@ class PartitionCorrelator:
         self.next_offset = offset + 1
         self.dirty = True
         scope = event.scope
+        self.dirty_scopes.add(scope)
         state = self.states.get(scope)
         if state is None:
             state = self.states[scope] = State(self.config)
@@ -157,34 +179,68 @@ class PartitionCorrelator:
             else:
                 out.expired += 1
 
-    def snapshot(self) -> bytes:
-        """The whole state, exactly (msgpack); :meth:`restore` rebuilds it."""
-        wire = _Wire(
-            SNAPSHOT_VERSION,
-            self.partition,
-            self.next_offset,
-            self.watermarks,
-            {scope: encode_state(s) for scope, s in self.states.items()},
-        )
-        return _enc.encode(wire)
+    def changelog(self) -> list[ChangelogRecord]:
+        """The records of everything that changed since the previous call (see the module
+        docstring), and forget them; empty if nothing changed."""
+        if not self.dirty:
+            return []
+        out: list[ChangelogRecord] = []
+        for scope in sorted(self.dirty_scopes):
+            st = self.states[scope]
+            keys, chains = st.take_changes()
+            out.extend((_enc.encode(("k", scope, k)), v) for k, v in keys.items())
+            out.extend((_enc.encode(("c", scope, c)), v) for c, v in chains.items())
+            out.append((_enc.encode(("s", scope, "")),
+                        _enc.encode(_ScopeRec(st.next_sweep_us, st.steps_since_sweep, self.watermarks[scope]))))
+        out.append((_enc.encode(("p", "", "")), _enc.encode(_PartitionRec(CHANGELOG_VERSION, self.next_offset))))
+        self.dirty_scopes = set()
+        self.dirty = False
+        return out
 
     @classmethod
-    def restore(cls, data: bytes, config: CorrelationConfig | None = None) -> PartitionCorrelator:
-        """Inverse of :meth:`snapshot`; ``ValueError`` naming what is wrong if ``data`` is corrupt."""
+    def from_changelog(
+        cls, partition: int, records: Iterable[ChangelogRecord], config: CorrelationConfig | None = None
+    ) -> PartitionCorrelator:
+        """Rebuild the state from every changelog record written so far, in order; ``ValueError``
+        naming the record if they are corrupt."""
+        latest: dict[bytes, bytes | None] = {}
+        for key, value in records:
+            latest[key] = value
+        pc = cls(partition, config)
+        keys: dict[str, dict[str, bytes]] = {}
+        chains: dict[str, dict[str, bytes]] = {}
+        scopes: dict[str, _ScopeRec] = {}
         try:
-            wire = _dec.decode(data)
+            for key, value in latest.items():
+                if value is None:
+                    continue
+                kind, scope, name = _name_dec.decode(key)
+                if kind == "k":
+                    keys.setdefault(scope, {})[name] = value
+                elif kind == "c":
+                    chains.setdefault(scope, {})[name] = value
+                elif kind == "s":
+                    scopes[scope] = _scope_dec.decode(value)
+                elif kind == "p":
+                    rec = _partition_dec.decode(value)
+                    if rec.version != CHANGELOG_VERSION:
+                        raise ValueError(f"changelog version {rec.version}, expected {CHANGELOG_VERSION}")
+                    pc.next_offset = rec.next_offset
+                else:
+                    raise ValueError(f"unknown changelog record kind {kind!r}")
         except msgspec.DecodeError as exc:
-            raise ValueError(f"not a correlation snapshot: {exc}") from None
-        if wire.version != SNAPSHOT_VERSION:
-            raise ValueError(f"correlation snapshot version {wire.version}, expected {SNAPSHOT_VERSION}")
-        pc = cls(wire.partition, config)
-        pc.next_offset = wire.next_offset
-        pc.watermarks = dict(wire.watermarks)
-        for scope, blob in wire.scopes.items():
+            raise ValueError(f"not a correlation changelog record: {exc}") from None
+        for scope in set(keys) | set(chains):
+            if scope not in scopes:
+                raise ValueError(f"changelog of scope {scope!r} has no scope record")
+        for scope, g in scopes.items():
             try:
-                pc.states[scope] = decode_state(blob, pc.config)
+                pc.states[scope] = state_from_records(
+                    keys.get(scope, {}), chains.get(scope, {}), g.next_sweep_us, g.steps_since_sweep, pc.config
+                )
             except ValueError as exc:
                 raise ValueError(f"scope {scope!r}: {exc}") from None
+            pc.watermarks[scope] = g.watermark_us
         return pc
 
 
@@ -205,13 +261,6 @@ def correlate_batch(
         else:
             pc.correlate(event, offset, out)
     return out
-
-
-def chunk(data: bytes, size: int) -> Sequence[bytes]:
-    """``data`` cut into pieces of at most ``size`` bytes (at least one piece)."""
-    if size < 1:
-        raise ValueError(f"chunk size must be >= 1, got {size}")
-    return [data[i : i + size] for i in range(0, len(data), size)] or [b""]
 
 
 def describe(pc: PartitionCorrelator) -> dict[str, Any]:

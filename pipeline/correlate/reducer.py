@@ -110,6 +110,9 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
         return out
     if len(links) > 1 and len(set(links)) < len(links):
         links = tuple(dict.fromkeys(links))
+    # Every key of the event may change (a superset: cheaper than tracking each write).
+    state.dirty_keys.update(links)
+    dirty_chains = state.dirty_chains
 
     # Record layout (see pipeline.correlate.state): rec = [chain_ref, times, id_1, ..., id_n] and
     # times = array('q', [deadline, t_1, ..., t_n]): event j is at times[j] and rec[j + 1].
@@ -146,7 +149,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
         hits.append((k, rec, p))
         c = rec[0]
         if c in parent:
-            c = _find(parent, c)
+            c = _find(parent, c, dirty_chains)
             rec[0] = c
         if root is None:
             root = c
@@ -158,7 +161,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
 
     # A replay of a chain head whose keys forgot it: rejoin the chain it heads (or was merged into).
     if eid in heads or eid in parent:
-        c = _find(parent, eid)
+        c = _find(parent, eid, dirty_chains)
         if root is None:
             root = c
         elif c != root:
@@ -171,6 +174,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     if root is None:
         winner = eid
         heads[eid] = t
+        dirty_chains.add(eid)
         out.append(Member(eid, eid))
     elif others is None:
         ht = heads[root]
@@ -179,6 +183,8 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             heads[eid] = t
             del heads[root]
             parent[root] = eid
+            dirty_chains.add(eid)
+            dirty_chains.add(root)
             out.append(Member(eid, eid))
             out.append(Alias(root, eid))
             maintenance = True
@@ -192,6 +198,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
         if t < ht or (t == ht and eid < hc):
             winner = eid
             heads[eid] = t
+            dirty_chains.add(eid)
             losers = ranked
         else:
             winner = hc
@@ -200,6 +207,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
         for _, c in losers:
             parent[c] = winner
             del heads[c]
+            dirty_chains.add(c)
             out.append(Alias(c, winner))
         maintenance = True
 
@@ -248,8 +256,8 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     return out
 
 
-def _find(parent: dict[str, str], c: str) -> str:
-    """Root of chain ``c``, compressing the path behind it."""
+def _find(parent: dict[str, str], c: str, dirty: set[str]) -> str:
+    """Root of chain ``c``, compressing the path behind it (the ids it rewrites go to ``dirty``)."""
     r = parent.get(c)
     if r is None:
         return c
@@ -263,6 +271,7 @@ def _find(parent: dict[str, str], c: str) -> str:
         r = nxt
     for p in path:
         parent[p] = r
+    dirty.update(path)
     return r
 
 
@@ -273,6 +282,7 @@ def _sweep(state: State, now_us: int, out: list[Emission]) -> None:
     if not dead:
         return
     dead.sort()
+    state.dirty_keys.update(dead)
     for k in dead:
         del keys[k]
         out.append(Expired(k))
@@ -288,14 +298,18 @@ def compact(state: State) -> None:
     """Drop union-find entries no live key needs (see the module docstring)."""
     parent = state.parent
     heads = state.heads
+    dirty = state.dirty_chains
     live: dict[str, int] = {}
-    for rec in state.keys.values():
+    for k, rec in state.keys.items():
         c = rec[0]
         if c in parent:
-            c = _find(parent, c)
+            c = _find(parent, c, dirty)
             rec[0] = c
+            state.dirty_keys.add(k)
         if c not in live:
             live[c] = heads[c]
+    dirty.update(parent)
+    dirty.update(heads)
     parent.clear()
     heads.clear()
     heads.update(live)

@@ -82,7 +82,8 @@ NEVER = 2**63 - 1
 class State:
     """Correlation state of one scope. Mutated in place by :func:`~pipeline.correlate.step`."""
 
-    __slots__ = ("config", "heads", "keys", "next_sweep_us", "parent", "steps_since_sweep")
+    __slots__ = ("config", "dirty_chains", "dirty_keys", "heads", "keys", "next_sweep_us", "parent",
+                 "steps_since_sweep")
 
     def __init__(self, config: CorrelationConfig | None = None) -> None:
         self.config = config if config is not None else CorrelationConfig()
@@ -91,6 +92,22 @@ class State:
         self.heads: dict[str, int] = {}
         self.next_sweep_us = 0
         self.steps_since_sweep = 0
+        # What changed since the last take_changes(): link keys and chain ids (a superset).
+        self.dirty_keys: set[str] = set()
+        self.dirty_chains: set[str] = set()
+
+    def take_changes(self) -> tuple[dict[str, bytes | None], dict[str, bytes | None]]:
+        """The key and chain records (:func:`encode_key` / :func:`encode_chain`; ``None``: the key
+        or chain is gone) that changed since the previous call, and forget them. Folding every
+        call's records in order with :func:`state_from_records` rebuilds this state exactly."""
+        keys = self.keys
+        heads = self.heads
+        parent = self.parent
+        out_keys = {k: (None if (rec := keys.get(k)) is None else encode_key(rec)) for k in self.dirty_keys}
+        out_chains = {c: encode_chain(heads.get(c), parent.get(c)) for c in self.dirty_chains}
+        self.dirty_keys = set()
+        self.dirty_chains = set()
+        return out_keys, out_chains
 
     def __repr__(self) -> str:
         return f"<State keys={len(self.keys)} chains={len(self.heads)} aliases={len(self.parent)}>"
@@ -171,6 +188,86 @@ class _StateWire(msgspec.Struct, array_like=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_StateWire)
+
+
+class _KeyRec(msgspec.Struct, array_like=True, gc=False):
+    chain: str
+    times: bytes
+    ids: list[str]
+
+
+class _ChainRec(msgspec.Struct, array_like=True, gc=False):
+    head_us: int | None
+    parent: str | None
+
+
+_key_decoder = msgspec.msgpack.Decoder(_KeyRec)
+_chain_decoder = msgspec.msgpack.Decoder(_ChainRec)
+
+
+def _times_bytes(times: array) -> bytes:
+    if sys.byteorder != "little":
+        times = array("q", times)
+        times.byteswap()
+    return times.tobytes()
+
+
+def encode_key(rec: KeyRecord) -> bytes:
+    """One key's record, msgpack ``[chain_ref, times (LE int64 bytes), [ids]]``."""
+    return _encoder.encode(_KeyRec(rec[0], _times_bytes(rec[1]), rec[2:]))
+
+
+def encode_chain(head_us: int | None, parent: str | None) -> bytes | None:
+    """One chain's record, msgpack ``[head_us, parent]`` (one of them None); None if neither."""
+    if head_us is None and parent is None:
+        return None
+    return _encoder.encode(_ChainRec(head_us, parent))
+
+
+def state_from_records(
+    keys: dict[str, bytes],
+    chains: dict[str, bytes],
+    next_sweep_us: int,
+    steps_since_sweep: int,
+    config: CorrelationConfig | None = None,
+) -> State:
+    """Rebuild a :class:`State` from the latest record of each key and chain (as written by
+    :meth:`State.take_changes`, tombstones already applied). ``ValueError`` naming the record
+    if they do not form a consistent state."""
+    state = State(config)
+    state.next_sweep_us = next_sweep_us
+    state.steps_since_sweep = steps_since_sweep
+    heads = state.heads
+    parent = state.parent
+    try:
+        for c, data in chains.items():
+            rec = _chain_decoder.decode(data)
+            if (rec.head_us is None) == (rec.parent is None):
+                raise ValueError(f"corrupt correlation state: chain {c!r} is both or neither head and alias")
+            if rec.head_us is not None:
+                heads[c] = rec.head_us
+            else:
+                parent[c] = rec.parent  # type: ignore[assignment]
+        for c in parent:
+            if root_of_checked(parent, c) not in heads:
+                raise ValueError(f"corrupt correlation state: chain {c!r} leads to no head")
+        swap = sys.byteorder != "little"
+        for k, data in keys.items():
+            kr = _key_decoder.decode(data)
+            times = array("q")
+            if len(kr.times) % 8:
+                raise ValueError(f"corrupt correlation state: times of key {k!r}")
+            times.frombytes(kr.times)
+            if swap:
+                times.byteswap()
+            if not kr.ids or len(times) != len(kr.ids) + 1 or not _sorted(times, kr.ids):
+                raise ValueError(f"corrupt correlation state: events of key {k!r}")
+            if kr.chain not in heads and kr.chain not in parent:
+                raise ValueError(f"corrupt correlation state: chain {kr.chain!r} of key {k!r} is unknown")
+            state.keys[k] = [kr.chain, times, *kr.ids]
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"corrupt correlation state record: {exc}") from None
+    return state
 
 
 def encode_state(state: State) -> bytes:

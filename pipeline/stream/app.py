@@ -24,7 +24,7 @@ from faust.app.base import BootStrategy
 from faust.web import Request, Response, View
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
-from pipeline.bus.checkpoint import Checkpoints
+from pipeline.bus.checkpoint import Changelog
 from pipeline.correlate.topology import load_topology
 from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
@@ -73,7 +73,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             tracker.produce(settings.topic_dlq, r.record.value or b"", key=key, headers=r.headers())
         tracker.flush()
 
-    correlation = Correlation(Checkpoints(settings, make_producer(settings, **{"linger.ms": 5})))
+    correlation = Correlation(Changelog(settings))
     handler = BatchHandler(
         EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters, correlation=correlation
     )
@@ -92,12 +92,12 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                     for ev in events
                 ]
                 # Faust acknowledges the batch when the loop comes back here: the correlation
-                # snapshot has to be durable by then, like the rows.
+                # changelog has to be durable by then, like the rows.
                 await _complete(writes.submit(_handle_and_checkpoint, handler, correlation, records), records)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-            # The next owner loads the last snapshot; a stale copy here must not be reused.
+            # The next owner loads the changelog; a stale copy here must not be reused.
             correlation.drop({tp.partition for tp in revoked if tp.topic == settings.topic_changes})
 
     else:
@@ -282,7 +282,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     started = time.monotonic()
     wait_for_broker(settings, timeout=60)
     ensure_topics(settings)
-    Checkpoints(settings, make_producer(settings)).check_partitions()
+    Changelog(settings).check_partitions()
     store = open_store(settings)
     migrate(store)
     app = build_app(settings, store)

@@ -5,9 +5,9 @@ Why not a Faust agent: Faust hands records to agents one at a time through its e
 fifth of a plain consumer, whatever the batch size (see README, Performance). This loop keeps
 Faust's role (worker process, services, web API) and takes whole batches from librdkafka.
 
-Guarantees: offsets are committed synchronously, per partition, only at a checkpoint: once every
-batch taken so far is written (rejections acknowledged on the DLQ, events and chains stored) and
-the correlation state of each changed partition is snapshotted to ``<prefix>.correlation``.
+Guarantees: offsets are committed only at a checkpoint, once every batch taken so far is written
+(rejections acknowledged on the DLQ, events and chains stored), in one Kafka transaction with the
+changelog of the correlation state they produced (``<prefix>.correlation.<group>``).
 Checkpoints run every ``CAUSELOG_CHECKPOINT_SECONDS``, when the input is drained, before a
 partition is revoked and on stop. If a batch cannot be completed the process exits at once without committing, so a restart
 re-reads from the last checkpoint and the store's id dedup keeps one copy. Rebalances happen
@@ -113,21 +113,25 @@ class BatchConsumer:
             self._written[(tp.topic, tp.partition)] = tp.offset
 
     def _checkpoint(self, partitions: set[int] | None = None) -> None:
-        """Settle, snapshot correlation state, then commit the written offsets (of ``partitions``)."""
+        """Settle, then commit the correlation changelog and the written offsets (of
+        ``partitions``, default all) in one transaction."""
         self._settle()
         self._last_checkpoint = time.monotonic()
-        if self.handler.correlation is not None:
-            try:
-                self.handler.correlation.checkpoint(None if partitions is None else sorted(partitions))
-            except BaseException as exc:
-                self.abort(f"correlation checkpoint failed: {exc!r}")
-                raise SystemExit(EXIT_BATCH_FAILED) from exc
+        correlation = self.handler.correlation
         commit = [TopicPartition(t, p, o) for (t, p), o in sorted(self._written.items())
                   if partitions is None or p in partitions]
-        if not commit:
+        records = correlation.collect(partitions) if correlation is not None else {}
+        if not commit and not records:
             return
         assert self._consumer is not None
-        self._consumer.commit(offsets=commit, asynchronous=False)
+        try:
+            if correlation is not None and correlation.changelog is not None:
+                correlation.changelog.commit(records, commit, self._consumer.consumer_group_metadata())
+            elif commit:
+                self._consumer.commit(offsets=commit, asynchronous=False)
+        except BaseException as exc:
+            self.abort(f"checkpoint of {len(commit)} partitions failed: {exc!r}")
+            raise SystemExit(EXIT_BATCH_FAILED) from exc
         for tp in commit:
             self._written.pop((tp.topic, tp.partition), None)
         self.checkpoints += 1
@@ -180,7 +184,7 @@ class BatchConsumer:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs inside consume() on the ingest thread: checkpoint and commit what we wrote while
-        # we still own it; the next owner loads that snapshot.
+        # we still own it; the next owner loads that changelog.
         revoked = {p.partition for p in partitions}
         self._checkpoint(revoked)
         if self.handler.correlation is not None:

@@ -1,18 +1,19 @@
 """The worker's correlation shell: one :class:`~pipeline.correlate.partition.PartitionCorrelator`
-per owned input partition, loaded from its latest snapshot the first time the partition delivers
-a record, snapshotted at checkpoints, dropped when the partition is revoked.
+per owned input partition, rebuilt from its changelog the first time the partition delivers a
+record, checkpointed to the changelog, dropped when the partition is revoked.
 
 The ordering that keeps chains exact across crashes and rebalances (see
 :mod:`pipeline.correlate.partition` and :mod:`pipeline.bus.checkpoint`):
 
 1. correlate a batch (in offset order per partition);
 2. write its events, chain ids, edges and aliases to the store;
-3. at a checkpoint, once every correlated batch is written: snapshot each changed partition;
-4. only then commit the partition's offsets.
+3. at a checkpoint, once every correlated batch is written: one Kafka transaction holds the
+   changelog records of what each partition's state changed *and* the consumer offsets.
 
-A crash before 3 replays from the previous snapshot and its committed offsets (identical rows;
-events are deduplicated by id, chain rows collapsed by readers); a crash between 3 and 4 replays
-records the snapshot already holds, which are recognised by offset and only re-written.
+A crash before 3 commits replays from the previous checkpoint, state and offsets together
+(identical rows: events are deduplicated by id, chain rows collapsed by readers). In agent mode
+Faust commits the offsets itself, after the changelog: records the changelog already covers are
+recognised by offset and only re-written.
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
-from pipeline.bus.checkpoint import Checkpoints
+from pipeline.bus.checkpoint import Changelog
 from pipeline.correlate.config import CorrelationConfig
-from pipeline.correlate.partition import Correlated, PartitionCorrelator, Scoped, correlate_batch, describe
+from pipeline.correlate.partition import (
+    ChangelogRecord,
+    Correlated,
+    PartitionCorrelator,
+    Scoped,
+    correlate_batch,
+    describe,
+)
 from pipeline.errors import BusError
 
 log = logging.getLogger("causelog.worker")
@@ -33,14 +41,13 @@ log = logging.getLogger("causelog.worker")
 class Correlation:
     """Correlators of the partitions this worker owns. Thread-safe."""
 
-    def __init__(self, checkpoints: Checkpoints | None, config: CorrelationConfig | None = None) -> None:
-        self.checkpoints = checkpoints
+    def __init__(self, changelog: Changelog | None, config: CorrelationConfig | None = None) -> None:
+        self.changelog = changelog
         self.config = config or CorrelationConfig()
         self.correlators: dict[int, PartitionCorrelator] = {}
         self._lock = threading.RLock()
-        self.restored: dict[int, int] = {}  # partition -> offset of the snapshot it started from
-        self.snapshots_written = 0
-        self.snapshot_bytes = 0
+        self.restored: dict[int, int] = {}  # partition -> offset its restored state covered
+        self.records_written = 0
 
     def correlate(self, records: Iterable[tuple[Scoped | None, int, int]]) -> Correlated:
         """Correlate ``(event or None if rejected, partition, offset)`` records in order."""
@@ -52,44 +59,42 @@ class Correlation:
             return correlate_batch(self.correlators, records, self.config)
 
     def _load(self, partition: int) -> PartitionCorrelator:
-        if self.checkpoints is None:
+        if self.changelog is None:
             return PartitionCorrelator(partition, self.config)
         started = time.monotonic()
-        found = self.checkpoints.load(partition)
-        if found is None:
-            log.info("partition %d: no correlation snapshot, starting empty", partition)
-            return PartitionCorrelator(partition, self.config)
-        offset, data = found
+        records = self.changelog.load(partition)
         try:
-            pc = PartitionCorrelator.restore(data, self.config)
+            pc = PartitionCorrelator.from_changelog(partition, records, self.config)
         except ValueError as exc:
-            raise BusError(
-                f"correlation snapshot {self.checkpoints.topic}[{partition}] at offset {offset} is unreadable: {exc}"
-            ) from exc
-        self.restored[partition] = pc.next_offset
-        log.info("partition %d: correlation state restored at offset %d (%d bytes, %.2fs)",
-                 partition, pc.next_offset, len(data), time.monotonic() - started)
+            raise BusError(f"correlation changelog {self.changelog.topic}[{partition}] is unreadable: {exc}") from exc
+        if pc.next_offset >= 0:
+            self.restored[partition] = pc.next_offset
+        log.info("partition %d: correlation state restored at offset %d from %d records (%.2fs)",
+                 partition, pc.next_offset, len(records), time.monotonic() - started)
         return pc
 
-    def checkpoint(self, partitions: Sequence[int] | None = None) -> dict[int, int]:
-        """Snapshot the changed correlators (of ``partitions``, default all); return for every
-        such partition the offset up to which its state is durable. Call only when every
-        correlated batch is written."""
-        done: dict[int, int] = {}
+    def collect(self, partitions: Iterable[int] | None = None) -> dict[int, list[ChangelogRecord]]:
+        """The changelog records of the owned partitions (of ``partitions``, default all) since
+        the previous call. Call only when every correlated batch is written."""
+        wanted = None if partitions is None else set(partitions)
+        out: dict[int, list[ChangelogRecord]] = {}
         with self._lock:
             for p, pc in sorted(self.correlators.items()):
-                if partitions is not None and p not in partitions:
+                if wanted is not None and p not in wanted:
                     continue
-                if not pc.dirty or pc.next_offset < 0:
-                    continue
-                if self.checkpoints is not None:
-                    data = pc.snapshot()
-                    self.checkpoints.save(p, pc.next_offset, data)
-                    self.snapshots_written += 1
-                    self.snapshot_bytes = len(data)
-                pc.dirty = False
-                done[p] = pc.next_offset
-        return done
+                recs = pc.changelog()
+                if recs:
+                    out[p] = recs
+                    self.records_written += len(recs)
+        return out
+
+    def checkpoint(self) -> int:
+        """Agent mode: write the changelog of every owned partition now (no offsets: Faust
+        commits those after). Returns the records written."""
+        records = self.collect()
+        if self.changelog is None or not records:
+            return 0
+        return self.changelog.commit(records)
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget the state of partitions this worker no longer owns (the next owner loads it)."""
@@ -98,7 +103,7 @@ class Correlation:
                 self.correlators.pop(p, None)
 
     def stats(self) -> list[dict[str, object]]:
-        """Per owned partition: offset, scopes, live keys, chains, and the offset of the snapshot
+        """Per owned partition: offset, scopes, live keys, chains, and the offset of the changelog
         it was restored from (``None``: started empty)."""
         with self._lock:
             return [dict(describe(pc), restored_at=self.restored.get(p)) for p, pc in sorted(self.correlators.items())]

@@ -145,7 +145,7 @@ class BatchHandler:
 
     def prepare(self, records: Sequence[Record]) -> Prepared:
         """First stage: decode and classify a batch, and correlate it (CPU only, except loading a
-        partition's correlation snapshot the first time it shows up)."""
+        partition's correlation changelog the first time it shows up)."""
         good, bad = split(records, self.max_bytes)
         correlated = None
         if self.correlation is not None:

@@ -325,10 +325,11 @@ def run_worker(mode: str, events: int) -> dict[str, Any]:
 
 
 def section(title: str, rows: dict[str, Any]) -> None:
-    print(f"\n== {title}")
+    print(f"\n== {title}", flush=True)
     width = max(map(len, rows))
     for k, v in rows.items():
         print(f"  {k:<{width}}  {v}")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,7 +149,7 @@ def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_chains(
         for s in (steady, crashy):
             s.wait_rows(len(workload))
             wait_committed(s)
-        # The restarted worker resumed from snapshots and stored only part of the stream itself.
+        # The restarted worker resumed from its changelog and stored only part of the stream itself.
         assert crashy.stats()["worker"]["stored"] < len(workload)
         assert any(p["restored_at"] for p in crashy.stats()["correlation"])
         assert kills == 2
@@ -207,30 +207,35 @@ def test_two_workers_in_one_group_give_the_chains_of_one(
         second.stop_workers(signal.SIGKILL)
 
 
-def test_snapshots_span_chunks_and_the_latest_complete_one_wins(stack: Stack) -> None:
-    import os
+def test_changelog_commits_state_and_offsets_together_or_not_at_all(stack: Stack) -> None:
+    from confluent_kafka import Consumer, TopicPartition
 
-    from pipeline.bus import make_producer
-    from pipeline.bus.checkpoint import CHUNK_BYTES, Checkpoints
+    from pipeline.bus.checkpoint import Changelog
 
-    cps = Checkpoints(stack.settings, make_producer(stack.settings))
-    assert cps.load(1) is None
-    big = os.urandom(CHUNK_BYTES * 2 + 10)
-    cps.save(1, 100, big)
-    cps.save(1, 250, b"newer")
-    assert cps.load(1) == (250, b"newer")
-    # A writer that died half-way through a larger snapshot: chunk 0 of 3 only.
-    p = make_producer(stack.settings)
-    p.produce(cps.topic, b"x", key=b"1:400:0", partition=1, headers=[("offset", b"400"), ("chunk", b"0"),
-                                                                       ("chunks", b"3")])
-    p.flush(10)
-    fresh = Checkpoints(stack.settings, make_producer(stack.settings))
-    assert fresh.load(1) == (250, b"newer")
-    assert fresh.load(0) is None
-    # Many snapshots later the scan still finds the latest without reading from the start.
-    for offset in range(300, 300 + 150):
-        cps.save(1, offset, b"s%d" % offset)
-    assert Checkpoints(stack.settings, make_producer(stack.settings)).load(1) == (449, b"s449")
-    big_again = os.urandom(CHUNK_BYTES * 3)
-    cps.save(1, 500, big_again)
-    assert Checkpoints(stack.settings, make_producer(stack.settings)).load(1) == (500, big_again)
+    log = Changelog(stack.settings)
+    assert log.load(1) == []
+    consumer = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": stack.settings.group,
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.subscribe([stack.settings.topic_changes])
+    deadline = time.monotonic() + 30
+    while not consumer.assignment():  # join the group: offsets are committed for its generation
+        consumer.poll(0.2)
+        assert time.monotonic() < deadline
+    offsets = [TopicPartition(stack.settings.topic_changes, 1, 42)]
+    n = log.commit({1: [(b"a", b"1"), (b"b", b"2"), (b"a", None)]}, offsets, consumer.consumer_group_metadata())
+    assert n == 3
+    assert log.load(1) == [(b"a", b"1"), (b"b", b"2"), (b"a", None)]
+    assert log.load(0) == []
+    committed = consumer.committed([TopicPartition(stack.settings.topic_changes, 1)], timeout=10)
+    assert committed[0].offset == 42
+    # A worker that dies inside a checkpoint transaction leaves nothing behind: its successor on
+    # the same home (same transactional id) aborts it at start.
+    dying = log._ready()
+    dying.begin_transaction()
+    dying.produce(log.topic, b"3", key=b"c", partition=1)
+    dying.flush(10)
+    fresh = Changelog(stack.settings)  # same transactional id: fences and aborts the failed one
+    assert fresh.load(1) == [(b"a", b"1"), (b"b", b"2"), (b"a", None)]
+    fresh.commit({1: [(b"d", b"4")]})
+    assert fresh.load(1)[-1] == (b"d", b"4") and (b"c", b"3") not in fresh.load(1)
+    consumer.close()
