@@ -139,6 +139,7 @@ def status(s: Settings, as_json: bool) -> None:
         stats = api.call(s, "/v1/stats")
         report["tables"] = stats.get("tables")
         report["counters"] = stats.get("worker")
+        report["correlation"] = stats.get("correlation")
     ok = bool(report["brokers"]) and bool(health)
     if as_json:
         click.echo(dumps(report))
@@ -155,6 +156,10 @@ def status(s: Settings, as_json: bool) -> None:
             c = report["counters"]
             table.add_row("worker totals", f"records {c['records']:,}, stored {c['stored']:,}, "
                           f"duplicates {c['duplicates']:,}, rejected {c['rejected']:,}")
+        if report.get("correlation"):
+            parts = report["correlation"]
+            table.add_row("correlation", f"{len(parts)} partitions, {sum(p['live_keys'] for p in parts):,} live keys, "
+                          f"{sum(p['chains'] for p in parts):,} live chains")
         out.print(table)
     sys.exit(0 if ok else 1)
 

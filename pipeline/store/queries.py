@@ -75,9 +75,10 @@ def timeline(
 def stats(store: Store) -> dict[str, int]:
     """Row counts of the main tables (for ``causelog status``)."""
     db = store.database
-    events = store.query(f"SELECT count() FROM {db}.events").rows[0][0]
-    links = store.query(f"SELECT count() FROM {db}.event_links").rows[0][0]
-    return {"events": int(events), "event_links": int(links)}
+    return {
+        t: int(store.query(f"SELECT count() FROM {db}.{t}").rows[0][0])
+        for t in ("events", "event_links", "chain_edges", "chain_aliases", "identities")
+    }
 
 
 def linked(store: Store, key_type: str, ident: str, *, limit: int = 1000) -> QueryResult:

@@ -644,11 +644,27 @@ def test_timeline_limit_keeps_the_earliest(timeline_store: tuple[Store, list[dic
     assert ids_of(queries.timeline(store, limit=3)) == [events[0]["id"], events[1]["id"], tied[0]]
 
 
-def test_stats_counts_events_and_links(store: Store) -> None:
-    assert queries.stats(store) == {"events": 0, "event_links": 0}
+def test_stats_counts_events_links_and_chains(store: Store) -> None:
+    from pipeline.correlate.partition import correlate_batch
+
+    empty = {"events": 0, "event_links": 0, "chain_edges": 0, "chain_aliases": 0, "identities": 0}
+    assert queries.stats(store) == empty
     writer = EventWriter(store)
-    writer.write(batch(range(4)) + [pending(dict(event_dict(9), links=["trace:abc"]), 4)], now=NOW)
-    assert queries.stats(store) == {"events": 5, "event_links": 9}
+    # Events 0-3 share session:test:0, 9 has a trace of its own; 3 arrives first (out of order).
+    todo = [pending(event_dict(3), 0), *batch(range(3)), pending(dict(event_dict(9), links=["trace:abc"]), 4)]
+    c = correlate_batch({}, [(p.event, 0, i) for i, p in enumerate(todo)])
+    writer.write(todo, now=NOW, chains=c.chains, edges=c.edges, aliases=c.aliases)
+    # Edge rows: 3->0, then 1 and 2 each land in between (one retraction, two edges each);
+    # 3 headed the chain until 0 arrived: one alias.
+    assert queries.stats(store) == {**empty, "events": 5, "event_links": 9, "chain_edges": 7, "chain_aliases": 1}
+    stored = {r[0]: r[1] for r in store.query(f"SELECT id, chain_id FROM {store.database}.events").rows}
+    assert stored[event_dict(9)["id"]] == event_dict(9)["id"]
+    chain = queries.chain(store, event_dict(3)["id"])
+    assert chain["chain_id"] == event_dict(0)["id"]
+    ids = [event_dict(i)["id"] for i in range(4)]
+    assert [e["id"] for e in chain["events"]] == ids
+    assert {(e["from"], e["to"]) for e in chain["edges"] if e["key_type"] == "session"} == {
+        (ids[1], ids[0]), (ids[2], ids[1]), (ids[3], ids[2])}
 
 
 # -- error translation -----------------------------------------------------------------------
