@@ -55,9 +55,12 @@ lint: install  ## ruff + mypy
 	$(VENV)/bin/ruff format --check pipeline || true
 	$(VENV)/bin/mypy pipeline
 
-bench: install kafka-jars  ## throughput of the pipeline vs a raw confluent-kafka + clickhouse-connect baseline
-	$(PY) tests/bench/bench_correlate.py
+# Query latency sizes (stored events); e.g. make bench BENCH_SIZES=1000000 for a quicker run.
+BENCH_SIZES ?= 1000000,10000000
+bench: install kafka-jars  ## correlation throughput, worker vs raw baseline, why/chain latency at 1M and 10M events
+	$(PY) tests/bench/bench_correlate.py $(BENCH_CORRELATE_ARGS)
 	$(PY) tests/bench/bench_e2e.py $(BENCH_ARGS)
+	$(PY) tests/bench/bench_queries.py --sizes $(BENCH_SIZES) $(BENCH_QUERY_ARGS)
 
 clean:  ## remove local state (.causelog) and caches
 	-$(VENV)/bin/causelog down

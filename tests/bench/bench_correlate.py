@@ -25,8 +25,10 @@ Two more sections (skip them with ``--wire 0`` and ``--worker ''``):
   (12 scopes, 4 partitions keyed by scope) encoded to bytes before the clock starts, then timed
   in 20,000-record batches through ``BatchHandler.prepare`` -- the worker's own first stage:
   ``decode_wire`` of each record and ``PartitionCorrelator.correlate`` (per-partition reducers).
-  Reported three ways: decode only (``prepare`` without correlation), correlate only
-  (``correlate_batch`` on the decoded events) and both (``prepare`` with correlation).
+  Reported four ways: decode only (``prepare`` without correlation), correlate only
+  (``correlate_batch`` on the decoded events), both (``prepare`` with correlation), and both plus
+  the state changelog records taken after every batch (``Correlation.collect``, as if each batch
+  were a checkpoint). GC is on with default thresholds, as in the worker.
 * **through the worker** (``--worker MODES``, default ``agent``): ``tests/bench/bench_e2e.py
   --skip-baseline`` with ``CAUSELOG_INGEST=<mode>`` for each mode (``batch``, ``agent``), on
   ``--worker-events`` records (default 50,000), correlation on (the worker always correlates):
@@ -292,11 +294,19 @@ def run_wire(records: list[Any], config: CorrelationConfig, repeat: int) -> dict
         for b in batches:
             h.prepare(b)
 
+    def both_changelog() -> None:  # a checkpoint after every batch: the changelog records encoded
+        h = handler(True)
+        assert h.correlation is not None
+        for b in batches:
+            h.prepare(b)
+            h.correlation.collect()
+
     out["events"] = n
     out["mean_bytes"] = round(sum(len(r.value) for r in records) / n)
     out["decode_events_per_s"] = round(timed(decode_only))
     out["correlate_events_per_s"] = round(timed(correlate_only))
     out["decode_correlate_events_per_s"] = round(timed(both))
+    out["decode_correlate_changelog_events_per_s"] = round(timed(both_changelog))
     out["us_per_event_correlate"] = round(1e6 / out["correlate_events_per_s"], 2)
     out["us_per_event_decode_correlate"] = round(1e6 / out["decode_correlate_events_per_s"], 2)
     out["ratio_vs_target"] = round(out["decode_correlate_events_per_s"] / TARGET_EPS, 2)

@@ -666,6 +666,7 @@ def baseline_consumer(args: argparse.Namespace) -> int:
                     d["outcome"],
                     d.get("links") or [],
                     "" if seq is None else str(seq),
+                    "",  # chain_id: the baseline does not correlate
                     raw.decode(),
                     m.topic(),
                     m.partition(),
