@@ -71,12 +71,14 @@ class EdgeRow:
 
 @dataclass(frozen=True)
 class AliasRow:
-    """One ``chain_aliases`` row: chain ``old_chain_id`` is now part of ``new_chain_id``,
-    because of event ``event_id`` (at ``time_us``)."""
+    """One ``chain_aliases`` row: chain ``old_chain_id`` is now part of ``new_chain_id`` (whose
+    head, its earliest event, is at ``new_head_us``), because of event ``event_id`` (at
+    ``time_us``)."""
 
     scope: str
     old_chain_id: str
     new_chain_id: str
+    new_head_us: int
     event_id: str
     time_us: int
 
@@ -88,6 +90,8 @@ class Correlated:
     rows, in emission order."""
 
     chains: dict[str, str] = field(default_factory=dict)
+    heads: dict[str, int] = field(default_factory=dict)
+    """Head time (µs) of every chain named in ``chains``, as of the event joining it."""
     edges: list[EdgeRow] = field(default_factory=list)
     aliases: list[AliasRow] = field(default_factory=list)
     expired: int = 0
@@ -167,15 +171,19 @@ class PartitionCorrelator:
             now = seen_at
         self.watermarks[scope] = now
         eid = event.id
+        heads = state.heads
         for em in step_raw(state, eid, t, event.links, now):
             if type(em) is Edge:
                 out.edges.append(EdgeRow(scope, em.key, em.key_type, em.from_event, em.to_event, em.time_us, False))
             elif type(em) is Member:
-                out.chains[em.event_id] = em.chain_id
+                chain = em.chain_id
+                out.chains[em.event_id] = chain
+                out.heads[chain] = heads.get(chain, t)  # an event without links heads itself, untracked
             elif type(em) is EdgeRemoved:
                 out.edges.append(EdgeRow(scope, em.key, em.key_type, em.from_event, em.to_event, em.time_us, True))
             elif type(em) is Alias:
-                out.aliases.append(AliasRow(scope, em.old_chain_id, em.new_chain_id, eid, t))
+                new = em.new_chain_id
+                out.aliases.append(AliasRow(scope, em.old_chain_id, new, heads[new], eid, t))
             else:
                 out.expired += 1
 

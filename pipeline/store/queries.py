@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -171,7 +171,7 @@ def why(
     db = store.database
     span = {"lo": at - window, "at": at}
     candidates = _dicts(store.query(
-        f"SELECT {DETAIL_SELECT}, chain_id FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
+        f"SELECT {DETAIL_SELECT}, chain_id, chain_time FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
         "AND time <= {at:DateTime64(6, 'UTC')} AND (target_id IN {names:Array(String)} "
         "OR target_service IN {names:Array(String)}) "
         "ORDER BY time DESC, id LIMIT 10000",
@@ -240,14 +240,15 @@ def chain(
     """
     db = store.database
     start = _dicts(store.query(
-        f"SELECT {DETAIL_SELECT}, chain_id FROM {db}.events WHERE id = {{id:String}} LIMIT 1",
+        f"SELECT {DETAIL_SELECT}, chain_id, chain_time FROM {db}.events WHERE id = {{id:String}} LIMIT 1",
         {"id": event_id},
     ))
     if not start:
         return {"chain_id": None, "events": [], "edges": [], "truncated": False}
-    if start[0]["chain_id"]:
-        root = _roots(store, {start[0]["chain_id"]})[start[0]["chain_id"]]
-        members = _members(store, {root}, at=None, limit=limit + 1)[root]
+    first = start[0]
+    if first["chain_id"]:
+        root, since = _roots(store, {first["chain_id"]: first["chain_time"]})[first["chain_id"]]
+        members = _members(store, {root: since}, at=None, limit=limit + 1)[root]
         truncated = len(members) > limit
         members = _detailed(members[:limit], identities)
         return {"chain_id": root, "events": members, "edges": _edges(store, [str(e["id"]) for e in members]),
@@ -268,64 +269,77 @@ def chain(
 def stored_chains(
     store: Store, events: list[dict[str, Any]], *, at: datetime | None, limit: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """For each event (a row with ``id`` and ``chain_id``) that has a stored chain: the events of
-    that chain, in time order, none later than ``at``, at most ``limit`` per chain."""
+    """For each event (a row with ``id``, ``chain_id`` and ``chain_time``) that has a stored chain:
+    the events of that chain, in time order, none later than ``at``, at most ``limit`` per chain."""
     own = {str(e["id"]): str(e["chain_id"]) for e in events if e.get("chain_id")}
     if not own:
         return {}
-    roots = _roots(store, set(own.values()))
-    members = _members(store, set(roots.values()), at=at, limit=limit)
-    return {eid: members[roots[c]] for eid, c in own.items()}
+    heads = {str(e["chain_id"]): e["chain_time"] for e in events if e.get("chain_id")}
+    roots = _roots(store, heads)
+    members = _members(store, dict(roots.values()), at=at, limit=limit)
+    return {eid: members[roots[c][0]] for eid, c in own.items()}
 
 
-def _roots(store: Store, chain_ids: set[str]) -> dict[str, str]:
-    """The current id of each chain: aliases followed to the end (one query per merge level)."""
+def _roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:
+    """The current id and head time of each chain (given with its head time as the event saw it):
+    aliases followed to the end, one query per merge level."""
     db = store.database
-    alias: dict[str, str] = {}
+    alias: dict[str, tuple[str, datetime]] = {}
     asked: set[str] = set()
-    frontier = set(chain_ids)
+    frontier = set(chains)
     while frontier:
         asked |= frontier
+        # GROUP BY rather than DISTINCT: ClickHouse then reads the table by its sort key.
         rows = store.query(
-            f"SELECT DISTINCT old_chain_id, new_chain_id FROM {db}.chain_aliases "
-            "WHERE old_chain_id IN {ids:Array(String)}", {"ids": sorted(frontier)},
+            f"SELECT old_chain_id, new_chain_id, any(new_head_time) FROM {db}.chain_aliases "
+            "WHERE old_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
+            {"ids": sorted(frontier)},
         ).rows
-        alias.update((str(o), str(n)) for o, n in rows)
-        frontier = {str(n) for _, n in rows} - asked
+        alias.update((str(o), (str(n), t)) for o, n, t in rows)
+        frontier = {str(n) for _, n, _ in rows} - asked
     out = {}
-    for c in chain_ids:
+    for c, head in chains.items():
         r = c
         for _ in range(len(alias) + 1):  # aliases never cycle; bound the walk anyway
             if r not in alias:
                 break
-            r = alias[r]
-        out[c] = r
+            r, head = alias[r]
+        out[c] = (r, head)
     return out
 
 
-def _members(store: Store, roots: set[str], *, at: datetime | None, limit: int) -> dict[str, list[dict[str, Any]]]:
-    """Events of each root chain (every chain id aliased into it included), time order."""
+def _members(
+    store: Store, roots: dict[str, datetime], *, at: datetime | None, limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Events of each root chain (given with its head time; every chain id aliased into it
+    included), in time order. No member is older than its chain's head, which bounds the scan."""
     db = store.database
     owner = {r: r for r in roots}
     frontier = set(roots)
     while frontier:
+        # GROUP BY (not DISTINCT) lets ClickHouse use the projection ordered by new_chain_id.
         rows = store.query(
-            f"SELECT DISTINCT old_chain_id, new_chain_id FROM {db}.chain_aliases "
-            "WHERE new_chain_id IN {ids:Array(String)}", {"ids": sorted(frontier)},
+            f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases "
+            "WHERE new_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
+            {"ids": sorted(frontier)},
         ).rows
         frontier = set()
         for old, new in rows:
             if str(old) not in owner:
                 owner[str(old)] = owner[str(new)]
                 frontier.add(str(old))
-    params: dict[str, Any] = {"ids": sorted(owner), "limit": limit}
+    since = min(roots.values())
+    if since.tzinfo is None:  # ClickHouse returns UTC columns as naive datetimes
+        since = since.replace(tzinfo=UTC)
+    params: dict[str, Any] = {"ids": sorted(owner), "since": since}
     bound = ""
     if at is not None:
         bound = "AND time <= {at:DateTime64(6, 'UTC')}"
         params["at"] = at
     found = _dicts(store.query(
         f"SELECT {DETAIL_SELECT}, chain_id FROM {db}.events "
-        f"WHERE chain_id IN {{ids:Array(String)}} {bound} ORDER BY time, id",
+        f"WHERE chain_id IN {{ids:Array(String)}} AND time >= {{since:DateTime64(6, 'UTC')}} {bound} "
+        "ORDER BY time, id",
         params,
     ))
     out: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}

@@ -24,7 +24,7 @@ EVENT_COLUMNS = (
     "id", "scope", "type", "source", "time", "observed_time", "subject",
     "actor_id", "actor_display", "actor_kind", "actor_principal", "actor_verified", "actor_assurance",
     "target_kind", "target_id", "target_name", "target_environment", "target_service",
-    "action", "outcome", "links", "source_seq", "chain_id", "envelope",
+    "action", "outcome", "links", "source_seq", "chain_id", "chain_time", "envelope",
     "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
 )  # fmt: skip
 
@@ -61,19 +61,22 @@ class WriteResult:
 
 
 EDGE_COLUMNS = ("scope", "key", "key_type", "from_event", "to_event", "time", "removed")
-ALIAS_COLUMNS = ("scope", "old_chain_id", "new_chain_id", "event_id", "time")
+ALIAS_COLUMNS = ("scope", "old_chain_id", "new_chain_id", "new_head_time", "event_id", "time")
 
 
-def event_row(p: Pending, ingested_at: datetime, chain_id: str = "") -> list[object]:
-    """The ``events`` row of a pending event, in :data:`EVENT_COLUMNS` order."""
-    return [col[0] for col in event_columns([p], ingested_at, {p.event.id: chain_id} if chain_id else None)]
+def event_row(p: Pending, ingested_at: datetime) -> list[object]:
+    """The ``events`` row of a pending event (no chain), in :data:`EVENT_COLUMNS` order."""
+    return [col[0] for col in event_columns([p], ingested_at)]
 
 
 def event_columns(
-    batch: Sequence[Pending], ingested_at: datetime, chains: Mapping[str, str] | None = None
+    batch: Sequence[Pending],
+    ingested_at: datetime,
+    chains: Mapping[str, str] | None = None,
+    heads: Mapping[str, int] | None = None,
 ) -> list[list[Any]]:
     """The ``events`` columns of a batch, in :data:`EVENT_COLUMNS` order. ``chains`` gives the
-    chain id of each event by event id (missing: empty).
+    chain id of each event by event id (missing: empty), ``heads`` each chain's head time (µs).
 
     Built column by column (the insert is column-oriented, so nothing is transposed) with times
     as UTC microseconds, which DateTime64(6) takes as they are, and the envelope as the bytes
@@ -83,6 +86,8 @@ def event_columns(
     actors = [e.actor for e in ev]
     targets = [e.target for e in ev]
     ingested = to_micros(ingested_at)
+    chain_ids = [chains.get(e.id, "") for e in ev] if chains else [""] * len(ev)
+    head = heads or {}
     return [
         [e.id for e in ev],
         [e.scope for e in ev],
@@ -106,7 +111,8 @@ def event_columns(
         [e.outcome for e in ev],
         [list(e.links) for e in ev],
         ["" if e.source_seq is None else str(e.source_seq) for e in ev],
-        [chains.get(e.id, "") for e in ev] if chains else [""] * len(ev),
+        chain_ids,
+        [head.get(c, 0) for c in chain_ids],
         [p.envelope for p in batch],
         [p.position.topic for p in batch],
         [p.position.partition for p in batch],
@@ -166,12 +172,13 @@ class EventWriter:
         *,
         now: datetime | None = None,
         chains: Mapping[str, str] | None = None,
+        heads: Mapping[str, int] | None = None,
         edges: Sequence[EdgeRow] = (),
         aliases: Sequence[AliasRow] = (),
     ) -> WriteResult:
         """Insert the events of ``batch`` not stored yet, with their chain ids (``chains``, by
-        event id), and the chain ``edges`` and ``aliases`` the batch produced; safe to call again
-        with the same batch.
+        event id; ``heads``: each chain's head time), and the chain ``edges`` and ``aliases`` the
+        batch produced; safe to call again with the same batch.
 
         Chain rows go first, so an event whose chain id is visible has its aliases visible too.
         They are not deduplicated here: a repeated write adds identical rows, which readers
@@ -196,7 +203,7 @@ class EventWriter:
             ingested = (now or datetime.now(UTC)).astimezone(UTC)
             self.store.insert(
                 "events",
-                event_columns(fresh, ingested, chains),
+                event_columns(fresh, ingested, chains, heads),
                 EVENT_COLUMNS,
                 column_oriented=True,
                 token=batch_token((p.position for p in batch), (p.event.id for p in fresh)),
@@ -217,5 +224,5 @@ def alias_columns(aliases: Sequence[AliasRow]) -> list[list[Any]]:
     """``chain_aliases`` columns, in :data:`ALIAS_COLUMNS` order."""
     return [
         [a.scope for a in aliases], [a.old_chain_id for a in aliases], [a.new_chain_id for a in aliases],
-        [a.event_id for a in aliases], [a.time_us for a in aliases],
+        [a.new_head_us for a in aliases], [a.event_id for a in aliases], [a.time_us for a in aliases],
     ]

@@ -10,6 +10,7 @@ committed only once it landed in ClickHouse (and its rejections in the DLQ).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -286,6 +287,13 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     store = open_store(settings)
     migrate(store)
     app = build_app(settings, store)
+    # The correlation state is millions of long-lived objects, and a batch allocates hundreds of
+    # thousands of short-lived ones: with the default thresholds the collector keeps re-scanning
+    # the state (measured: a third of the worker's CPU). Collect young objects less often and
+    # keep everything alive at start-up out of the collector's sight.
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     log.info("worker ready in %.1fs (store %s)", time.monotonic() - started, store.where)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     try:

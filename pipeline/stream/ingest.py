@@ -182,7 +182,8 @@ class BatchHandler:
             try:
                 if joins:
                     write_joins(self.writer.store, joins)
-                return self.writer.write(good, now=self.clock(), chains=c.chains, edges=c.edges, aliases=c.aliases)
+                return self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
+                                         aliases=c.aliases)
             except StoreError as exc:
                 first = good[0].position if good else "-"
                 log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)

@@ -1,11 +1,15 @@
 -- Causal chains as the worker's correlation writes them (DESIGN.md §3).
--- events.chain_id holds the chain an event joined when it arrived; chain_aliases says which
--- chains were merged into which (resolve transitively); chain_edges holds the typed causal
+-- events.chain_id holds the chain an event joined when it arrived (chain_time: that chain's head
+-- time); chain_aliases says which chains were merged into which (resolve transitively); chain_edges holds the typed causal
 -- edges, each event pointing to its predecessor on a shared link key.
 
 -- "Which events are in chain X": chain ids are scattered over time order, so a bloom filter on
 -- the column skips the granules that cannot hold them.
 ALTER TABLE {database}.events ADD INDEX IF NOT EXISTS idx_chain chain_id TYPE bloom_filter(0.001) GRANULARITY 1;
+
+-- The time of the chain's head (its earliest event) when the event joined: no member of a chain
+-- is older than its head, so "events of chain X" can skip everything before it.
+ALTER TABLE {database}.events ADD COLUMN IF NOT EXISTS chain_time DateTime64(6, 'UTC') DEFAULT 0 AFTER chain_id;
 
 -- Rows may repeat (a worker restarted from its last snapshot writes the same rows again);
 -- readers collapse them (v_chain_edges, pipeline/store/queries.py).
@@ -26,16 +30,19 @@ SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE TABLE IF NOT EXISTS {database}.chain_aliases
 (
-    scope        LowCardinality(String),
-    old_chain_id String,
-    new_chain_id String,
-    event_id     String,
-    time         DateTime64(6, 'UTC'),
-    INDEX idx_new new_chain_id TYPE bloom_filter(0.001) GRANULARITY 1
+    scope         LowCardinality(String),
+    old_chain_id  String,
+    new_chain_id  String,
+    new_head_time DateTime64(6, 'UTC'),
+    event_id      String,
+    time          DateTime64(6, 'UTC'),
+    -- Readers walk aliases both ways: by old id (the sort key) and by new id (this projection).
+    PROJECTION by_new (SELECT * ORDER BY new_chain_id)
 )
 ENGINE = MergeTree
 ORDER BY (old_chain_id)
-SETTINGS non_replicated_deduplication_window = 10000;
+-- Lookups fetch a handful of random ids: small granules read less per id.
+SETTINGS non_replicated_deduplication_window = 10000, index_granularity = 256;
 
 -- Live causal edges (retracted ones removed, repeats collapsed) with both ends' types and times.
 CREATE VIEW IF NOT EXISTS {database}.v_chain_edges AS

@@ -298,7 +298,7 @@ def test_write_stores_exactly_the_rows(store: Store) -> None:
         "target_environment": "staging", "target_service": "storefront",
         "action": "scale", "outcome": "failure",
         "links": ["deploy:42", "trace:4bf92f3577b34da6a3ce929d0e0e4736", "request:r-1"],
-        "source_seq": "lsn/0/16B3748", "chain_id": "",
+        "source_seq": "lsn/0/16B3748", "chain_id": "", "chain_time": datetime(1970, 1, 1),
         "kafka_topic": "causelog.changes", "kafka_partition": 3, "kafka_offset": 1234567,
     }  # fmt: skip
 
