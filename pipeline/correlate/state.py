@@ -251,20 +251,9 @@ def state_from_records(
         for c in parent:
             if root_of_checked(parent, c) not in heads:
                 raise ValueError(f"corrupt correlation state: chain {c!r} leads to no head")
-        swap = sys.byteorder != "little"
         for k, data in keys.items():
             kr = _key_decoder.decode(data)
-            times = array("q")
-            if len(kr.times) % 8:
-                raise ValueError(f"corrupt correlation state: times of key {k!r}")
-            times.frombytes(kr.times)
-            if swap:
-                times.byteswap()
-            if not kr.ids or len(times) != len(kr.ids) + 1 or not _sorted(times, kr.ids):
-                raise ValueError(f"corrupt correlation state: events of key {k!r}")
-            if kr.chain not in heads and kr.chain not in parent:
-                raise ValueError(f"corrupt correlation state: chain {kr.chain!r} of key {k!r} is unknown")
-            state.keys[k] = [kr.chain, times, *kr.ids]
+            state.keys[k] = _key_record(k, kr.chain, kr.times, kr.ids, heads, parent)
     except msgspec.DecodeError as exc:
         raise ValueError(f"corrupt correlation state record: {exc}") from None
     return state
@@ -303,20 +292,25 @@ def decode_state(data: bytes, config: CorrelationConfig | None = None) -> State:
         if root_of_checked(parent, c) not in heads:
             raise ValueError(f"corrupt correlation state: chain {c!r} leads to no head")
     keys = state.keys
-    swap = sys.byteorder != "little"
     for k in wire.keys:
-        times = array("q")
-        if len(k.times) % 8:
-            raise ValueError(f"corrupt correlation state: times of key {k.key!r}")
-        times.frombytes(k.times)
-        if swap:
-            times.byteswap()
-        ids = k.ids
-        if not ids or len(times) != len(ids) + 1 or not _sorted(times, ids):
-            raise ValueError(f"corrupt correlation state: events of key {k.key!r}")
-        if k.chain not in heads and k.chain not in parent:
-            raise ValueError(f"corrupt correlation state: chain {k.chain!r} of key {k.key!r} is unknown")
         if k.key in keys:
             raise ValueError(f"corrupt correlation state: key {k.key!r} twice")
-        keys[k.key] = [k.chain, times, *ids]
+        keys[k.key] = _key_record(k.key, k.chain, k.times, k.ids, heads, parent)
     return state
+
+
+def _key_record(
+    key: str, chain: str, times_bytes: bytes, ids: list[str], heads: dict[str, int], parent: dict[str, str]
+) -> KeyRecord:
+    """A key's in-memory record from its serialised fields; ``ValueError`` if they are inconsistent."""
+    times = array("q")
+    if len(times_bytes) % 8:
+        raise ValueError(f"corrupt correlation state: times of key {key!r}")
+    times.frombytes(times_bytes)
+    if sys.byteorder != "little":
+        times.byteswap()
+    if not ids or len(times) != len(ids) + 1 or not _sorted(times, ids):
+        raise ValueError(f"corrupt correlation state: events of key {key!r}")
+    if chain not in heads and chain not in parent:
+        raise ValueError(f"corrupt correlation state: chain {chain!r} of key {key!r} is unknown")
+    return [chain, times, *ids]

@@ -667,6 +667,7 @@ def baseline_consumer(args: argparse.Namespace) -> int:
                     d.get("links") or [],
                     "" if seq is None else str(seq),
                     "",  # chain_id: the baseline does not correlate
+                    0,  # chain_time
                     raw.decode(),
                     m.topic(),
                     m.partition(),

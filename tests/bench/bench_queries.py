@@ -67,6 +67,7 @@ from pipeline.correlate.topology import Topology  # noqa: E402
 from pipeline.model.codec import decode_wire  # noqa: E402
 from pipeline.settings import load  # noqa: E402
 from pipeline.store import EventWriter, Pending, Position, Store, migrate, open_store, queries  # noqa: E402
+from pipeline.store.writer import EVENT_COLUMNS  # noqa: E402
 
 TARGET_WHY_P50_MS = 200.0
 TARGET_AT = 10_000_000
@@ -76,13 +77,7 @@ BATCH = 20_000
 TOPIC = "causelog.changes"
 DATABASE = "causelog_bench"
 META = "bench_queries.json"
-EVENT_COLS = (
-    "id", "scope", "type", "source", "time", "observed_time", "subject",
-    "actor_id", "actor_display", "actor_kind", "actor_principal", "actor_verified", "actor_assurance",
-    "target_kind", "target_id", "target_name", "target_environment", "target_service",
-    "action", "outcome", "links", "source_seq", "chain_id", "envelope",
-    "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
-)  # fmt: skip
+EVENT_COLS = EVENT_COLUMNS  # every column is copied
 
 
 def log(msg: str) -> None:
@@ -184,7 +179,7 @@ def build_base(store: Store, n: int, days: int, scopes: tuple[str, ...], seed: i
                 )
                 t_corr += time.perf_counter() - t
                 t = time.perf_counter()
-                res = writer.write(batch, chains=out.chains, edges=out.edges, aliases=out.aliases)
+                res = writer.write(batch, chains=out.chains, heads=out.heads, edges=out.edges, aliases=out.aliases)
                 t_write += time.perf_counter() - t
                 written += res.inserted
                 edges += len(out.edges)
@@ -210,6 +205,7 @@ def copy_sql(db: str, k: int, period_days: int, cut: datetime, part_cut: datetim
         observed_time=f"observed_time + {shift}",
         links=f"arrayMap(x -> concat(x, {sfx}), links)",
         chain_id=f"if(chain_id = '', '', concat(chain_id, {sfx}))",
+        chain_time=f"if(chain_id = '', chain_time, chain_time + {shift})",
         kafka_offset=f"kafka_offset + {k * 10**9}",
     )
     return [
@@ -218,9 +214,9 @@ def copy_sql(db: str, k: int, period_days: int, cut: datetime, part_cut: datetim
         f"INSERT INTO {db}.chain_edges (scope, key, key_type, from_event, to_event, time, removed) "
         f"SELECT scope, concat(key, {sfx}), key_type, concat(from_event, {sfx}), concat(to_event, {sfx}), "
         f"time + {shift}, removed FROM {db}.chain_edges WHERE {where}",
-        f"INSERT INTO {db}.chain_aliases (scope, old_chain_id, new_chain_id, event_id, time) "
-        f"SELECT scope, concat(old_chain_id, {sfx}), concat(new_chain_id, {sfx}), concat(event_id, {sfx}), "
-        f"time + {shift} FROM {db}.chain_aliases WHERE {where}",
+        f"INSERT INTO {db}.chain_aliases (scope, old_chain_id, new_chain_id, new_head_time, event_id, time) "
+        f"SELECT scope, concat(old_chain_id, {sfx}), concat(new_chain_id, {sfx}), new_head_time + {shift}, "
+        f"concat(event_id, {sfx}), time + {shift} FROM {db}.chain_aliases WHERE {where}",
     ]
 
 
