@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -52,8 +52,7 @@ class Scoped(Correlatable, Protocol):
     def scope(self) -> str: ...
 
 
-@dataclass(frozen=True)
-class EdgeRow:
+class EdgeRow(NamedTuple):
     """One ``chain_edges`` row: ``from_event`` points to its predecessor ``to_event`` on ``key``.
 
     ``removed`` rows retract an earlier edge (an out-of-order event landed between the two).
@@ -69,8 +68,7 @@ class EdgeRow:
     removed: bool
 
 
-@dataclass(frozen=True)
-class AliasRow:
+class AliasRow(NamedTuple):
     """One ``chain_aliases`` row: chain ``old_chain_id`` is now part of ``new_chain_id`` (whose
     head, its earliest event, is at ``new_head_us``), because of event ``event_id`` (at
     ``time_us``)."""

@@ -314,23 +314,10 @@ def _members(
     """Events of each root chain (given with its head time; every chain id aliased into it
     included), in time order. No member is older than its chain's head, which bounds the scan."""
     db = store.database
-    owner = {r: r for r in roots}
-    frontier = set(roots)
-    while frontier:
-        # GROUP BY (not DISTINCT) lets ClickHouse use the projection ordered by new_chain_id.
-        rows = store.query(
-            f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases "
-            "WHERE new_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
-            {"ids": sorted(frontier)},
-        ).rows
-        frontier = set()
-        for old, new in rows:
-            if str(old) not in owner:
-                owner[str(old)] = owner[str(new)]
-                frontier.add(str(old))
     since = min(roots.values())
     if since.tzinfo is None:  # ClickHouse returns UTC columns as naive datetimes
         since = since.replace(tzinfo=UTC)
+    owner = _merged_into(store, set(roots), since)
     params: dict[str, Any] = {"ids": sorted(owner), "since": since}
     bound = ""
     if at is not None:
@@ -348,6 +335,51 @@ def _members(
         if len(bucket) < limit:
             bucket.append(e)
     return out
+
+
+_MERGES_AT_ONCE = 200_000
+
+
+def _merged_into(store: Store, roots: set[str], since: datetime) -> dict[str, str]:
+    """Every chain id merged (transitively) into one of ``roots``, mapped to its root.
+
+    Every merge into a chain happened at or after the chain's head, so one query for all merges
+    since the earliest root's head holds them all; when that is too many rows (a root with a
+    long history), walk the aliases level by level instead.
+    """
+    db = store.database
+    owner = {r: r for r in roots}
+    rows = store.query(
+        f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases WHERE time >= {{since:DateTime64(6, 'UTC')}} "
+        "GROUP BY old_chain_id, new_chain_id LIMIT {cap:UInt32}",
+        {"since": since, "cap": _MERGES_AT_ONCE + 1},
+    ).rows
+    if len(rows) <= _MERGES_AT_ONCE:
+        children: dict[str, list[str]] = {}
+        for old, new in rows:
+            children.setdefault(str(new), []).append(str(old))
+        todo = list(roots)
+        while todo:
+            c = todo.pop()
+            for old in children.get(c, ()):
+                if old not in owner:
+                    owner[old] = owner[c]
+                    todo.append(old)
+        return owner
+    frontier = set(roots)
+    while frontier:
+        # GROUP BY (not DISTINCT) lets ClickHouse use the projection ordered by new_chain_id.
+        level = store.query(
+            f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases "
+            "WHERE new_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
+            {"ids": sorted(frontier)},
+        ).rows
+        frontier = set()
+        for old, new in level:
+            if str(old) not in owner:
+                owner[str(old)] = owner[str(new)]
+                frontier.add(str(old))
+    return owner
 
 
 def _edges(store: Store, event_ids: list[str]) -> list[dict[str, Any]]:
