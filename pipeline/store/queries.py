@@ -317,7 +317,7 @@ def _members(
     since = min(roots.values())
     if since.tzinfo is None:  # ClickHouse returns UTC columns as naive datetimes
         since = since.replace(tzinfo=UTC)
-    owner = _merged_into(store, set(roots), since)
+    owner = _merged_into(store, set(roots))
     params: dict[str, Any] = {"ids": sorted(owner), "since": since}
     bound = ""
     if at is not None:
@@ -337,35 +337,11 @@ def _members(
     return out
 
 
-_MERGES_AT_ONCE = 200_000
-
-
-def _merged_into(store: Store, roots: set[str], since: datetime) -> dict[str, str]:
-    """Every chain id merged (transitively) into one of ``roots``, mapped to its root.
-
-    Every merge into a chain happened at or after the chain's head, so one query for all merges
-    since the earliest root's head holds them all; when that is too many rows (a root with a
-    long history), walk the aliases level by level instead.
-    """
+def _merged_into(store: Store, roots: set[str]) -> dict[str, str]:
+    """Every chain id merged (transitively) into one of ``roots``, mapped to its root: one query
+    per level of merges."""
     db = store.database
     owner = {r: r for r in roots}
-    rows = store.query(
-        f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases WHERE time >= {{since:DateTime64(6, 'UTC')}} "
-        "GROUP BY old_chain_id, new_chain_id LIMIT {cap:UInt32}",
-        {"since": since, "cap": _MERGES_AT_ONCE + 1},
-    ).rows
-    if len(rows) <= _MERGES_AT_ONCE:
-        children: dict[str, list[str]] = {}
-        for old, new in rows:
-            children.setdefault(str(new), []).append(str(old))
-        todo = list(roots)
-        while todo:
-            c = todo.pop()
-            for old in children.get(c, ()):
-                if old not in owner:
-                    owner[old] = owner[c]
-                    todo.append(old)
-        return owner
     frontier = set(roots)
     while frontier:
         # GROUP BY (not DISTINCT) lets ClickHouse use the projection ordered by new_chain_id.

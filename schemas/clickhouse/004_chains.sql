@@ -36,10 +36,8 @@ CREATE TABLE IF NOT EXISTS {database}.chain_aliases
     new_head_time DateTime64(6, 'UTC'),
     event_id      String,
     time          DateTime64(6, 'UTC'),
-    -- Readers walk aliases both ways: by old id (the sort key) and by new id (this projection),
-    -- or take every merge since a chain's head at once (no merge into a chain is older than it).
-    PROJECTION by_new (SELECT * ORDER BY new_chain_id),
-    PROJECTION by_time (SELECT * ORDER BY time)
+    -- Readers walk aliases both ways: by old id (the sort key) and by new id (this projection).
+    PROJECTION by_new (SELECT * ORDER BY new_chain_id)
 )
 ENGINE = MergeTree
 ORDER BY (old_chain_id)

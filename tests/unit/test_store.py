@@ -665,12 +665,6 @@ def test_stats_counts_events_links_and_chains(store: Store) -> None:
     assert [e["id"] for e in chain["events"]] == ids
     assert {(e["from"], e["to"]) for e in chain["edges"] if e["key_type"] == "session"} == {
         (ids[1], ids[0]), (ids[2], ids[1]), (ids[3], ids[2])}
-    # The level-by-level alias walk (used when a chain has too many merges to fetch at once)
-    # finds the same chain.
-    from unittest import mock
-
-    with mock.patch.object(queries, "_MERGES_AT_ONCE", 0):
-        assert queries.chain(store, event_dict(3)["id"]) == chain
 
 
 # -- error translation -----------------------------------------------------------------------
