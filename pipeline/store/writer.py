@@ -212,17 +212,10 @@ class EventWriter:
 
 
 def edge_columns(edges: Sequence[EdgeRow]) -> list[list[Any]]:
-    """``chain_edges`` columns, in :data:`EDGE_COLUMNS` order."""
-    return [
-        [e.scope for e in edges], [e.key for e in edges], [e.key_type for e in edges],
-        [e.from_event for e in edges], [e.to_event for e in edges], [e.time_us for e in edges],
-        [e.removed for e in edges],
-    ]
+    """``chain_edges`` columns, in :data:`EDGE_COLUMNS` order (the rows are tuples in that order)."""
+    return [list(col) for col in zip(*edges, strict=True)]
 
 
 def alias_columns(aliases: Sequence[AliasRow]) -> list[list[Any]]:
-    """``chain_aliases`` columns, in :data:`ALIAS_COLUMNS` order."""
-    return [
-        [a.scope for a in aliases], [a.old_chain_id for a in aliases], [a.new_chain_id for a in aliases],
-        [a.new_head_us for a in aliases], [a.event_id for a in aliases], [a.time_us for a in aliases],
-    ]
+    """``chain_aliases`` columns, in :data:`ALIAS_COLUMNS` order (the rows are tuples in that order)."""
+    return [list(col) for col in zip(*aliases, strict=True)]

@@ -725,3 +725,15 @@ def test_views_answer_incident_questions(store: Store) -> None:
     groups = store.readonly(f"SELECT key, events FROM {db}.v_link_groups ORDER BY key").rows
     # event_dict links session:test:<i // 10>: three sessions of ten events; commits are unique.
     assert groups == [["session:test:0", 10], ["session:test:1", 10], ["session:test:2", 10]]
+
+
+def test_chain_rows_are_tuples_in_column_order() -> None:
+    """The writer transposes chain rows as tuples: their fields must be the columns, in order."""
+    from pipeline.correlate.partition import AliasRow, EdgeRow
+    from pipeline.store.writer import ALIAS_COLUMNS, EDGE_COLUMNS
+
+    def column(field: str) -> str:
+        return {"time_us": "time", "new_head_us": "new_head_time"}.get(field, field)
+
+    assert tuple(map(column, EdgeRow._fields)) == EDGE_COLUMNS
+    assert tuple(map(column, AliasRow._fields)) == ALIAS_COLUMNS
