@@ -10,6 +10,9 @@ import pytest
 from factories import event_bytes, event_dict, malformed_records
 from kafka_stack import Stack, header
 
+from pipeline.correlate import components
+from pipeline.model import decode_dict
+
 pytestmark = pytest.mark.integration
 
 
@@ -43,6 +46,10 @@ def test_valid_events_stored_and_malformed_go_to_dlq_with_reason(stack: Stack, m
     assert sorted(m.value() for m in dlq) == sorted(v for _, v in bad)
     # Links land through the materialized view in the same insert.
     assert stack.sql("SELECT count() FROM DB.event_links")[0][0] == 20_000
+    # Both ingest modes correlate: chains of ten (one session each), rejected records skipped.
+    want = components(decode_dict(event_dict(i)) for i in range(10_000))
+    assert dict(stack.sql("SELECT id, chain_id FROM DB.v_event_chains")) == want
+    assert len(set(want.values())) == 1_000
 
 
 def test_sigkill_mid_stream_then_restart_stores_every_event_once(stack: Stack) -> None:
