@@ -9,8 +9,8 @@ offset it resumes from always belong together: a crash before the commit leaves 
 after leaves both. Compaction keeps the latest record per key, so the topic holds about one
 record per live key.
 
-The transactional id is derived from the group and the worker's home directory, so a worker
-restarted on the same machine fences (aborts) the open transaction of the one that died instead
+The transactional id is derived from the group, the host name, the worker's home directory and
+its API port, so a worker restarted in place fences (aborts) the open transaction of the one that died instead
 of leaving readers waiting for it to time out. Workers elsewhere are fenced by the consumer group
 generation (KIP-447).
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,8 +44,11 @@ class Changelog:
 
     @property
     def transactional_id(self) -> str:
-        """Stable per group and worker home: a restarted worker fences its dead predecessor."""
-        where = hashlib.sha256(str(self.settings.home).encode()).hexdigest()[:12]
+        """Stable per group, host, worker home and API port (two live workers on one host cannot
+        share a port): a worker restarted in place fences its dead predecessor, while live
+        workers never fence each other, in containers with the same home path either."""
+        s = self.settings
+        where = hashlib.sha256(f"{socket.gethostname()}\x1f{s.home}\x1f{s.api_port}".encode()).hexdigest()[:12]
         return f"{self.settings.group}-correlation-{where}"
 
     def _ready(self) -> Producer:
