@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-from pipeline.identity import IdentityConfig, Join, Strength, make_join
+from identity_helpers import join
+
+from pipeline.identity import IdentityConfig
 from pipeline.store import Store
 from pipeline.store.identities import load_identity_map, read_joins, write_joins
-
-
-def join(
-    p: str, q: str, strength: Strength = "asserted", *, event: str = "ev", system: str = "github"
-) -> Join:
-    """A normalised join (fails loudly if the principals are not valid)."""
-    made = make_join(p, q, strength=strength, system=system, rule="test.rule", event_id=event)
-    assert made is not None, (p, q)
-    return made
-
 
 JOINS = [
     join("git:alice@acme.io", "github:alice", event="push-1"),
