@@ -21,8 +21,8 @@ import hashlib
 import logging
 import socket
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -31,6 +31,29 @@ from pipeline.errors import BusError
 from pipeline.settings import Settings
 
 log = logging.getLogger("causelog.checkpoint")
+T = TypeVar("T")
+
+
+_NOT_READY = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
+
+
+def _retrying(call: Callable[[], T], *, also: frozenset[int] = frozenset(), deadline: float | None = None) -> T:
+    """``call()``, repeated while it fails with an error Kafka calls retriable (or one of
+    ``also``), until ``deadline`` (default: 30 s from now)."""
+    end = deadline if deadline is not None else time.monotonic() + 30
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if err is None or not (err.retriable() or err.code() in also) or time.monotonic() + delay > end:
+                raise
+            log.info("retrying after %s", err)
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
 
 
 class Changelog:
@@ -98,8 +121,8 @@ class Changelog:
                         except BufferError:
                             producer.poll(0.05)
             if offsets:
-                producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout)
-            producer.commit_transaction(self.timeout)
+                _retrying(lambda: producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout))
+            _retrying(lambda: producer.commit_transaction(self.timeout))
         except KafkaException as exc:
             where = ", ".join(f"{self.topic}[{p}]" for p in sorted(records)) or self.topic
             raise BusError(f"correlation checkpoint to {where} failed: {exc}") from exc
@@ -119,7 +142,9 @@ class Changelog:
         try:
             tp = TopicPartition(self.topic, partition)
             try:
-                lo, hi = consumer.get_watermark_offsets(tp, timeout=self.timeout)
+                # Right after the topic was created the broker may not lead it yet: wait for it.
+                lo, hi = _retrying(lambda: consumer.get_watermark_offsets(tp, timeout=self.timeout),
+                                   also=_NOT_READY, deadline=time.monotonic() + self.timeout)
             except KafkaException as exc:
                 raise BusError(f"cannot read {self.topic}[{partition}] on {self.settings.kafka_bootstrap}: {exc}") from exc
             if hi <= lo:

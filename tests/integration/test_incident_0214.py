@@ -814,10 +814,11 @@ def test_why_names_the_person_behind_each_step(scenario: Scenario) -> None:
     secret = _cause(why, "aws.secretsmanager.get_secret_value.read", SECRET_ARN)
     assert _person(secret["event"]) == "alice"
     assert {_person(e) for e in secret["chain"]} == {"alice"}
-    # The admin who rotated the log is no one in the identity map; an unattributed record,
-    # should one appear, names nobody either.
+    # The admin who rotated the log is no one in the identity map (whether the rotation's own
+    # statement lands in the new log file depends on timing, so it may not be there at all);
+    # an unattributed record, should one appear, names nobody either.
     admin = [c["event"] for c in why["causes"] if c["event"]["actor_id"] == f"postgres:{PG_SERVER}:postgres"]
-    assert admin and all(_person(e) not in PEOPLE for e in admin)
+    assert all(_person(e) not in PEOPLE for e in admin)
     unknown = [c["event"] for c in why["causes"] if c["event"]["actor_id"] == f"postgres:{PG_SERVER}:unknown"]
     assert all(_person(e) is None for e in unknown)
 
