@@ -42,22 +42,16 @@ worker emits exactly what an uninterrupted one would (``parent`` and lingering `
 bounded by compaction to about twice the live keys). The configuration is not encoded; pass it
 to :func:`decode_state`. ``version`` is 1.
 
-Splitting the state per key (Faust tables)
+Changes per key (what the worker persists)
 ------------------------------------------
-The records are shaped so that the state can live in two Faust tables instead of one blob, each
-row small and updated only when touched:
-
-- ``corr_keys[scope \\x1f link key] = [chain_ref, times, ids]`` (one ``keys`` record);
-- ``corr_chains[scope \\x1f chain id] = head_time_us | {"alias": new id}`` (``heads`` and
-  ``parent``).
-
-Processing an event reads the rows of its link keys, follows ``corr_chains`` to the roots, and
-writes back the touched key rows and the new or aliased chain rows; expiry becomes a periodic
-scan of ``corr_keys`` (or Faust's windowed-table expiry). Because ``causelog.changes`` is keyed
-by scope, every event of a scope is processed on the same partition and Faust writes the table
-changelog to that partition, so both tables stay co-partitioned with the stream. Keys must be
-namespaced by scope in that layout, and in the single-State layout implemented here the worker
-keeps one :class:`State` per scope: link keys of different tenants never join.
+The worker does not write whole states: :meth:`State.take_changes` returns, since its previous
+call, one record per changed link key (:func:`encode_key`: ``[chain_ref, times, ids]``) and per
+changed chain (:func:`encode_chain`: ``[head_us, parent]``, one of them None), ``None`` for a key
+or chain that is gone. The step, the sweep and the compaction mark what they touch
+(``dirty_keys``, ``dirty_chains``). Folding every call's records in order, the latest per name,
+and :func:`state_from_records` rebuild the state exactly; :mod:`pipeline.correlate.partition`
+wraps them into the per-partition changelog the worker commits with its offsets. The whole-state
+encoding above is kept for tests and benchmarks.
 """
 
 from __future__ import annotations

@@ -41,6 +41,16 @@ def _detailed(rows: list[dict[str, Any]], identities: IdentityMap | None) -> lis
     return out
 
 
+def _time_bounds(where: list[str], params: dict[str, Any], since: datetime | None, until: datetime | None) -> None:
+    """Add the optional ``since``/``until`` bounds on ``time`` to a WHERE list and its parameters."""
+    if since is not None:
+        where.append("time >= {since:DateTime64(6, 'UTC')}")
+        params["since"] = since
+    if until is not None:
+        where.append("time <= {until:DateTime64(6, 'UTC')}")
+        params["until"] = until
+
+
 def timeline(
     store: Store,
     *,
@@ -53,12 +63,7 @@ def timeline(
     """Events in time order, optionally bounded in time and filtered by target id or name."""
     where = ["1"]
     params: dict[str, Any] = {"limit": limit}
-    if since is not None:
-        where.append("time >= {since:DateTime64(6, 'UTC')}")
-        params["since"] = since
-    if until is not None:
-        where.append("time <= {until:DateTime64(6, 'UTC')}")
-        params["until"] = until
+    _time_bounds(where, params, since, until)
     if target:
         where.append("(target_id = {target:String} OR target_name = {target:String})")
         params["target"] = target
@@ -121,12 +126,7 @@ def who(
                 names.add(p.partition(":")[2])  # the raw form most sources store
     where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)} OR actor_display = {d:String})"]
     params: dict[str, Any] = {"a": sorted(names), "d": actor, "limit": limit}
-    if since is not None:
-        where.append("time >= {since:DateTime64(6, 'UTC')}")
-        params["since"] = since
-    if until is not None:
-        where.append("time <= {until:DateTime64(6, 'UTC')}")
-        params["until"] = until
+    _time_bounds(where, params, since, until)
     cols = TIMELINE_COLUMNS if person is None else (*TIMELINE_COLUMNS, "actor_principal")
     sql = (
         f"SELECT {', '.join(cols)} FROM {store.database}.events "
