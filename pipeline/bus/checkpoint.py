@@ -189,9 +189,3 @@ class Changelog:
                 f"{self.topic} has {n_state} partitions but {self.settings.topic_changes} has {n_in}; "
                 f"add partitions to {self.topic} (kafka-topics.sh --alter --partitions {n_in}) before starting workers"
             )
-
-    def close(self) -> None:
-        """Flush and drop the producer."""
-        if self._producer is not None:
-            self._producer.flush(10)
-            self._producer = None

@@ -87,7 +87,6 @@ class BatchConsumer:
         # Offsets of batches written but not committed yet (committed at the next checkpoint).
         self._written: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
-        self.checkpoints = 0
 
     def start(self) -> None:
         """Start consuming in the background."""
@@ -134,7 +133,6 @@ class BatchConsumer:
             raise SystemExit(EXIT_BATCH_FAILED) from exc
         for tp in commit:
             self._written.pop((tp.topic, tp.partition), None)
-        self.checkpoints += 1
 
     def _run(self) -> None:
         s = self.settings

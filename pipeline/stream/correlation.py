@@ -47,7 +47,6 @@ class Correlation:
         self.correlators: dict[int, PartitionCorrelator] = {}
         self._lock = threading.RLock()
         self.restored: dict[int, int] = {}  # partition -> offset its restored state covered
-        self.records_written = 0
 
     def correlate(self, records: Iterable[tuple[Scoped | None, int, int]]) -> Correlated:
         """Correlate ``(event or None if rejected, partition, offset)`` records in order."""
@@ -85,7 +84,6 @@ class Correlation:
                 recs = pc.changelog()
                 if recs:
                     out[p] = recs
-                    self.records_written += len(recs)
         return out
 
     def checkpoint(self) -> int:
