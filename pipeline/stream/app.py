@@ -12,29 +12,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
 from typing import Any, cast
 
 import faust
 import mode
 from faust.app.base import BootStrategy
-from faust.web import Request, Response, View
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
 from pipeline.bus.checkpoint import Changelog
-from pipeline.correlate.topology import load_topology
-from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
-from pipeline.store import EventWriter, Position, Store, migrate, open_store, queries
-from pipeline.store.identities import identity_map
+from pipeline.store import EventWriter, Position, Store, migrate, open_store
+from pipeline.stream.api import ApiContext, register_routes
 from pipeline.stream.consumer import BatchConsumer, exit_now
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
-from pipeline.stream.jsonio import dumps
 
 log = logging.getLogger("causelog.worker")
 
@@ -117,137 +111,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             async def on_stop(self) -> None:
                 await asyncio.get_running_loop().run_in_executor(None, consumer.stop)
 
-    async def run_query(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(reads, lambda: fn(*args, **kwargs))
-
-    def answer(view: View, obj: Any, status: int = 200) -> Response:
-        return view.bytes(dumps(obj), content_type="application/json", status=status)
-
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            return answer(self, {"ok": True, "pid": os.getpid(), "store": store.where, "group": settings.group})
-
-    @app.page("/v1/stats")
-    class Stats(View):
-        async def get(self, request: Request) -> Response:
-            # ?tables=0 answers from memory only: cheap enough to poll while ingesting.
-            if request.query.get("tables") == "0":
-                return answer(self, {"worker": counters.snapshot(), "store": store.where,
-                                     "correlation": correlation.stats()})
-            try:
-                tables = await run_query(queries.stats, store)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"worker": counters.snapshot(), "tables": tables, "store": store.where,
-                                 "correlation": correlation.stats()})
-
-    @app.page("/v1/sql")
-    class SQL(View):
-        async def post(self, request: Request) -> Response:
-            try:
-                body = await request.json()
-                sql = body["sql"]
-                if not isinstance(sql, str) or not sql.strip():
-                    raise ValueError("'sql' must be a non-empty string")
-                params = body.get("params") or {}
-                limit = int(body.get("limit") or 10000)
-            except (ValueError, KeyError, TypeError) as exc:
-                return answer(self, {"error": f"bad request: {exc}"}, 400)
-            try:
-                result = await run_query(store.readonly, sql, params, limit=limit)
-            except QueryError as exc:
-                return answer(self, {"error": str(exc)}, 400)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"columns": result.columns, "rows": result.rows})
-
-    def span(q: Any, default_limit: int = 1000) -> dict[str, Any]:
-        """since/until/limit of a query string; ValueError when one is malformed."""
-        return {
-            "since": datetime.fromisoformat(q["since"]) if q.get("since") else None,
-            "until": datetime.fromisoformat(q["until"]) if q.get("until") else None,
-            "limit": int(q.get("limit") or default_limit),
-        }
-
-    async def events(view: View, fn: Any, *args: Any, **kwargs: Any) -> Response:
-        """Answer a named events query as {columns, rows}; 503 when the store fails."""
-        try:
-            result = await run_query(fn, store, *args, **kwargs)
-        except CauselogError as exc:
-            return answer(view, {"error": str(exc)}, 503)
-        return answer(view, {"columns": result.columns, "rows": result.rows})
-
-    @app.page("/v1/timeline")
-    class Timeline(View):
-        async def get(self, request: Request) -> Response:
-            try:
-                window = span(request.query)
-            except ValueError as exc:
-                return answer(self, {"error": f"bad request: {exc}"}, 400)
-            return await events(self, queries.timeline, target=request.query.get("target") or None, **window)
-
-    @app.page("/v1/linked/{key_type}/{ident}")
-    class Linked(View):
-        async def get(self, request: Request, key_type: str, ident: str) -> Response:
-            if key_type not in ("session", "trace", "commit", "deploy", "change", "request"):
-                return answer(self, {"error": f"unknown link type {key_type!r}"}, 400)
-            try:
-                limit = int(request.query.get("limit") or 1000)
-            except ValueError as exc:
-                return answer(self, {"error": f"bad request: {exc}"}, 400)
-            return await events(self, queries.linked, key_type, ident, limit=limit)
-
-    @app.page("/v1/chain/{event_id}")
-    class Chain(View):
-        async def get(self, request: Request, event_id: str) -> Response:
-            try:
-                result = await run_query(lambda: queries.chain(
-                    store, event_id, identities=identity_map(store, settings.identities_path)))
-            except ConfigError as exc:
-                return answer(self, {"error": str(exc)}, 400)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, result, 200 if result["chain_id"] else 404)
-
-    @app.page("/v1/why")
-    class Why(View):
-        async def get(self, request: Request) -> Response:
-            q = request.query
-            try:
-                target = q["target"]
-                at = datetime.fromisoformat(q["at"])
-                window = timedelta(seconds=float(q.get("window") or 6 * 3600))
-                limit = int(q.get("limit") or 20)
-            except (ValueError, KeyError) as exc:
-                return answer(self, {"error": f"bad request: {exc}"}, 400)
-            try:
-                topology = load_topology(settings.topology_path)
-                result = await run_query(lambda: queries.why(
-                    store, target, at=at, window=window, topology=topology, limit=limit,
-                    identities=identity_map(store, settings.identities_path)))
-            except ConfigError as exc:
-                return answer(self, {"error": str(exc)}, 400)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return answer(self, result)
-
-    @app.page("/v1/who")
-    class Who(View):
-        async def get(self, request: Request) -> Response:
-            try:
-                window = span(request.query)
-                actor = request.query["actor"]
-            except (ValueError, KeyError) as exc:
-                return answer(self, {"error": f"bad request: {exc}"}, 400)
-            try:
-                identities = await run_query(identity_map, store, settings.identities_path)
-            except ConfigError as exc:
-                return answer(self, {"error": str(exc)}, 400)
-            except CauselogError as exc:
-                return answer(self, {"error": str(exc)}, 503)
-            return await events(self, queries.who, actor, identities=identities, **window)
-
+    register_routes(app, ApiContext(settings, store, counters, correlation, reads))
     return app
 
 
