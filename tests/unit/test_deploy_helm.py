@@ -165,8 +165,9 @@ def test_http_processes_have_scrape_annotations_probes_and_services(helm: str) -
             "true", str(port), "/metrics"), name
         c = container(deployments[name])
         assert c["ports"] == [{"name": "http", "containerPort": port}], name
-        for probe in ("readinessProbe", "livenessProbe"):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}, f"{name} {probe}"
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] == 300, name
         svc = services[service]["spec"]
         assert svc["ports"][0]["port"] == port and svc["ports"][0]["targetPort"] == "http"
         assert svc["selector"] == deployments[name]["spec"]["selector"]["matchLabels"]

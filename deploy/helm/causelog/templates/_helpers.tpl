@@ -94,7 +94,15 @@ volumeMounts:
 {{- end }}
 {{- end -}}
 
+{{/* /health probes. A worker restores the correlation state of its partitions before it
+answers: the startupProbe gives a process probes.startupSeconds before liveness may restart it. */}}
 {{- define "causelog.probes" -}}
+startupProbe:
+  httpGet:
+    path: /health
+    port: http
+  periodSeconds: 5
+  failureThreshold: {{ div .ctx.Values.probes.startupSeconds 5 }}
 readinessProbe:
   httpGet:
     path: /health
@@ -106,7 +114,6 @@ livenessProbe:
   httpGet:
     path: /health
     port: http
-  initialDelaySeconds: {{ mul 3 .ctx.Values.probes.initialDelaySeconds }}
   periodSeconds: {{ .ctx.Values.probes.periodSeconds }}
   timeoutSeconds: {{ .ctx.Values.probes.timeoutSeconds }}
   failureThreshold: {{ .ctx.Values.probes.failureThreshold }}
