@@ -190,6 +190,15 @@ def test_every_datasource_is_provisioned_with_its_type() -> None:
             assert provisioned.get(ds["uid"]) == ds["type"], f"{path.name}: unknown data source {ds}"
 
 
+def test_clickhouse_datasource_uses_the_plugin_v4_settings() -> None:
+    doc = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "causelog.yaml").read_text())
+    (ch,) = [ds for ds in doc["datasources"] if ds["type"] == CH_TYPE]
+    # the plugin's dsconfig: host, port, protocol (native|http), username; password in secureJsonData
+    assert {"host", "port", "protocol", "username", "defaultDatabase"} <= set(ch["jsonData"])
+    assert ch["jsonData"]["protocol"] in ("native", "http") and "password" in ch["secureJsonData"]
+    assert ch["jsonData"]["defaultDatabase"] == "causelog"
+
+
 def test_dashboard_provider_points_at_the_mounted_folder() -> None:
     doc = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "causelog.yaml").read_text())
     (provider,) = doc["providers"]
