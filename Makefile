@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars run up down status test unit integration lint bench clean
+.PHONY: help install kafka-jars run up down status test unit integration lint bench clean helm helm-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -61,6 +61,23 @@ bench: install kafka-jars  ## correlation throughput, worker vs raw baseline, wh
 	$(PY) tests/bench/bench_correlate.py $(BENCH_CORRELATE_ARGS)
 	$(PY) tests/bench/bench_e2e.py $(BENCH_ARGS)
 	$(PY) tests/bench/bench_queries.py --sizes $(BENCH_SIZES) $(BENCH_QUERY_ARGS)
+
+# Helm is built from its Go module (cached in deploy/helm/.bin); the chart is linted, rendered with
+# deploy/helm/causelog/ci/test-values.yaml and the manifests checked against Kubernetes schemas.
+HELM_VERSION ?= v3.21.4
+HELM         := deploy/helm/.bin/helm-$(HELM_VERSION)
+K8S_VERSION  ?= 1.33.0
+CHART        := deploy/helm/causelog
+
+$(HELM):
+	bash deploy/helm/install-helm.sh $(HELM_VERSION)
+
+helm: $(HELM)  ## build helm from its Go module once (deploy/helm/.bin)
+
+helm-check: install $(HELM)  ## helm lint + helm template of deploy/helm/causelog, manifests validated offline
+	$(HELM) lint --strict $(CHART) -f $(CHART)/ci/test-values.yaml
+	$(HELM) template causelog $(CHART) -f $(CHART)/ci/test-values.yaml > deploy/helm/.bin/rendered.yaml
+	$(PY) -m kubernetes_validate --strict -k $(K8S_VERSION) deploy/helm/.bin/rendered.yaml
 
 clean:  ## remove local state (.causelog) and caches
 	-$(VENV)/bin/causelog down
