@@ -29,6 +29,7 @@ from pipeline.settings import Settings
 from pipeline.store import Store, queries
 from pipeline.store.identities import identity_map
 from pipeline.stream import audit, auth
+from pipeline.stream.api_tokens import register_tokens
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
 from pipeline.stream.jsonio import dumps
@@ -205,6 +206,8 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
             return await events(self, queries.who, actor, identities=identities, **window)
+
+    register_tokens(app, ctx)
 
 
 
