@@ -149,14 +149,17 @@ class Store:
         return _ReadView(self)
 
     def readonly(
-        self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int = 10000, tag: str | None = None,
+        self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int | None = None,
+        tag: str | None = None,
     ) -> QueryResult:
         """Run a user query: one SELECT/WITH/SHOW/DESCRIBE/EXPLAIN statement, ``readonly=1``, limited.
 
-        At most ``limit`` rows are returned (``truncated`` says when there were more); ``limit``
-        may not exceed ``limits.max_rows``. ``tag`` names the query for :meth:`cancel`.
+        At most ``limit`` rows are returned (default 10000, ``truncated`` says when there were
+        more); ``limit`` may not exceed ``limits.max_rows``. ``tag`` names the query for :meth:`cancel`.
         Refusals, limits hit and cancellations raise :class:`QueryError`.
         """
+        if limit is None:
+            limit = min(10000, self.limits.max_rows)
         if not 1 <= limit <= self.limits.max_rows:
             raise QueryError(f"query rejected: limit {limit} is outside 1..{self.limits.max_rows} "
                              "(CAUSELOG_QUERY_MAX_ROWS)")

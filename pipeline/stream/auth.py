@@ -22,7 +22,7 @@ from pipeline.tokens import Token, TokenFile, role_allows
 log = logging.getLogger("causelog.api.auth")
 
 #: Request key holding the :class:`pipeline.tokens.Token` a request was authenticated with.
-PRINCIPAL = "causelog.token"
+PRINCIPAL: web.RequestKey[Token] = web.RequestKey("causelog.token", Token)
 
 #: Paths anyone may GET.
 PUBLIC = frozenset({"/health", "/metrics"})
