@@ -172,7 +172,7 @@ class Store:
                 result = client.query(statement, parameters=parameters)
                 rows = result.result_rows
             except ClickHouseError as exc:
-                raise QueryError(f"query rejected: {_first_line(exc)}") from exc
+                raise QueryError(f"query rejected: {_first_line(exc)}{_which_limit(exc)}") from exc
         return QueryResult(list(result.column_names), [list(r) for r in rows[:limit]], len(rows) > limit)
 
     def cancel(self, tag: str) -> None:
@@ -285,6 +285,20 @@ class _ReadView(Store):
 
     def close(self) -> None:
         """Nothing: the handles belong to the parent store."""
+
+
+_LIMIT_HINTS = {
+    "TIMEOUT_EXCEEDED": " [limit: CAUSELOG_QUERY_TIMEOUT]",
+    "TOO_MANY_ROWS": " [limit: CAUSELOG_QUERY_MAX_ROWS_READ]",
+    "MEMORY_LIMIT_EXCEEDED": " [limit: CAUSELOG_QUERY_MAX_MEMORY]",
+    "QUERY_WAS_CANCELLED": " [cancelled: the client went away]",
+}
+
+
+def _which_limit(exc: ClickHouseError) -> str:
+    """Names the causelog setting behind a ClickHouse limit error, so the user knows what to raise."""
+    text = str(exc)
+    return next((hint for name, hint in _LIMIT_HINTS.items() if f"({name})" in text), "")
 
 
 def _marker(tag: str) -> str:
