@@ -151,14 +151,18 @@ def revoke(path: Path, name: str) -> Token:
 
 
 def ensure_admin(token_file: Path, admin_file: Path) -> str | None:
-    """First start: when no token file exists, create an ``admin`` token and keep it in ``admin_file``.
+    """Make sure an admin can get in: when no token has the ``admin`` role, create one.
 
-    ``admin_file`` (mode 0600) is what the local CLI sends by default. Returns the new token, or
-    None when the token file existed already (an operator's revocations are never undone).
+    The new token (named ``admin``, or ``admin-N`` when that name is taken) is written to
+    ``admin_file`` (mode 0600), which the local CLI sends by default. Returns it, or None when an
+    admin token exists already. A revoked token is never brought back: a fresh value is made.
     """
     with _locked(token_file):
-        if token_file.exists():
+        existing = load(token_file)
+        if any(t.role == "admin" for t in existing):
             return None
+        names = {t.name for t in existing}
+        name = next(n for n in ("admin", *(f"admin-{i}" for i in range(2, 10_000))) if n not in names)
         token = new_token()
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         admin_file.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +170,7 @@ def ensure_admin(token_file: Path, admin_file: Path) -> str | None:
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), 0o600)
             f.write(token + "\n")
-        _save(token_file, [Token("admin", "admin", token_hash(token), created)])
+        _save(token_file, [*existing, Token(name, "admin", token_hash(token), created)])
     return token
 
 

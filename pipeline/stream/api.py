@@ -11,6 +11,7 @@ under the lock the worker's writes take.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,8 @@ from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
 from pipeline.stream.jsonio import dumps
 from pipeline.tokens import TokenFile
+
+log = logging.getLogger("causelog.api")
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,10 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 return future.result()
             transport = cast(web.Request, request).transport  # the aiohttp driver's request
             if transport is None or transport.is_closing():
-                await loop.run_in_executor(None, writer.cancel, tag)
+                try:
+                    await loop.run_in_executor(None, writer.cancel, tag)
+                except CauselogError as exc:  # the query still ends at its time limit
+                    log.warning("could not cancel query %s after its client left: %s", tag, exc)
                 return await future
 
     def span(q: Any, default_limit: int = 1000) -> dict[str, Any]:

@@ -77,13 +77,23 @@ def test_malformed_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
 
 def test_first_start_creates_one_admin_token(tmp_path: Path) -> None:
     path, admin = tmp_path / "tokens.json", tmp_path / "admin.token"
+    tokens.create(path, "early-reader", "reader")  # a token made before the first start
     value = tokens.ensure_admin(path, admin)
     assert value is not None and admin.read_text().strip() == value and mode(admin) == 0o600
     assert tokens.TokenFile(path).find(value).role == "admin"  # type: ignore[union-attr]
     assert tokens.ensure_admin(path, admin) is None
+
+
+def test_a_revoked_admin_token_stays_revoked_and_a_fresh_one_is_made(tmp_path: Path) -> None:
+    path, admin = tmp_path / "tokens.json", tmp_path / "admin.token"
+    leaked = tokens.ensure_admin(path, admin)
+    assert leaked is not None
     tokens.revoke(path, "admin")
-    assert tokens.ensure_admin(path, admin) is None  # a revocation is never undone by a restart
-    assert tokens.load(path) == []
+    tokens.create(path, "admin", "reader")  # the name is taken now
+    fresh = tokens.ensure_admin(path, admin)
+    assert fresh is not None and fresh != leaked and admin.read_text().strip() == fresh
+    view = tokens.TokenFile(path)
+    assert view.find(leaked) is None and view.find(fresh).name == "admin-2"  # type: ignore[union-attr]
 
 
 def test_cli_token_prefers_the_environment(tmp_path: Path) -> None:
