@@ -204,6 +204,8 @@ class Store:
         wanted = self.limits.clickhouse(result_cap=result_cap)
         try:
             if not self.embedded and self._dsn is not None:
+                # A server stops a read-only HTTP query whose client hung up only when asked to.
+                wanted = {"cancel_http_readonly_queries_on_client_close": 1, **wanted}
                 return clickhouse_connect.get_client(dsn=self._dsn, database=self.database, settings=wanted)
             client = self._open(self.database)
             for name, value in wanted.items():
