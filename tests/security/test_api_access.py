@@ -203,6 +203,7 @@ def test_reads_are_recorded_as_query_events(secured: Stack) -> None:
     assert sql(secured, "SELECT count() FROM events WHERE actor_id = 'erin@acme.io'", token=reader)[0] == 200
     assert request(port(secured), "GET", f"/v1/linked/session/{quote('6560a1b2.3f1')}", token=reader)[0] == 200
     assert sql(secured, "SELECT * FROM file('/etc/passwd', 'LineAsString')", token=reader)[0] == 400
+    assert request(port(secured), "GET", "/v1/who?actor=erin%40acme.io", token=reader)[0] == 200
 
     deadline = time.monotonic() + 60
     rows: list = []
@@ -213,12 +214,18 @@ def test_reads_are_recorded_as_query_events(secured: Stack) -> None:
                                       "FROM events WHERE type = 'causelog.query' AND actor_id = 'auditee' "
                                       "ORDER BY time")
         rows = answer["rows"]
-        if len(rows) >= 3:
+        if len(rows) >= 4:
             break
         time.sleep(0.5)
     assert [r[:3] for r in rows] == [["/v1/sql", "success", "authenticated"],
                                      ["/v1/linked/session/6560a1b2.3f1", "success", "authenticated"],
-                                     ["/v1/sql", "failure", "authenticated"]], rows
+                                     ["/v1/sql", "failure", "authenticated"],
+                                     ["/v1/who", "success", "authenticated"]], rows
     # Literals never reach the audit trail; the full text is only a hash.
     assert rows[0][3] == "SELECT count() FROM events WHERE actor_id = ?"
-    assert "erin" not in str(rows) and rows[0][4].startswith("sha256:")
+    assert "erin" not in str(rows[:3]) and rows[0][4].startswith("sha256:")
+    # The README's "who looked up erin" query.
+    status, answer = sql(secured, "SELECT actor_id, target_id FROM events WHERE type = 'causelog.query' "
+                                  "AND JSONExtractString(envelope, 'raw', 'query', 'actor') LIKE 'erin%' "
+                                  "AND time > now() - INTERVAL 7 DAY ORDER BY time DESC")
+    assert (status, answer["rows"]) == (200, [["auditee", "/v1/who"]])
