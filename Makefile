@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars run up down status test unit integration lint bench clean helm helm-check
+.PHONY: help install kafka-jars run up down status test unit integration security lint bench clean helm helm-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,7 +40,7 @@ status:  ## broker, worker, lag, rows
 	$(VENV)/bin/causelog status
 
 # pytest exits 5 when it collected nothing; that is a failure of the suite, not a pass.
-test: install kafka-jars  ## unit + corpus + integration tests (starts its own Kafka broker)
+test: install kafka-jars  ## unit + corpus + integration + security tests (starts its own Kafka broker)
 	$(PY) -m pytest -q -ra --durations=10 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -49,6 +49,9 @@ unit: install  ## fast tests only (no broker)
 
 integration: install kafka-jars  ## integration tests only
 	$(PY) -m pytest -q tests/integration
+
+security: install kafka-jars  ## access-control probes and query limits (a real broker and worker; part of `make test`)
+	$(PY) -m pytest -q tests/security
 
 lint: install  ## ruff + mypy
 	$(VENV)/bin/ruff check pipeline tests

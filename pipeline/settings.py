@@ -19,6 +19,13 @@
 | ``CAUSELOG_IDENTITIES`` | ``$CAUSELOG_HOME/identities.yaml`` | people and the principals they use across systems (see pipeline/identity) |
 | ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker commits its correlation changelog (``<prefix>.correlation.<group>``) and its offsets, in one Kafka transaction; a restart re-reads at most this much |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
+| ``CAUSELOG_QUERY_TIMEOUT`` | ``30`` | seconds a user query (``sql``, API reads) may run before ClickHouse stops it |
+| ``CAUSELOG_QUERY_MAX_ROWS`` | ``100000`` | most rows a user query returns, and the largest ``limit`` a client may ask for |
+| ``CAUSELOG_QUERY_MAX_ROWS_READ`` | ``1000000000`` | most rows a user query may read; more is refused |
+| ``CAUSELOG_QUERY_MAX_MEMORY`` | ``2147483648`` | bytes of memory one user query may use |
+| ``CAUSELOG_TOKENS_FILE`` | ``$CAUSELOG_HOME/tokens.json`` | hashes, names and roles of the API tokens (see pipeline/tokens.py) |
+| ``CAUSELOG_TOKEN`` | unset | bearer token the CLI sends to the API; unset = ``$CAUSELOG_HOME/admin.token`` |
+| ``CAUSELOG_AUDIT_QUERIES`` | ``1`` | record every API read of events as a ``causelog.query`` event on ``<prefix>.changes`` |
 """
 
 from __future__ import annotations
@@ -89,6 +96,23 @@ class Settings:
     checkpoint_seconds: float = 5.0
     topology_file: Path | None = None
     identities_file: Path | None = None
+    query_timeout: float = 30.0
+    query_max_rows: int = 100_000
+    query_max_rows_read: int = 1_000_000_000
+    query_max_memory: int = 2 * 1024**3
+    tokens_file: Path | None = None
+    token: str | None = None
+    audit_queries: bool = True
+
+    @property
+    def tokens_path(self) -> Path:
+        """The API token store (hashes only), shared by the CLI and the worker."""
+        return self.tokens_file or self.home / "tokens.json"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where ``causelog up``/``worker`` leave the first admin token for the local CLI (mode 0600)."""
+        return self.home / "admin.token"
 
     @property
     def topology_path(self) -> Path:
@@ -195,6 +219,15 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         identities_file=(
             Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
         ),
+        query_timeout=_float(env, "CAUSELOG_QUERY_TIMEOUT", 30.0),
+        query_max_rows=_int(env, "CAUSELOG_QUERY_MAX_ROWS", 100_000),
+        query_max_rows_read=_int(env, "CAUSELOG_QUERY_MAX_ROWS_READ", 1_000_000_000),
+        query_max_memory=_int(env, "CAUSELOG_QUERY_MAX_MEMORY", 2 * 1024**3, minimum=1024 * 1024),
+        tokens_file=(
+            Path(env["CAUSELOG_TOKENS_FILE"]).expanduser().resolve() if env.get("CAUSELOG_TOKENS_FILE") else None
+        ),
+        token=(env.get("CAUSELOG_TOKEN") or "").strip() or None,
+        audit_queries=_choice(env, "CAUSELOG_AUDIT_QUERIES", ("1", "0")) == "1",
     )
 
 

@@ -11,6 +11,7 @@ import orjson
 
 from pipeline.errors import CauselogError, QueryError
 from pipeline.settings import Settings
+from pipeline.tokens import local_token
 
 
 class WorkerUnavailable(CauselogError):
@@ -19,12 +20,19 @@ class WorkerUnavailable(CauselogError):
 
 def call(settings: Settings, path: str, body: Any = None, *, query: dict[str, Any] | None = None,
          timeout: float = 60.0) -> Any:
-    """GET (or POST when ``body`` is given) ``path`` on the worker API and decode the JSON answer."""
+    """GET (or POST when ``body`` is given) ``path`` on the worker API and decode the JSON answer.
+
+    Sends ``CAUSELOG_TOKEN``, or else the admin token ``causelog up`` left in ``$CAUSELOG_HOME``.
+    """
     url = settings.api_url + path
     if query:
         url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
     data = orjson.dumps(body) if body is not None else None
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"}
+    token = local_token(settings.token, settings.admin_token_path)
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return orjson.loads(resp.read())
@@ -35,6 +43,9 @@ def call(settings: Settings, path: str, body: Any = None, *, query: dict[str, An
             message = str(exc)
         if exc.code == 400:
             raise QueryError(message) from None
+        if exc.code in (401, 403):
+            hint = "" if token else f"; no token: set CAUSELOG_TOKEN (there is no {settings.admin_token_path})"
+            raise CauselogError(f"worker API {path} refused the request ({exc.code}): {message}{hint}") from None
         raise CauselogError(f"worker API {path} answered {exc.code}: {message}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise WorkerUnavailable(

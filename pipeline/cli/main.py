@@ -65,6 +65,7 @@ def up(s: Settings, detach: bool) -> None:
     """
     from pipeline.bus import ensure_topics, wait_for_broker
 
+    _first_admin_token(s)
     t0 = time.monotonic()
     if s.kafka_external:
         err.print(f"using the Kafka cluster at {s.kafka_bootstrap} (KAFKA_BOOTSTRAP)")
@@ -92,6 +93,15 @@ def up(s: Settings, detach: bool) -> None:
         pass
     finally:
         _down(s)
+
+
+def _first_admin_token(s: Settings) -> None:
+    """On first start, create the admin token the local CLI uses (see `causelog token`)."""
+    from pipeline import tokens
+
+    if tokens.ensure_admin(s.tokens_path, s.admin_token_path):
+        err.print(f"created the admin API token in {s.admin_token_path} (mode 0600; the CLI sends it); "
+                  f"token hashes are kept in {s.tokens_path}", highlight=False)
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -171,6 +181,7 @@ def worker(s: Settings, loglevel: str) -> None:
     """Run one worker in the foreground (what `causelog up` starts; run N for scale-out)."""
     from pipeline.stream.app import run_worker
 
+    _first_admin_token(s)
     run_worker(s, loglevel=loglevel)
 
 
@@ -248,7 +259,8 @@ def _wait_for_lag(s: Settings, topic: str, timeout: float) -> None:
 
 def _run_sql(s: Settings, sql: str, params: dict[str, Any], limit: int) -> dict[str, Any]:
     if s.embedded:
-        return api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})
+        return api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit},
+                        timeout=s.query_timeout + 30)
     from pipeline.store import open_store
 
     store = open_store(s, create=False)
@@ -256,7 +268,7 @@ def _run_sql(s: Settings, sql: str, params: dict[str, Any], limit: int) -> dict[
         result = store.readonly(sql, params, limit=limit)
     finally:
         store.close()
-    return {"columns": result.columns, "rows": result.rows}
+    return {"columns": result.columns, "rows": result.rows, "truncated": result.truncated}
 
 
 def _print_rows(result: dict[str, Any], as_json: bool) -> None:
@@ -268,7 +280,8 @@ def _print_rows(result: dict[str, Any], as_json: bool) -> None:
     for row in rows:
         table.add_row(*(escape(_cell(v)) for v in row))
     out.print(table)
-    err.print(f"{len(rows)} row(s)")
+    more = " (more rows exist: raise --limit or narrow the query)" if result.get("truncated") else ""
+    err.print(f"{len(rows)} row(s){more}")
 
 
 def _cell(value: Any) -> str:
@@ -282,13 +295,18 @@ def _cell(value: Any) -> str:
 @cli.command()
 @click.argument("query")
 @click.option("--param", "-p", multiple=True, metavar="NAME=VALUE", help="Query parameter for {NAME:Type}.")
-@click.option("--limit", default=10000, show_default=True, help="Most rows returned.")
+@click.option("--limit", default=10000, show_default=True,
+              help="Most rows returned (at most CAUSELOG_QUERY_MAX_ROWS).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.pass_obj
 def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bool) -> None:
-    """Run a read-only ClickHouse SQL QUERY against the store (writes are refused).
+    """Run a read-only ClickHouse SQL QUERY against the store.
 
-    Tables live in database CAUSELOG_DATABASE (default `causelog`): events, event_links.
+    One SELECT, WITH, SHOW, DESCRIBE or EXPLAIN statement; ClickHouse runs it with readonly=1
+    (no writes, no settings changes, no table functions such as file() or url()) and stops it at
+    CAUSELOG_QUERY_TIMEOUT seconds, CAUSELOG_QUERY_MAX_ROWS_READ rows read or
+    CAUSELOG_QUERY_MAX_MEMORY bytes. It runs in database CAUSELOG_DATABASE (default `causelog`),
+    so `SELECT count() FROM events` works; tables: events, event_links, chain_edges, ...
     """
     params = {}
     for p in param:
@@ -518,8 +536,10 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
 
 
 from pipeline.cli.ingest import ingest  # noqa: E402
+from pipeline.cli.tokens import token  # noqa: E402
 
 cli.add_command(ingest)
+cli.add_command(token)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ only by the worker; the CLI reaches it through the worker's query API.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -17,30 +17,107 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 
 from pipeline.errors import QueryError, StoreError
 from pipeline.settings import Settings
+from pipeline.store import usersql
 
 
 @dataclass(frozen=True)
 class QueryResult:
-    """Column names and rows of a query, JSON-friendly."""
+    """Column names and rows of a query, JSON-friendly; ``truncated`` when rows were left out."""
 
     columns: list[str]
     rows: list[list[Any]]
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one read may cost, fixed by ClickHouse settings before the reader's SQL runs."""
+
+    timeout: float = 30.0
+    max_rows: int = 100_000
+    max_rows_read: int = 1_000_000_000
+    max_memory: int = 2 * 1024**3
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueryLimits:
+        """The limits configured by ``CAUSELOG_QUERY_*``."""
+        return cls(settings.query_timeout, settings.query_max_rows, settings.query_max_rows_read,
+                   settings.query_max_memory)
+
+    def clickhouse(self, *, result_cap: bool) -> dict[str, Any]:
+        """The ClickHouse settings, ``readonly=1`` last (it forbids changing any other afterwards)."""
+        out: dict[str, Any] = {
+            "max_execution_time": max(1, round(self.timeout)),
+            "timeout_overflow_mode": "throw",
+            "max_rows_to_read": self.max_rows_read,
+            "read_overflow_mode": "throw",
+            "max_memory_usage": self.max_memory,
+        }
+        if result_cap:
+            # ``break`` stops at a block boundary past the cap; the rows are cut to the limit here.
+            out |= {"max_result_rows": self.max_rows, "result_overflow_mode": "break"}
+        return out | {"readonly": 1}
+
+
+class _Pool:
+    """Idle read handles, opened on demand: each thread running a read takes one for itself."""
+
+    def __init__(self, opener: Callable[[], Any]) -> None:
+        self._opener = opener
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def take(self) -> Iterator[Any]:
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._opener()
+        try:
+            yield client
+        finally:
+            with self._lock:
+                if self._closed:
+                    with suppress(Exception):
+                        client.close()
+                else:
+                    self._idle.append(client)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for client in idle:
+            with suppress(Exception):
+                client.close()
 
 
 class Store:
     """A clickhouse-connect client plus the database name, safe to share between threads.
 
-    chDB runs one engine per process and its client is not meant for concurrent use, so every
-    call is serialised by a lock; the HTTP client shares the same discipline for simplicity.
+    Writes (and the worker's own queries) go through :attr:`client`, serialised by one lock:
+    chDB's client is not meant for concurrent use. Reads never take that lock: user queries
+    (:meth:`readonly`) and the API's named queries (:meth:`reader`) run on handles of their own
+    (chDB allows several handles on its one engine, and they run concurrently), each switched to
+    ``readonly=1`` with the limits of :class:`QueryLimits` set once, before any reader SQL.
     """
 
-    def __init__(self, client: Any, database: str, *, embedded: bool, where: str) -> None:
+    def __init__(
+        self, client: Any, database: str, *, embedded: bool, where: str,
+        limits: QueryLimits | None = None, dsn: str | None = None,
+    ) -> None:
         self.client = client
         self.database = database
         self.embedded = embedded
         self.where = where
+        self.limits = limits or QueryLimits()
+        self._dsn = dsn
         self._lock = threading.Lock()
-        self._reader: Any = None  # embedded only: a dedicated read-only chDB handle, see readonly()
+        self._users = _Pool(lambda: self._open_reader(result_cap=True))
+        self._named = _Pool(lambda: self._open_reader(result_cap=False))
+        self._control: Any = None
+        self._control_lock = threading.Lock()
 
     @contextmanager
     def _guard(self, what: str) -> Iterator[None]:
@@ -67,40 +144,75 @@ class Store:
             result = self.client.query(sql, parameters=parameters, settings=settings)
             return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
 
-    def readonly(self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int = 10000) -> QueryResult:
-        """Run a user query read-only (``readonly=2``: settings may change, data and schema may not).
+    def reader(self) -> Store:
+        """A view of this store for the API's named queries: same database, read handles only."""
+        return _ReadView(self)
 
-        At most ``limit`` rows are returned (``result_overflow_mode=break`` stops at a block
-        boundary, so the rows are also cut here).
+    def readonly(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int | None = None,
+        tag: str | None = None,
+    ) -> QueryResult:
+        """Run a user query: one SELECT/WITH/SHOW/DESCRIBE/EXPLAIN statement, ``readonly=1``, limited.
+
+        At most ``limit`` rows are returned (default 10000, ``truncated`` says when there were
+        more); ``limit`` may not exceed ``limits.max_rows``. ``tag`` names the query for :meth:`cancel`.
+        Refusals, limits hit and cancellations raise :class:`QueryError`.
         """
-        settings: dict[str, Any] = {"max_result_rows": limit, "result_overflow_mode": "break"}
-        with self._lock:
-            if self.embedded:
-                client = self._read_client()
-            else:
-                client = self.client
-                settings["readonly"] = 2
+        if limit is None:
+            limit = min(10000, self.limits.max_rows)
+        if not 1 <= limit <= self.limits.max_rows:
+            raise QueryError(f"query rejected: limit {limit} is outside 1..{self.limits.max_rows} "
+                             "(CAUSELOG_QUERY_MAX_ROWS)")
+        statement = usersql.check(sql)
+        if tag is not None:
+            # The marker lets cancel() find this very query in system.processes.
+            statement = f"{_marker(tag)}\n{statement}"
+        with self._users.take() as client:
             try:
-                result = client.query(sql, parameters=parameters, settings=settings)
+                result = client.query(statement, parameters=parameters)
+                rows = result.result_rows
             except ClickHouseError as exc:
-                raise QueryError(f"query rejected: {_first_line(exc)}") from exc
-            return QueryResult(list(result.column_names), [list(r) for r in result.result_rows[:limit]])
+                raise QueryError(f"query rejected: {_first_line(exc)}{_which_limit(exc)}") from exc
+        return QueryResult(list(result.column_names), [list(r) for r in rows[:limit]], len(rows) > limit)
 
-    def _read_client(self) -> Any:
-        """A second chDB handle on the same engine, switched to ``readonly=2`` for good.
+    def cancel(self, tag: str) -> None:
+        """Stop the running user query tagged ``tag`` (its client went away); no-op when it ended."""
+        sql = f"KILL QUERY WHERE startsWith(query, '{_marker(tag)}') ASYNC"
+        with self._control_lock:
+            try:
+                if self._control is None:
+                    self._control = self._open(database=None)
+                self._control.command(sql)
+            except ClickHouseError as exc:
+                raise StoreError(f"cannot cancel query {tag} ({self.where}): {_first_line(exc)}") from exc
 
-        chDB applies per-call settings with ``SET`` on the handle's session and restores them
-        afterwards, but ``readonly`` cannot be unset once set: on the shared handle, one refused
-        statement would leave it read-only and stop every later write of the worker.
+    def _open(self, database: str | None) -> Any:
+        """Another client on the same store: a chDB handle on the same engine, or an HTTP client."""
+        if self.embedded:
+            return clickhouse_connect.get_client(interface="chdb", path=self.client.path, database=database)
+        if self._dsn is None:
+            raise StoreError(f"no second connection to {self.where} is possible (the store was opened without a URL)")
+        return clickhouse_connect.get_client(dsn=self._dsn, database=database)
+
+    def _open_reader(self, *, result_cap: bool) -> Any:
+        """A read handle bound to the database, with the limits and ``readonly=1`` set for good.
+
+        On chDB the settings are ``SET`` on the handle's session; ``readonly=1`` comes last and
+        also forbids changing any of them again (a ``SETTINGS`` clause or ``SET`` is refused). A
+        server gets them as client settings sent with every request, ``readonly`` included.
         """
-        if self._reader is None:
-            try:
-                reader = clickhouse_connect.get_client(interface="chdb", path=self.client.path)
-                reader.command("SET readonly = 2")
-            except ClickHouseError as exc:
-                raise StoreError(f"cannot open a read-only ClickHouse handle ({self.where}): {_first_line(exc)}") from exc
-            self._reader = reader
-        return self._reader
+        wanted = self.limits.clickhouse(result_cap=result_cap)
+        try:
+            if not self.embedded and self._dsn is not None:
+                # A server stops a read-only HTTP query whose client hung up only when asked to.
+                wanted = {"cancel_http_readonly_queries_on_client_close": 1, **wanted}
+                return clickhouse_connect.get_client(dsn=self._dsn, database=self.database, settings=wanted)
+            client = self._open(self.database)
+            for name, value in wanted.items():
+                client.command(f"SET {name} = {value!r}" if isinstance(value, str) else f"SET {name} = {value}")
+            return client
+        except ClickHouseError as exc:
+            raise StoreError(f"cannot open a read-only ClickHouse handle ({self.where}): {_first_line(exc)}") from exc
 
     def insert(
         self,
@@ -126,13 +238,75 @@ class Store:
                 column_oriented=column_oriented,
             )
 
+    def close_readers(self) -> None:
+        """Close the read handles this Store opened (not the writer's client)."""
+        self._users.close()
+        self._named.close()
+        with self._control_lock, suppress(ClickHouseError):
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+
     def close(self) -> None:
         """Release the client (for chDB this releases the engine and the path)."""
+        self.close_readers()
         with self._lock, suppress(ClickHouseError):
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
             self.client.close()
+
+
+class _ReadView(Store):
+    """:meth:`Store.reader`: queries on the parent's read handles, never under the writer's lock."""
+
+    def __init__(self, parent: Store) -> None:  # shares the parent's handles and settings
+        self.__dict__.update(parent.__dict__)
+        self._parent = parent
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
+    ) -> QueryResult:
+        """Run a named query on a read handle (``settings`` cannot change: the handle is read-only)."""
+        if settings:
+            raise StoreError(f"a read-only view cannot change settings ({sorted(settings)})")
+        with self._parent._named.take() as client:
+            try:
+                result = client.query(sql, parameters=parameters)
+                return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
+            except ClickHouseError as exc:
+                raise StoreError(f"ClickHouse ({self.where}) failed on {_first_line(sql)}: {_first_line(exc)}") from exc
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Refused: the view only reads."""
+        raise StoreError(f"a read-only view cannot run {_first_line(sql)!r}")
+
+    def insert(
+        self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], *,
+        token: str | None = None, column_oriented: bool = False,
+    ) -> None:
+        """Refused: the view only reads."""
+        raise StoreError(f"a read-only view cannot insert into {table}")
+
+    def close(self) -> None:
+        """Nothing: the handles belong to the parent store."""
+
+
+_LIMIT_HINTS = {
+    "TIMEOUT_EXCEEDED": " [limit: CAUSELOG_QUERY_TIMEOUT]",
+    "TOO_MANY_ROWS": " [limit: CAUSELOG_QUERY_MAX_ROWS_READ]",
+    "MEMORY_LIMIT_EXCEEDED": " [limit: CAUSELOG_QUERY_MAX_MEMORY]",
+    "QUERY_WAS_CANCELLED": " [cancelled: the client went away]",
+}
+
+
+def _which_limit(exc: ClickHouseError) -> str:
+    """Names the causelog setting behind a ClickHouse limit error, so the user knows what to raise."""
+    text = str(exc)
+    return next((hint for name, hint in _LIMIT_HINTS.items() if f"({name})" in text), "")
+
+
+def _marker(tag: str) -> str:
+    if not tag.isalnum():
+        raise ValueError(f"query tag {tag!r} must be alphanumeric")
+    return f"/* causelog-query:{tag} */"
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
@@ -150,7 +324,8 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
         raise StoreError(f"cannot open ClickHouse: {_first_line(exc)}") from exc
     except Exception as exc:  # chDB raises plain RuntimeError when another process holds the path
         raise StoreError(f"cannot open ClickHouse at {settings.chdb_path}: {exc}") from exc
-    store = Store(client, settings.database, embedded=settings.embedded, where=where)
+    store = Store(client, settings.database, embedded=settings.embedded, where=where,
+                  limits=QueryLimits.of(settings), dsn=settings.clickhouse_url)
     if create:
         store.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
     return store

@@ -2,29 +2,41 @@
 
 Each route parses its request, runs a named query (pipeline.store.queries) on the query thread
 pool and answers JSON. Registered by :func:`register_routes`; the worker's wiring stays in
-:mod:`pipeline.stream.app`.
+:mod:`pipeline.stream.app`. Every route is behind the bearer-token middleware
+(:mod:`pipeline.stream.auth`), and every read of events is recorded (:mod:`pipeline.stream.audit`).
+Queries run on the store's read handles (:meth:`Store.reader`, :meth:`Store.readonly`), never
+under the lock the worker's writes take.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import faust
+from aiohttp import web
 from faust.web import Request, Response, View
 
+from pipeline.bus import DeliveryTracker, make_producer
 from pipeline.correlate.topology import load_topology
 from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import Store, queries
 from pipeline.store.identities import identity_map
+from pipeline.stream import audit, auth
+from pipeline.stream.api_tokens import register_tokens
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
 from pipeline.stream.jsonio import dumps
+from pipeline.tokens import TokenFile
+
+log = logging.getLogger("causelog.api")
 
 
 @dataclass(frozen=True)
@@ -39,11 +51,20 @@ class ApiContext:
 
 
 def register_routes(app: faust.App, ctx: ApiContext) -> None:
-    """Add the query API's routes to ``app``."""
-    settings, store, counters, correlation = ctx.settings, ctx.store, ctx.counters, ctx.correlation
+    """Add the query API's routes to ``app``, behind authentication and the query audit."""
+    settings, writer, counters, correlation = ctx.settings, ctx.store, ctx.counters, ctx.correlation
+    store = writer.reader()  # named queries: read handles, never the writer's lock
+    protect(app, settings)
 
     async def run_query(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(ctx.reads, lambda: fn(*args, **kwargs))
+
+    def limit_of(q: Any, default: int) -> int:
+        """The ``limit`` a request asks for; ValueError beyond the server's cap."""
+        limit = int(q.get("limit") or min(default, settings.query_max_rows))
+        if not 1 <= limit <= settings.query_max_rows:
+            raise ValueError(f"limit {limit} is outside 1..{settings.query_max_rows} (CAUSELOG_QUERY_MAX_ROWS)")
+        return limit
 
     def answer(view: View, obj: Any, status: int = 200) -> Response:
         return view.bytes(dumps(obj), content_type="application/json", status=status)
@@ -76,23 +97,42 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 if not isinstance(sql, str) or not sql.strip():
                     raise ValueError("'sql' must be a non-empty string")
                 params = body.get("params") or {}
-                limit = int(body.get("limit") or 10000)
+                if not isinstance(params, dict):
+                    raise ValueError("'params' must be an object")
+                limit = limit_of(body, 10000)
             except (ValueError, KeyError, TypeError) as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
+            tag = uuid.uuid4().hex
             try:
-                result = await run_query(store.readonly, sql, params, limit=limit)
+                result = await until_disconnect(request, tag, lambda: writer.readonly(sql, params, limit=limit, tag=tag))
             except QueryError as exc:
                 return answer(self, {"error": str(exc)}, 400)
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
-            return answer(self, {"columns": result.columns, "rows": result.rows})
+            return answer(self, {"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
+
+    async def until_disconnect(request: Request, tag: str, fn: Any) -> Any:
+        """Run a user query on the read pool; cancel it in ClickHouse if its client goes away."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(ctx.reads, fn)
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=0.25)
+            if done:
+                return future.result()
+            transport = cast(web.Request, request).transport  # the aiohttp driver's request
+            if transport is None or transport.is_closing():
+                try:
+                    await loop.run_in_executor(None, writer.cancel, tag)
+                except CauselogError as exc:  # the query still ends at its time limit
+                    log.warning("could not cancel query %s after its client left: %s", tag, exc)
+                return await future
 
     def span(q: Any, default_limit: int = 1000) -> dict[str, Any]:
         """since/until/limit of a query string; ValueError when one is malformed."""
         return {
             "since": datetime.fromisoformat(q["since"]) if q.get("since") else None,
             "until": datetime.fromisoformat(q["until"]) if q.get("until") else None,
-            "limit": int(q.get("limit") or default_limit),
+            "limit": limit_of(q, default_limit),
         }
 
     async def events(view: View, fn: Any, *args: Any, **kwargs: Any) -> Response:
@@ -118,7 +158,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
             if key_type not in ("session", "trace", "commit", "deploy", "change", "request"):
                 return answer(self, {"error": f"unknown link type {key_type!r}"}, 400)
             try:
-                limit = int(request.query.get("limit") or 1000)
+                limit = limit_of(request.query, 1000)
             except ValueError as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
             return await events(self, queries.linked, key_type, ident, limit=limit)
@@ -143,7 +183,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 target = q["target"]
                 at = datetime.fromisoformat(q["at"])
                 window = timedelta(seconds=float(q.get("window") or 6 * 3600))
-                limit = int(q.get("limit") or 20)
+                limit = limit_of(q, 20)
             except (ValueError, KeyError) as exc:
                 return answer(self, {"error": f"bad request: {exc}"}, 400)
             try:
@@ -173,3 +213,19 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 return answer(self, {"error": str(exc)}, 503)
             return await events(self, queries.who, actor, identities=identities, **window)
 
+    register_tokens(app, ctx)
+
+
+
+def protect(app: faust.App, settings: Settings) -> None:
+    """Put every route of ``app`` behind the token check, then the query audit (in that order)."""
+    producer = make_producer(settings)
+
+    def send(key: bytes, value: bytes) -> None:
+        tracker = DeliveryTracker(producer)
+        tracker.produce(settings.topic_changes, value, key=key)
+        tracker.flush(timeout=10.0)
+
+    middlewares = app.web.web_app.middlewares  # type: ignore[attr-defined]  # the aiohttp driver's Application
+    middlewares.append(auth.middleware(TokenFile(settings.tokens_path)))
+    middlewares.append(audit.middleware(settings, send))

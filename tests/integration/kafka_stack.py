@@ -2,10 +2,20 @@
 
 With ``KAFKA_BOOTSTRAP`` set, that cluster is used and nothing is started. Every test gets its
 own topic prefix, consumer group, API port and CAUSELOG_HOME (so its own chDB store).
+
+The fixtures ``kafka_bootstrap`` and ``stack`` live here so that every suite needing a running
+worker (tests/integration, tests/security) shares them: each suite's conftest imports them, and
+the broker is started once per test session whichever suite asks first.
+
+The worker creates its admin token in the stack's CAUSELOG_HOME on start; the CLI and
+:meth:`Stack.sql` send it from there, as `causelog up` users' CLI does. Query audit events
+(``causelog.query``) are off by default here because many tests count stored events exactly;
+tests/security turns them on.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -13,10 +23,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from confluent_kafka import Consumer, Producer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,7 +57,11 @@ class Stack:
             CAUSELOG_API=f"127.0.0.1:{free_port()}",
             CAUSELOG_PARTITIONS="4",
             CAUSELOG_BATCH_WITHIN="0.2",
+            CAUSELOG_AUDIT_QUERIES="0",
+            # Tests read whole tables back to compare them.
+            CAUSELOG_QUERY_MAX_ROWS="10000000",
         )
+        self.env.pop("CAUSELOG_TOKEN", None)
         self.env.pop("CLICKHOUSE_URL", None)
         self.env.update(extra)
         from pipeline.settings import load
@@ -109,7 +125,7 @@ class Stack:
         from pipeline.cli import api
 
         return api.call(self.settings, "/v1/sql", {"sql": query.replace("DB.", self.settings.database + "."),
-                                                   "limit": 10**7})["rows"]
+                                                   "limit": self.settings.query_max_rows})["rows"]
 
     def wait_rows(self, expected: int, timeout: float = 180) -> int:
         """Wait until the events table holds ``expected`` rows (or fail with the count seen)."""
@@ -189,3 +205,40 @@ def header(msg: Any, name: str) -> str | None:
 
 def json_rows(stdout: str) -> list[dict[str, Any]]:
     return orjson.loads(stdout)
+
+
+# -- fixtures (imported by the conftest of each suite that needs a running worker) -------------
+
+_BROKER: dict[str, str] = {}
+
+
+def _start_broker(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Start the session's broker once, whichever suite asks first; stopped when the session ends."""
+    if "bootstrap" in _BROKER:
+        return _BROKER["bootstrap"]
+    home = tmp_path_factory.mktemp("kafka-home")
+    env = dict(os.environ, CAUSELOG_HOME=str(home), CAUSELOG_KAFKA_PORT=str(free_port()),
+               CAUSELOG_KAFKA_CONTROLLER_PORT=str(free_port()), PYTHON=sys.executable)
+    started = subprocess.run(["bash", str(KAFKA_SH), "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"could not start Kafka:\n{started.stdout}\n{started.stderr}")
+    atexit.register(subprocess.run, ["bash", str(KAFKA_SH), "stop"], env=env, capture_output=True)
+    _BROKER["bootstrap"] = f"127.0.0.1:{env['CAUSELOG_KAFKA_PORT']}"
+    return _BROKER["bootstrap"]
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Bootstrap servers of the test broker: ``KAFKA_BOOTSTRAP``, or one started for the session."""
+    return os.environ.get("KAFKA_BOOTSTRAP") or _start_broker(tmp_path_factory)
+
+
+@pytest.fixture
+def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+    """An isolated deployment on the test broker; its workers are killed when the test ends."""
+    s = Stack(kafka_bootstrap, tmp_path)
+    s.ensure_topics()
+    try:
+        yield s
+    finally:
+        s.stop_workers(signal.SIGKILL)

@@ -79,7 +79,11 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     assert counts == [{"key_type": "commit", "n": 5}]
 
     refused = stack.cli("sql", "DROP TABLE causelog.events")
+    assert refused.returncode == 2 and "query rejected: only SELECT" in refused.stderr
+    refused = stack.cli("sql", "SELECT count() FROM events SETTINGS readonly = 0")
     assert refused.returncode == 2 and "readonly" in refused.stderr.lower()
+    # The default database is causelog: no prefix needed.
+    assert json_rows(stack.cli("sql", "SELECT count() AS n FROM events", "--json", check=True).stdout) == [{"n": 11}]
     # A refused query must not leave the worker's own store handle read-only.
     stack.produce([event_bytes(i) for i in range(5)])
     stack.wait_rows(16, timeout=30)

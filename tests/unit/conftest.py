@@ -37,11 +37,9 @@ def empty_store(session_store: Store) -> Iterator[Store]:
     try:
         yield store
     finally:
-        # Never store.close(): that would close the shared client. Only the read-only handle
-        # the Store may have opened for readonly() is its own.
-        reader = getattr(store, "_reader", None)
-        if reader is not None:
-            reader.close()
+        # Never store.close(): that would close the shared client. Only the read handles the
+        # Store may have opened are its own.
+        store.close_readers()
         session_store.command(f"DROP DATABASE IF EXISTS {database} SYNC")
 
 

@@ -506,7 +506,7 @@ def test_readonly_limit_above_result_returns_everything(empty_store: Store) -> N
 
 def test_readonly_bad_sql_is_a_query_error(empty_store: Store) -> None:
     with pytest.raises(QueryError, match="query rejected: .*Syntax error") as info:
-        empty_store.readonly("SELEC 1")
+        empty_store.readonly("SELECT (1")
     assert "\n" not in str(info.value)
     assert isinstance(info.value, StoreError)
 
