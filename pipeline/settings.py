@@ -19,6 +19,7 @@
 | ``CAUSELOG_IDENTITIES`` | ``$CAUSELOG_HOME/identities.yaml`` | people and the principals they use across systems (see pipeline/identity) |
 | ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker commits its correlation changelog (``<prefix>.correlation.<group>``) and its offsets, in one Kafka transaction; a restart re-reads at most this much |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
+| ``CAUSELOG_HASH_KEY_FILE`` | ``$CAUSELOG_HOME/hash.key`` | HMAC key of hashed values (redacted secrets, statements); share one file across hosts |
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ class Settings:
     checkpoint_seconds: float = 5.0
     topology_file: Path | None = None
     identities_file: Path | None = None
+    hash_key_file: Path | None = None
 
     @property
     def topology_path(self) -> Path:
@@ -99,6 +101,11 @@ class Settings:
     def identities_path(self) -> Path:
         """Where the identity map reads its configured people (``identities.yaml``)."""
         return self.identities_file or self.home / "identities.yaml"
+
+    @property
+    def hash_key_path(self) -> Path:
+        """The deployment's HMAC key for hashed values (see pipeline/hashkey.py)."""
+        return self.hash_key_file or self.home / "hash.key"
 
     @property
     def topic_changes(self) -> str:
@@ -194,6 +201,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         topology_file=Path(env["CAUSELOG_TOPOLOGY"]).expanduser().resolve() if env.get("CAUSELOG_TOPOLOGY") else None,
         identities_file=(
             Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
+        ),
+        hash_key_file=(
+            Path(env["CAUSELOG_HASH_KEY_FILE"]).expanduser().resolve() if env.get("CAUSELOG_HASH_KEY_FILE") else None
         ),
     )
 

@@ -64,7 +64,7 @@ time = the file's mtime (for a delete: when the scan noticed it); source ``confi
 ``event_id("config", source, path, seq, new digest)``: a replay from the same cursor yields the
 same ids, and a file reverted to an earlier content still gets a new id. ``diff`` is
 :func:`~pipeline.sources.diff.structured_diff` of the previous and the new document (secrets
-hashed, ``redacted:sha256:<16 hex>``); ``raw`` = path, format, digests, size, attribution and the
+hashed, ``redacted:hmac-sha256:v1:<32 hex>``); ``raw`` = path, format, digests, size, attribution and the
 redacted document when its JSON is at most 64 KiB.
 """
 

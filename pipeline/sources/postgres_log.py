@@ -111,11 +111,12 @@ for ``duration: ...`` lines (logged after the statement finished), ``failure`` f
 and pgaudit lines (logged as the statement runs).
 
 Statements are never stored: the statement text is replaced by
-:func:`pipeline.sources.pgsql.analyze`'s normalised form and the sha256 of the full text
-(password literals scrubbed before hashing), everywhere -- ``raw.message`` shows the normalised
-statement, ``raw.statement`` holds ``{normalized, sha256, command, class, ...}``. ``detail`` and
-``context`` (which quote bind parameters and row values) are dropped and only their sha256 is
-kept; ``hint`` and error messages go through :func:`~pipeline.sources.pgsql.scrub_message`
+:func:`pipeline.sources.pgsql.analyze`'s normalised form and the keyed hash of the full text
+(``hmac-sha256:v1:<32 hex>``, :mod:`pipeline.sources.keyed`; password literals scrubbed before
+hashing), everywhere -- ``raw.message`` shows the normalised statement, ``raw.statement`` holds
+``{normalized, hash, command, class, ...}``. ``detail`` and ``context`` (which quote bind
+parameters and row values) are dropped and only their keyed hash is kept
+(``detail_hash``, ``context_hash``, ``internal_query_hash``); ``hint`` and error messages go through :func:`~pipeline.sources.pgsql.scrub_message`
 (quoted parts and numbers -> ``?``). pgaudit's parameter field is kept only when it is a
 placeholder (``<not logged>``...), else it becomes ``<redacted>``. The other raw fields go
 through :func:`~pipeline.sources.redact.redact`.
@@ -138,7 +139,7 @@ login's actor is ``claimed``. Target: the statement's main object when known (``
 server (``db.server``). For ``GRANT``/``REVOKE`` the target is the object the privilege is on
 and ``subject`` names the grantees (``to regress_user2, regress_user1``).
 
-Id: ``event_id("postgres", server, session_id, session_line, sha256(message))`` when the server
+Id: ``event_id("postgres", server, session_id, session_line, <keyed hash of the message>)`` when the server
 wrote both (csvlog, jsonlog, stderr with ``%c`` and ``%l``): the same record read from a csvlog
 and a jsonlog of one server gets one id (the message hash only guards against edited logs that
 repeat a line number, as two pgBadger fixtures do). Otherwise (derived session ids, no ``%l``) the id comes from
@@ -166,7 +167,7 @@ from typing import Any
 
 from pipeline.errors import DecodeError
 from pipeline.model import Event, event_id
-from pipeline.sources import pgsql
+from pipeline.sources import keyed, pgsql
 from pipeline.sources._normalize import build, fail, slug
 from pipeline.sources.redact import redact
 
@@ -981,7 +982,7 @@ def _audit_key(message: str) -> str | None:
         cols = _parse_audit(message)
     except (DecodeError, csv.Error):
         return None
-    return hashlib.sha256(_csv_line([cols[0], *cols[3:9]]).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return keyed.current().hex(_csv_line([cols[0], *cols[3:9]]))[:16]
 
 
 class ParallelLeaders:
@@ -1098,6 +1099,8 @@ def log_files(path: str | Path, *, format: str = "auto", glob: str | None = None
 
 
 def _fingerprint(head: bytes, end: int) -> str:
+    # Plain, not keyed: it only recognises a file again (it is never stored with the events), and
+    # a keyed one would make every followed file look replaced after a key rotation.
     return hashlib.sha256(head[: min(end, _HEAD)]).hexdigest()[:16]
 
 
@@ -1330,13 +1333,13 @@ def _class_type(audit_class: str, command: str) -> str:
 
 
 def _hash(text: str | None) -> str | None:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() if text else None
+    return keyed.current().tag(text) if text else None
 
 
 def _statement_info(st: pgsql.Statement) -> dict[str, Any]:
     info: dict[str, Any] = {
         "normalized": st.normalized,
-        "sha256": st.sha256,
+        "hash": st.hash,
         "command": st.command,
         "class": st.statement_class,
     }
@@ -1398,9 +1401,9 @@ def _raw(record: LogRecord, message: str, extra: dict[str, Any] | None = None) -
         "inherited_from_leader": list(record.inherited) or None,
         "query_id": record.query_id,
         "hint": pgsql.scrub_message(record.hint) if record.hint else None,
-        "detail_sha256": _hash(record.detail),
-        "context_sha256": _hash(record.context),
-        "internal_query_sha256": _hash(record.internal_query),
+        "detail_hash": _hash(record.detail),
+        "context_hash": _hash(record.context),
+        "internal_query_hash": _hash(record.internal_query),
         "line": record.line,
         "line_end": record.line_end,
         "offset": record.offset,
