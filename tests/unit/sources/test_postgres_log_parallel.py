@@ -146,7 +146,8 @@ def test_a_workers_other_records_carry_the_leaders_session_actor_and_database(
         (24708, "FATAL", "failure"),
     ]
     for r, e in worker:
-        assert e.actor.id == "postgres:db:alice" and e.actor.assurance == "authenticated"
+        # the sample's cluster trusts its clients (no `connection authenticated` line): claimed
+        assert e.actor.id == "postgres:db:alice" and e.actor.assurance == "claimed"
         assert _sessions(e) == [f"session:postgres:db:{ALICE_ERR}"]
         assert e.target.id == "db/postgres"  # the leader's database (the worker's line has none)
         raw = e.raw or {}
