@@ -53,8 +53,7 @@ def read_key(path: Path) -> bytes:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"hash key {path}: cannot read it ({exc})") from None
     if st.st_mode & (stat.S_IRWXO | stat.S_IWGRP):
-        raise ConfigError(f"hash key {path}: mode {stat.S_IMODE(st.st_mode):04o} lets other users read or "
-                          f"change it; run: chmod 600 {path}")
+        raise ConfigError(f"hash key {path}: mode {stat.S_IMODE(st.st_mode):04o} is open to others; chmod 600 it")
     if not _KEY_TEXT.fullmatch(text):
         raise ConfigError(f"hash key {path}: expected 64 hex digits (32 bytes), got {len(text.strip())} characters")
     return bytes.fromhex(text.strip())

@@ -185,8 +185,10 @@ from pipeline.sources.redact import redact
 __all__ = [
     "KNOWN_PREFIXES",
     "TZ_ABBREVIATIONS",
+    "UNVERIFIED_METHODS",
     "LogRecord",
     "ParallelLeaders",
+    "SessionAuthentications",
     "compile_prefix",
     "fetch_log",
     "fetch_records",

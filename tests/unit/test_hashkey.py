@@ -59,7 +59,7 @@ def test_a_shared_key_file_is_used_as_is_and_never_created(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("content", "mode", "error"),
     [
-        ("00" * 32 + "\n", 0o644, "mode 0644 lets other users read or change it; run: chmod 600"),
+        ("00" * 32 + "\n", 0o644, "mode 0644 is open to others; chmod 600 it"),
         ("00" * 32 + "\n", 0o620, "mode 0620"),
         ("not a key\n", 0o600, "expected 64 hex digits"),
         ("ab" * 16 + "\n", 0o600, "expected 64 hex digits"),
