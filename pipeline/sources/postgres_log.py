@@ -115,9 +115,9 @@ Statements are never stored: the statement text is replaced by
 (``hmac-sha256:v1:<32 hex>``, :mod:`pipeline.sources.keyed`; password literals scrubbed before
 hashing), everywhere -- ``raw.message`` shows the normalised statement, ``raw.statement`` holds
 ``{normalized, hash, command, class, ...}``. ``detail`` and ``context`` (which quote bind
-parameters and row values) are dropped and only their keyed hash is kept
-(``detail_hash``, ``context_hash``, ``internal_query_hash``); ``hint`` and error messages go through :func:`~pipeline.sources.pgsql.scrub_message`
-(quoted parts and numbers -> ``?``). pgaudit's parameter field is kept only when it is a
+parameters and row values) are dropped and only their keyed hash is kept (``detail_hash``,
+``context_hash``, ``internal_query_hash``); ``hint`` and error messages go through
+:func:`~pipeline.sources.pgsql.scrub_message` (quoted parts and numbers -> ``?``). pgaudit's parameter field is kept only when it is a
 placeholder (``<not logged>``...), else it becomes ``<redacted>``. The other raw fields go
 through :func:`~pipeline.sources.redact.redact`.
 
@@ -150,8 +150,8 @@ statements, not connections: it has no equivalent line. A failed login's actor i
 server (``db.server``). For ``GRANT``/``REVOKE`` the target is the object the privilege is on
 and ``subject`` names the grantees (``to regress_user2, regress_user1``).
 
-Id: ``event_id("postgres", server, session_id, session_line, <keyed hash of the message>)`` when the server
-wrote both (csvlog, jsonlog, stderr with ``%c`` and ``%l``): the same record read from a csvlog
+Id: ``event_id("postgres", server, session_id, session_line, <keyed hash of the message>)`` when
+the server wrote both (csvlog, jsonlog, stderr with ``%c`` and ``%l``): the same record read from a csvlog
 and a jsonlog of one server gets one id (the message hash only guards against edited logs that
 repeat a line number, as two pgBadger fixtures do). Otherwise (derived session ids, no ``%l``) the id comes from
 pid, ``%l``, the time, the record's position in the file and a hash of its text: stable for

@@ -10,6 +10,8 @@ on the ClickHouse server:
   (``ADD COLUMN``, ``ADD INDEX``...). A migration that needs anything else (``DROP``,
   ``ALTER ... DELETE``, ``MODIFY COLUMN``...) makes :func:`migration_privileges` fail: such a
   migration is an operator's job, never the worker's.
+  ``SHOW TABLES``/``SHOW COLUMNS`` (clickhouse-connect's ``DESCRIBE`` before an insert) come
+  with any other privilege on a table and need no grant.
 - role ``causelog_reader`` (the API, ``causelog sql``, dashboards): ``SELECT`` on the causelog
   database and nothing else, under the settings profile ``causelog_reader_profile``:
   ``readonly = 1`` (no write, no DDL, no ``SET``, no table function) with fixed ceilings on
