@@ -26,6 +26,7 @@
 | ``CAUSELOG_TOKENS_FILE`` | ``$CAUSELOG_HOME/tokens.json`` | hashes, names and roles of the API tokens (see pipeline/tokens.py) |
 | ``CAUSELOG_TOKEN`` | unset | bearer token the CLI sends to the API; unset = ``$CAUSELOG_HOME/admin.token`` |
 | ``CAUSELOG_AUDIT_QUERIES`` | ``1`` | record every API read of events as a ``causelog.query`` event on ``<prefix>.changes`` |
+| ``CAUSELOG_HASH_KEY_FILE`` | ``$CAUSELOG_HOME/hash.key`` | HMAC key of hashed values (redacted secrets, statements); share one file across hosts |
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Settings:
     tokens_file: Path | None = None
     token: str | None = None
     audit_queries: bool = True
+    hash_key_file: Path | None = None
 
     @property
     def tokens_path(self) -> Path:
@@ -123,6 +125,11 @@ class Settings:
     def identities_path(self) -> Path:
         """Where the identity map reads its configured people (``identities.yaml``)."""
         return self.identities_file or self.home / "identities.yaml"
+
+    @property
+    def hash_key_path(self) -> Path:
+        """The deployment's HMAC key for hashed values (see pipeline/hashkey.py)."""
+        return self.hash_key_file or self.home / "hash.key"
 
     @property
     def topic_changes(self) -> str:
@@ -228,6 +235,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         ),
         token=(env.get("CAUSELOG_TOKEN") or "").strip() or None,
         audit_queries=_choice(env, "CAUSELOG_AUDIT_QUERIES", ("1", "0")) == "1",
+        hash_key_file=(
+            Path(env["CAUSELOG_HASH_KEY_FILE"]).expanduser().resolve() if env.get("CAUSELOG_HASH_KEY_FILE") else None
+        ),
     )
 
 

@@ -46,7 +46,9 @@ def _run(
 ) -> None:
     from pipeline.bus import ensure_topics
     from pipeline.bus.sink import KafkaSink
+    from pipeline.hashkey import install
 
+    install(s)
     ensure_topics(s)
     sink = KafkaSink(s, f"{kind}:{instance}")
     if follow and threading.current_thread() is threading.main_thread():

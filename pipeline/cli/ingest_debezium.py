@@ -56,6 +56,7 @@ def command(s: Settings, topics: tuple[str, ...], server: str, values: str, prim
     from pipeline.bus import ensure_topics
     from pipeline.bus.relay import relay
     from pipeline.cli.ingest import _summary, err
+    from pipeline.hashkey import install
     from pipeline.sources import debezium
 
     if any(c.isspace() for c in server) or not server:
@@ -73,6 +74,7 @@ def command(s: Settings, topics: tuple[str, ...], server: str, values: str, prim
         return debezium.to_events(doc, scope=the_scope, topic=topic, key=key_doc, server=server, values=values,
                                   primary_key=list(primary_key) or None, stats=stats)
 
+    install(s)
     ensure_topics(s)
     # SIGTERM/Ctrl-C end the run after the batch in hand is committed (with --once as well).
     stop = threading.Event()

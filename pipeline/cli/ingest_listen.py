@@ -119,8 +119,10 @@ def _run(s: Settings, kind: Kind, listen: str) -> None:
     from pipeline.bus import ensure_topics
     from pipeline.bus.kafka import TOPIC_MAX_MESSAGE_BYTES
     from pipeline.bus.sink import KafkaSink
+    from pipeline.hashkey import install
 
     host, port = parse_listen(listen)
+    install(s)
     _setup_logging()
     ensure_topics(s)
     # One transactional producer per receiver; a restarted receiver fences its predecessor.

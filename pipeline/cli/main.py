@@ -536,10 +536,12 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
 
 
 from pipeline.cli.ingest import ingest  # noqa: E402
+from pipeline.cli.store import store as store_group  # noqa: E402
 from pipeline.cli.tokens import token  # noqa: E402
 
 cli.add_command(ingest)
 cli.add_command(token)
+cli.add_command(store_group)
 
 
 def main() -> None:

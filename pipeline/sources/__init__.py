@@ -8,7 +8,9 @@ bytes), which is what makes replays idempotent.
 
 Shared building blocks:
 
-- :mod:`pipeline.sources.redact` -- secret detection and hashing (``redacted:sha256:<16 hex>``).
+- :mod:`pipeline.sources.redact` -- secret detection and hashing (``redacted:hmac-sha256:v1:<32 hex>``).
+- :mod:`pipeline.sources.keyed` -- the keyed hash (HMAC-SHA256 under the deployment's key, which
+  the I/O shells install; normalizers never read it themselves).
 - :mod:`pipeline.sources.diff` -- structured before/after diffs with changed key paths.
 
 Normalizers: :mod:`~pipeline.sources.github` (webhook payloads),

@@ -3,7 +3,6 @@ naming the JSON path, timestamp parsing, and envelope assembly (pure; no I/O).""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ import orjson
 
 from pipeline.errors import DecodeError
 from pipeline.model import Event, decode_dict
+from pipeline.sources import keyed
 
 _MISSING = object()
 
@@ -140,12 +140,16 @@ def as_utc(value: datetime, field: str) -> datetime:
 
 
 def canonical_digest(obj: Any) -> str:
-    """sha256 hex of the canonical JSON of ``obj`` (sorted keys, compact): same content, same digest."""
+    """Keyed hash (:meth:`pipeline.sources.keyed.Hasher.hex`, 32 hex) of the canonical JSON of ``obj``
+    (sorted keys, compact): same content, same digest within a deployment.
+
+    Keyed because these digests go into event ids and the record they digest is stored redacted:
+    with a plain hash, a redacted value could be confirmed by hashing guesses into the id."""
     try:
         data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
     except TypeError:  # integers beyond 64 bits
         data = msgspec.json.encode(obj, order="sorted")
-    return hashlib.sha256(data).hexdigest()
+    return keyed.current().hex(data)
 
 
 def slug(text: Any, default: str = "unknown") -> str:

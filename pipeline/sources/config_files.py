@@ -22,7 +22,7 @@ the format and the line -- never the offending text, which could hold a secret.
 the events, so "before" survives restarts exactly as far as the events went out::
 
     {"v": 1, "seq": <changes so far>,
-     "files": {<relative path>: {"sha256": <hex of the bytes>, "fmt": "yaml",
+     "files": {<relative path>: {"digest": <keyed hash of the bytes>, "fmt": "yaml",
                                  "doc": <parsed document, REDACTED>, "n": <its JSON size>,
                                  "bad": true,  # the current bytes did not parse
                                  "new": true   # ...and no content of it ever did (no event yet)
@@ -64,7 +64,7 @@ time = the file's mtime (for a delete: when the scan noticed it); source ``confi
 ``event_id("config", source, path, seq, new digest)``: a replay from the same cursor yields the
 same ids, and a file reverted to an earlier content still gets a new id. ``diff`` is
 :func:`~pipeline.sources.diff.structured_diff` of the previous and the new document (secrets
-hashed, ``redacted:sha256:<16 hex>``); ``raw`` = path, format, digests, size, attribution and the
+hashed, ``redacted:hmac-sha256:v1:<32 hex>``); ``raw`` = path, format, digests, size, attribution and the
 redacted document when its JSON is at most 64 KiB.
 """
 
@@ -93,6 +93,7 @@ import yaml
 
 from pipeline.errors import DecodeError, SourceError
 from pipeline.model import Event, event_id, from_micros
+from pipeline.sources import keyed
 from pipeline.sources._normalize import build
 from pipeline.sources.diff import structured_diff
 from pipeline.sources.redact import redact, redact_text
@@ -428,8 +429,8 @@ class ConfigChange:
     seq: int
     host: str
     time: datetime
-    sha256: str | None
-    previous_sha256: str | None
+    digest: str | None
+    previous_digest: str | None
     size: int | None = None
     before: Any = None
     after: Any = None
@@ -447,8 +448,8 @@ def _diff(ch: ConfigChange) -> dict[str, Any]:
     if not ch.after_known or (not ch.before_known and ch.action == "delete"):
         return {
             "changed": ["$"],
-            "before": {"$": f"sha256:{ch.previous_sha256}" if ch.previous_sha256 else None},
-            "after": {"$": f"sha256:{ch.sha256}" if ch.sha256 else None},
+            "before": {"$": ch.previous_digest},
+            "after": {"$": ch.digest},
             "digest_only": True,
         }
     if not ch.before_known:
@@ -497,7 +498,7 @@ def to_events(ch: ConfigChange, *, scope: str) -> list[Event]:
     actor, links = _actor(ch)
     raw: dict[str, Any] = {
         "path": ch.path, "dir": ch.root, "format": ch.fmt, "action": ch.action,
-        "sha256": ch.sha256, "previous_sha256": ch.previous_sha256, "size": ch.size,
+        "digest": ch.digest, "previous_digest": ch.previous_digest, "size": ch.size,
         "attribution": redact(ch.attribution),
     }  # fmt: skip
     if ch.action != "delete":
@@ -511,7 +512,7 @@ def to_events(ch: ConfigChange, *, scope: str) -> list[Event]:
                 raw["document_omitted"] = f"redacted document larger than {MAX_DOC_BYTES} bytes"
     dir_name = Path(ch.root).name or ch.root
     envelope = {
-        "id": event_id("config", source, ch.path, ch.seq, ch.sha256 or "deleted"),
+        "id": event_id("config", source, ch.path, ch.seq, ch.digest or "deleted"),
         "source": source,
         "type": "config.changed",
         "time": ch.time,
@@ -633,11 +634,17 @@ def scan(root: Path) -> list[tuple[str, str]]:
     return found
 
 
-StatCache = dict[str, tuple[int, int, int, str, bool]]  # rel -> (ino, size, mtime_ns, sha256, trusted)
+def _digest(data: bytes) -> str:
+    """The keyed hash of a file's bytes: a short config file (``DB_PASSWORD=...``) could be
+    confirmed from a plain digest by hashing guesses, its redacted document being stored."""
+    return keyed.current().tag(data)
+
+
+StatCache = dict[str, tuple[int, int, int, str, bool]]  # rel -> (ino, size, mtime_ns, digest, trusted)
 
 
 def _summary(rel: str, fmt: str, sha: str | None, extra: dict[str, Any] | None = None) -> bytes:
-    return orjson.dumps({"path": rel, "format": fmt, "sha256": sha, **(extra or {})})
+    return orjson.dumps({"path": rel, "format": fmt, "digest": sha, **(extra or {})})
 
 
 def fetch_changes(
@@ -690,7 +697,7 @@ def fetch_changes(
                     sha = hit[3]
                 else:
                     data = path.read_bytes()
-                    sha = hashlib.sha256(data).hexdigest()
+                    sha = _digest(data)
                     trusted = time.time_ns() - st.st_mtime_ns > RACY_NS
                     cache[rel] = (st.st_ino, st.st_size, st.st_mtime_ns, sha, trusted)
             except (FileNotFoundError, NotADirectoryError):
@@ -707,7 +714,7 @@ def fetch_changes(
             del files[rel]
             change = ConfigChange(
                 root=str(root), path=rel, fmt=fmt, action="delete", seq=state["seq"], host=host,
-                time=clock(), sha256=None, previous_sha256=old.get("sha256"),
+                time=clock(), digest=None, previous_digest=old.get("digest"),
                 before=old.get("doc"), before_known="doc" in old, attribution=attribute(rel, "delete"),
             )  # fmt: skip
             yield RawRecord(
@@ -717,14 +724,19 @@ def fetch_changes(
                 original=_summary(rel, fmt, None, {"action": "delete"}),
             )
             continue
-        if old is not None and old.get("sha256") == sha:
+        if old is not None and old.get("digest") == sha:
             continue
         if data is None:  # the stat cache said unchanged but the cursor disagrees: read it
             try:
                 data = (root / rel).read_bytes()
             except OSError:
                 continue
-            sha = hashlib.sha256(data).hexdigest()
+            sha = _digest(data)
+        if old is not None and "digest" not in old and old.get("sha256") == hashlib.sha256(data).hexdigest():
+            # a cursor of the former version (plain sha256): the same content, re-keyed silently
+            old["digest"] = sha
+            del old["sha256"]
+            continue
         assert st is not None and sha is not None
         # A file whose every content so far was unparseable never had an event: this is its create.
         fresh = old is None or bool(old.get("new"))
@@ -738,7 +750,7 @@ def fetch_changes(
                 doc = redact(parse(data, fmt, rel))
             except DecodeError as exc:
                 error = exc
-        entry: dict[str, Any] = {"sha256": sha, "fmt": fmt}
+        entry: dict[str, Any] = {"digest": sha, "fmt": fmt}
         if old is not None:
             used -= int(old.get("n", 0))
         if error is not None:
@@ -756,7 +768,7 @@ def fetch_changes(
         files[rel] = entry
         change = ConfigChange(
             root=str(root), path=rel, fmt=fmt, action=action, seq=state["seq"], host=host, time=mtime,
-            sha256=sha, previous_sha256=(old or {}).get("sha256"), size=len(data),
+            digest=sha, previous_digest=(old or {}).get("digest"), size=len(data),
             before=None if fresh else (old or {}).get("doc"), before_known=fresh or "doc" in (old or {}),
             after=doc, after_known=after_known, error=error,
             attribution=attribute(rel, action) if error is None else {},

@@ -12,11 +12,11 @@ Row changes
 it was::
 
     {"table": "inventory.customers", "op": "u",
-     "primary_key": {"id": "redacted:sha256:..."},      # from the record key, else from
-                                                         # ``primary_key=[...]`` column names
-     "changed": ["first_name"],                          # u: columns whose before != after
-     "before": {"first_name": "redacted:sha256:..."},    # u: changed columns only
-     "after":  {"first_name": "redacted:sha256:..."},    # c/r: the row; d: before = the row
+     "primary_key": {"id": "redacted:hmac-sha256:v1:..."},     # from the record key, else from
+                                                                # ``primary_key=[...]`` column names
+     "changed": ["first_name"],                                 # u: columns whose before != after
+     "before": {"first_name": "redacted:hmac-sha256:v1:..."},   # u: changed columns only
+     "after":  {"first_name": "redacted:hmac-sha256:v1:..."},   # c/r: the row; d: before = the row
      "values": "hash"}
 
 ``changed`` lists every column of the row for ``c`` and ``d``, none for ``r`` (a snapshot read
@@ -27,7 +27,7 @@ Comparison is type-strict (``1`` -> ``1.0`` is a change) and happens before any 
 ``values`` is the value policy:
 
 - ``"hash"`` (default): every value (and primary-key value) becomes
-  ``redacted:sha256:<16 hex>`` (:func:`pipeline.sources.redact.redact_value`): a change, and a
+  ``redacted:hmac-sha256:v1:<32 hex>`` (:func:`pipeline.sources.redact.redact_value`): a change, and a
   change back, stay detectable; values are never stored. ``None`` (SQL NULL) stays ``None``.
 - ``"redact"``: values pass through :func:`pipeline.sources.redact.redact` (columns named like
   secrets and credential-shaped strings are hashed, other values kept).
@@ -56,9 +56,9 @@ MySQL connector's GTID, when present, gives ``request:mysqltx:<server>:<gtid>``.
 for MySQL. ``raw`` holds the payload *without* ``before``/``after``: ``op``, times,
 ``transaction``, the schema's name, and ``source`` with its ``query`` (MySQL's
 ``binlog_rows_query_log_events`` text, which holds literal values) replaced by the normalised
-statement and its sha256 (:func:`pipeline.sources.pgsql.analyze`).
+statement and its keyed hash (:func:`pipeline.sources.pgsql.analyze`).
 
-Id: ``event_id("debezium", server, table, position, op, <digest of the primary key, else of
+Id: ``event_id("debezium", server, table, position, op, <keyed digest of the primary key, else of
 the row>)``: the same change delivered twice (with and without schema, or replayed) gets the same
 id; snapshot rows, which share one LSN, differ by key.
 
@@ -146,7 +146,7 @@ def _source_raw(source: dict[str, Any]) -> dict[str, Any]:
     query = out.get("query")
     if isinstance(query, str) and query:
         st = pgsql.analyze(query, mysql=source.get("connector") == "mysql")
-        out["query"] = {"normalized": st.normalized, "sha256": st.sha256, "command": st.command}
+        out["query"] = {"normalized": st.normalized, "hash": st.hash, "command": st.command}
     return redact(out)
 
 
@@ -389,14 +389,14 @@ def _schema_change(
         table = changes[0].get("id")
     pos_key, seq = _position(source)
     raw: dict[str, Any] = {k: v for k, v in payload.items() if k not in ("ddl", "source", "tableChanges")}
-    raw["ddl"] = {"normalized": st.normalized, "sha256": st.sha256, "command": st.command}
+    raw["ddl"] = {"normalized": st.normalized, "hash": st.hash, "command": st.command}
     raw["source"] = _source_raw(source)
     raw["topic"] = topic
     if isinstance(changes, list):
         raw["table_changes"] = [{k: c.get(k) for k in ("type", "id")} for c in changes if isinstance(c, dict)]
     target_name = str(table or database or server)
     envelope: dict[str, Any] = {
-        "id": event_id("debezium", server, "ddl", pos_key or canonical_digest(payload), st.sha256),
+        "id": event_id("debezium", server, "ddl", pos_key or canonical_digest(payload), st.hash),
         "source": f"debezium://{server}",
         "type": "db.ddl",
         "time": found,

@@ -79,7 +79,7 @@ passes; member, membership, team and org payloads carry no time of their own), e
 payload is rejected with a DecodeError asking for ``received_at``.
 
 Id: ``event_id("github", delivery_id)`` when the delivery id is known, else
-``event_id("github", event_name, sha256(canonical JSON of the payload))`` -- the same body
+``event_id("github", event_name, keyed hash of the canonical JSON of the payload)`` -- the same body
 always gets the same id, so a replay is idempotent. ``source`` is
 ``github://<owner/repo>`` (else ``github://<org>``, else the installation account, else the
 sender). ``raw`` is the payload passed through :func:`~pipeline.sources.redact.redact`.

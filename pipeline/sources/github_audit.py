@@ -64,7 +64,7 @@ or a ``pull_request_url``/``url`` ending ``/pull/<n>``); ``commit:<sha>`` for 40
 
 Time: ``created_at``, else ``@timestamp`` (epoch ms or RFC 3339). Id:
 ``event_id("github-audit", _document_id)`` when present, else
-``event_id("github-audit", sha256(canonical JSON of the entry))``. ``source`` is
+``event_id("github-audit", keyed hash of the canonical JSON of the entry)``. ``source`` is
 ``github-audit://<org>`` (or ``<business>``). ``raw`` is the entry through
 :func:`~pipeline.sources.redact.redact` (``hashed_token`` and the like are hashed).
 """

@@ -58,7 +58,7 @@ the ``subject``), the app for app assignments, else the first -- as kind
 name the display name (``alternateId`` when there is none). Without targets: the Okta org
 (``okta.org``, id = the caller's ``org`` argument or ``okta``).
 
-Id: ``event_id("okta", uuid, sha256(canonical JSON of the event))``: Okta's ``uuid`` is unique
+Id: ``event_id("okta", uuid, keyed hash of the canonical JSON of the event)``: Okta's ``uuid`` is unique
 per event, and the content digest keeps anonymised exports (where many events share a
 placeholder uuid) from collapsing; a replay of the same event has the same id. ``source`` is
 ``okta://<org>``. ``raw`` is the event through :func:`~pipeline.sources.redact.redact`.

@@ -25,13 +25,13 @@ the way the PostgreSQL lexer does (standard-conforming strings by default) and r
     An unterminated string, dollar quote or comment (a truncated log line) swallows the rest of
     the text: it becomes a single ``?``, so a cut-off literal cannot leak.
 
-``sha256``
-    Hex sha256 of the full UTF-8 text, so two identical statements can be matched without
-    storing them. Exception: when the statement sets a password (``PASSWORD '...'`` in
-    ``CREATE/ALTER ROLE/USER``), the password literal is replaced by ``<REDACTED>`` first and
-    ``password_scrubbed`` is true -- an unsalted hash over a known statement and a weak password
-    would let the password be guessed. (The same caveat applies, more weakly, to any
-    low-entropy literal: the hash is a fingerprint, not a secret-keeping device.)
+``hash``
+    ``hmac-sha256:v1:<32 hex>``: the keyed hash of the full UTF-8 text under the deployment's key
+    (:mod:`pipeline.sources.keyed`), so two identical statements can be matched without storing
+    them, and a statement's literals cannot be recovered by hashing guesses without the key.
+    When the statement sets a password (``PASSWORD '...'`` in ``CREATE/ALTER ROLE/USER``), the
+    password literal is replaced by ``<REDACTED>`` first and ``password_scrubbed`` is true, so
+    the password is not in the hash at all (should the key ever leak).
 
 ``trace_id`` / ``span_id``
     From a W3C ``traceparent`` in a sqlcommenter comment (``/*traceparent='00-<32 hex>-<16 hex>-
@@ -59,10 +59,11 @@ names are identifiers and ``#`` starts a comment.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote
+
+from pipeline.sources import keyed
 
 __all__ = [
     "Statement",
@@ -80,7 +81,7 @@ class Statement:
     """What causelog keeps of one SQL statement (see the module docstring)."""
 
     normalized: str
-    sha256: str
+    hash: str
     command: str
     statement_class: str
     trace_id: str | None = None
@@ -910,7 +911,7 @@ def analyze(sql: str, *, standard_conforming_strings: bool = True, mysql: bool =
     kind, name, grantees = _main_object(toks, command)
     return Statement(
         normalized=normalized,
-        sha256=hashlib.sha256(hashed.encode("utf-8", "surrogatepass")).hexdigest(),
+        hash=keyed.current().tag(hashed),
         command=command,
         statement_class=statement_class(command) if command else "MISC",
         trace_id=trace[0] if trace else None,

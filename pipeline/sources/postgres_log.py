@@ -111,12 +111,13 @@ for ``duration: ...`` lines (logged after the statement finished), ``failure`` f
 and pgaudit lines (logged as the statement runs).
 
 Statements are never stored: the statement text is replaced by
-:func:`pipeline.sources.pgsql.analyze`'s normalised form and the sha256 of the full text
-(password literals scrubbed before hashing), everywhere -- ``raw.message`` shows the normalised
-statement, ``raw.statement`` holds ``{normalized, sha256, command, class, ...}``. ``detail`` and
-``context`` (which quote bind parameters and row values) are dropped and only their sha256 is
-kept; ``hint`` and error messages go through :func:`~pipeline.sources.pgsql.scrub_message`
-(quoted parts and numbers -> ``?``). pgaudit's parameter field is kept only when it is a
+:func:`pipeline.sources.pgsql.analyze`'s normalised form and the keyed hash of the full text
+(``hmac-sha256:v1:<32 hex>``, :mod:`pipeline.sources.keyed`; password literals scrubbed before
+hashing), everywhere -- ``raw.message`` shows the normalised statement, ``raw.statement`` holds
+``{normalized, hash, command, class, ...}``. ``detail`` and ``context`` (which quote bind
+parameters and row values) are dropped and only their keyed hash is kept (``detail_hash``,
+``context_hash``, ``internal_query_hash``); ``hint`` and error messages go through
+:func:`~pipeline.sources.pgsql.scrub_message` (quoted parts and numbers -> ``?``). pgaudit's parameter field is kept only when it is a
 placeholder (``<not logged>``...), else it becomes ``<redacted>``. The other raw fields go
 through :func:`~pipeline.sources.redact.redact`.
 
@@ -129,17 +130,28 @@ Links:
   events of the same transaction carry the same key
   (:mod:`pipeline.sources.debezium`), so a data change joins the session that made it.
 
-Actor: ``postgres:<server>:<role>`` (principal = the role name, ``verified``, assurance
-``authenticated``: the server authenticated the role); ``postgres:<server>:unknown``
-(assurance ``none``) when the log line has no user (``%u`` missing from the prefix). A failed
-login's actor is ``claimed``. Target: the statement's main object when known (``db.table``,
+Actor: ``postgres:<server>:<role>`` (principal = the role name); ``postgres:<server>:unknown``
+(assurance ``none``) when the log line has no user (``%u`` missing from the prefix). Assurance
+``authenticated`` (``verified``) only when the server checked a credential for the session: its
+``connection authenticated: identity="..." method=<m>`` line (PostgreSQL 14+ with
+``log_connections = on``) was read and ``<m>`` is not ``trust`` nor ``ident``
+(:data:`UNVERIFIED_METHODS`; PostgreSQL 18 logs trust connections as ``connection
+authenticated: user="..." method=trust``). Otherwise -- trust authentication, PostgreSQL 13 or
+older, ``log_connections`` off, or a session whose line lies before where the reading started
+(and is not in the cursor) -- the role is only ``claimed``: the log shows no check of it. The
+line itself makes no event (counted as ``authentication``); :class:`SessionAuthentications`
+(in :func:`fetch_log`, :func:`fetch_records`) attaches its method and identity to the session's
+later records until its ``disconnection`` (``raw.auth_method``, ``raw.auth_identity``: the
+identity the method established, e.g. a certificate's CN, which may differ from the role).
+:func:`to_events` on records straight from :func:`parse` sees no authentication. pgaudit logs
+statements, not connections: it has no equivalent line. A failed login's actor is ``claimed``. Target: the statement's main object when known (``db.table``,
 ``db.role``, ``db.function``..., id ``<server>/<database>/<name>``; roles are cluster-wide:
 ``<server>/<role>``), else the database (``db.database``, id ``<server>/<database>``), else the
 server (``db.server``). For ``GRANT``/``REVOKE`` the target is the object the privilege is on
 and ``subject`` names the grantees (``to regress_user2, regress_user1``).
 
-Id: ``event_id("postgres", server, session_id, session_line, sha256(message))`` when the server
-wrote both (csvlog, jsonlog, stderr with ``%c`` and ``%l``): the same record read from a csvlog
+Id: ``event_id("postgres", server, session_id, session_line, <keyed hash of the message>)`` when
+the server wrote both (csvlog, jsonlog, stderr with ``%c`` and ``%l``): the same record read from a csvlog
 and a jsonlog of one server gets one id (the message hash only guards against edited logs that
 repeat a line number, as two pgBadger fixtures do). Otherwise (derived session ids, no ``%l``) the id comes from
 pid, ``%l``, the time, the record's position in the file and a hash of its text: stable for
@@ -166,15 +178,17 @@ from typing import Any
 
 from pipeline.errors import DecodeError
 from pipeline.model import Event, event_id
-from pipeline.sources import pgsql
+from pipeline.sources import keyed, pgsql
 from pipeline.sources._normalize import build, fail, slug
 from pipeline.sources.redact import redact
 
 __all__ = [
     "KNOWN_PREFIXES",
     "TZ_ABBREVIATIONS",
+    "UNVERIFIED_METHODS",
     "LogRecord",
     "ParallelLeaders",
+    "SessionAuthentications",
     "compile_prefix",
     "fetch_log",
     "fetch_records",
@@ -224,6 +238,11 @@ class LogRecord:
     #: by :class:`ParallelLeaders`, i.e. :func:`fetch_log` and :func:`fetch_records`)
     leader_session_id: str | None = None
     inherited: tuple[str, ...] = ()
+    #: how the server authenticated the record's session, from its ``connection authenticated``
+    #: line (set by :class:`SessionAuthentications`, i.e. :func:`fetch_log` and
+    #: :func:`fetch_records`): the pg_hba method and the identity it established
+    auth_method: str | None = None
+    auth_identity: str | None = None
     line: int | None = None
     line_end: int | None = None
     offset: int | None = None
@@ -947,13 +966,15 @@ def _guess_format(lines: list[str]) -> str:
 def fetch_records(
     path: str | Path, *, format: str = "auto", prefix: str | None = None, stats: Counter[str] | None = None
 ) -> Iterator[LogRecord]:
-    """I/O helper: the records of a log file (UTF-8; undecodable bytes replaced)."""
+    """I/O helper: the records of a log file (UTF-8; undecodable bytes replaced), with their
+    parallel workers linked and their sessions' authentication attached."""
     leaders = ParallelLeaders()
+    auths = SessionAuthentications()
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         for record in parse(fh, format=format, prefix=prefix, stats=stats):
             linked = leaders.apply(record, stats)
             if linked is not None:
-                yield linked
+                yield auths.apply(linked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -981,7 +1002,7 @@ def _audit_key(message: str) -> str | None:
         cols = _parse_audit(message)
     except (DecodeError, csv.Error):
         return None
-    return hashlib.sha256(_csv_line([cols[0], *cols[3:9]]).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return keyed.current().hex(_csv_line([cols[0], *cols[3:9]]))[:16]
 
 
 class ParallelLeaders:
@@ -1064,6 +1085,66 @@ class ParallelLeaders:
 
 
 # --------------------------------------------------------------------------------------------
+# authentication (stateful: a session's records need its ``connection authenticated`` line)
+
+#: ``connection authenticated: identity="alice" method=scram-sha-256 (/etc/.../pg_hba.conf:5)``
+#: (PostgreSQL 14+ with log_connections); PostgreSQL 18 also logs trust connections, with
+#: ``user="..." method=trust``.
+_AUTHENTICATED = re.compile(
+    r'^connection authenticated: (?:identity|user)="(?P<identity>.*?)" method=(?P<method>[\w-]+)(?= \(|$)'
+)
+#: pg_hba methods that check nothing the client could not make up: ``trust`` accepts any role
+#: name, ``ident`` (RFC 1413) believes the client host's ident server. Every other method
+#: PostgreSQL reports as authenticated checked a credential (password, SCRAM, certificate,
+#: Kerberos, LDAP, RADIUS, PAM, OAuth) or asked the kernel (``peer``).
+UNVERIFIED_METHODS = frozenset({"trust", "ident"})
+_MAX_AUTH_SESSIONS = 20_000  # sessions remembered in memory (oldest dropped first)
+_CURSOR_AUTH_SESSIONS = 1_000  # the most recently authenticated of them, kept in fetch_log's cursor
+
+
+class SessionAuthentications:
+    """Session id -> (method, identity) from ``connection authenticated`` lines, attached to every
+    later record of that session (a parallel worker's: its leader's session) until its
+    ``disconnection``.
+
+    ``state`` is a :meth:`snapshot` (JSON-able: it travels in :func:`fetch_log`'s cursor)."""
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self._sessions: dict[str, tuple[str, str]] = {}
+        for sid, entry in (state or {}).items():
+            if isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry):
+                self._sessions[str(sid)] = (entry[0], entry[1])
+        self._snap: dict[str, list[str]] | None = None
+
+    def snapshot(self) -> dict[str, list[str]]:
+        """The most recently authenticated open sessions, JSON-able (the same object until the
+        state changes)."""
+        if self._snap is None:
+            recent = list(self._sessions.items())[-_CURSOR_AUTH_SESSIONS:]
+            self._snap = {sid: [method, identity] for sid, (method, identity) in recent}
+        return self._snap
+
+    def apply(self, record: LogRecord) -> LogRecord:
+        """``record`` with its session's authentication, if the session's line was seen."""
+        session = record.leader_session_id or record.session_id
+        if not session:
+            return record
+        if m := _AUTHENTICATED.match(record.message):
+            self._sessions.pop(session, None)
+            self._sessions[session] = (m.group("method").lower(), m.group("identity"))
+            if len(self._sessions) > _MAX_AUTH_SESSIONS:
+                del self._sessions[next(iter(self._sessions))]
+            self._snap = None
+        found = self._sessions.get(session)
+        if record.message.startswith("disconnection:") and session == record.session_id and found:
+            del self._sessions[session]
+            self._snap = None
+        if found is None:
+            return record
+        return replace(record, auth_method=found[0], auth_identity=found[1])
+
+
+# --------------------------------------------------------------------------------------------
 # following a log file or a log directory (I/O)
 
 #: ``--glob`` defaults for a log directory, by format (``auto``: csvlog's files).
@@ -1098,6 +1179,8 @@ def log_files(path: str | Path, *, format: str = "auto", glob: str | None = None
 
 
 def _fingerprint(head: bytes, end: int) -> str:
+    # Plain, not keyed: it only recognises a file again (it is never stored with the events), and
+    # a keyed one would make every followed file look replaced after a key rotation.
     return hashlib.sha256(head[: min(end, _HEAD)]).hexdigest()[:16]
 
 
@@ -1162,6 +1245,7 @@ def fetch_log(
         snap = {str(k): str(v) for k, v in dict((cursor or {}).get("sessions") or {}).items()}
         sessions = {int(k): v for k, v in snap.items()}
     leaders = ParallelLeaders(dict((cursor or {}).get("leaders") or {}))
+    auths = SessionAuthentications(dict((cursor or {}).get("auth") or {}))
     for index, f in enumerate(files):
         key = str(f)
         try:
@@ -1220,8 +1304,12 @@ def fetch_log(
                     snap = last["sessions"] = after_snap
                 skipped = bool(skip_lines) and (record.line_end or 0) <= skip_lines
                 linked = leaders.apply(record, None if skipped else stats)
+                if linked is not None:
+                    linked = auths.apply(linked)  # skipped records too: they may open a session
                 if leaders.snapshot():
                     last["leaders"] = leaders.snapshot()
+                if auths.snapshot():
+                    last["auth"] = auths.snapshot()
                 if skipped or linked is None:
                     continue
                 yield linked, last
@@ -1330,13 +1418,13 @@ def _class_type(audit_class: str, command: str) -> str:
 
 
 def _hash(text: str | None) -> str | None:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest() if text else None
+    return keyed.current().tag(text) if text else None
 
 
 def _statement_info(st: pgsql.Statement) -> dict[str, Any]:
     info: dict[str, Any] = {
         "normalized": st.normalized,
-        "sha256": st.sha256,
+        "hash": st.hash,
         "command": st.command,
         "class": st.statement_class,
     }
@@ -1361,16 +1449,19 @@ def _target(server: str, database: str | None, kind: str | None, name: str | Non
     return {"kind": "db.server", "id": server, "name": server, "service": server}
 
 
-def _actor(server: str, user: str | None, *, failed: bool = False) -> dict[str, Any]:
+def _actor(server: str, user: str | None, record: LogRecord, *, failed: bool = False) -> dict[str, Any]:
+    """The role as actor: ``authenticated`` only when the server checked a credential for the
+    session (see "Actor" in the module docstring), else ``claimed``."""
     if not user:
         return {"id": f"postgres:{server}:unknown", "kind": "unknown", "assurance": "none", "verified": False}
+    checked = not failed and record.auth_method is not None and record.auth_method not in UNVERIFIED_METHODS
     return {
         "id": f"postgres:{server}:{user}",
         "display": user,
         "kind": "unknown",
         "principal": user,
-        "verified": not failed,
-        "assurance": "claimed" if failed else "authenticated",
+        "verified": checked,
+        "assurance": "authenticated" if checked else "claimed",
     }
 
 
@@ -1396,11 +1487,13 @@ def _raw(record: LogRecord, message: str, extra: dict[str, Any] | None = None) -
         "leader_pid": record.leader_pid if _is_parallel_worker(record) else None,
         "leader_session_id": record.leader_session_id,
         "inherited_from_leader": list(record.inherited) or None,
+        "auth_method": record.auth_method,
+        "auth_identity": record.auth_identity,
         "query_id": record.query_id,
         "hint": pgsql.scrub_message(record.hint) if record.hint else None,
-        "detail_sha256": _hash(record.detail),
-        "context_sha256": _hash(record.context),
-        "internal_query_sha256": _hash(record.internal_query),
+        "detail_hash": _hash(record.detail),
+        "context_hash": _hash(record.context),
+        "internal_query_hash": _hash(record.internal_query),
         "line": record.line,
         "line_end": record.line_end,
         "offset": record.offset,
@@ -1500,6 +1593,10 @@ def to_events(
         fields = _statement_fields(record, server, m.group("sql"), m)
     elif failed and record.query:
         fields = _statement_fields(record, server, record.query, None)
+    elif _AUTHENTICATED.match(message):
+        # folded into the session's events (their actor's assurance, raw.auth_method)
+        _count(stats, "authentication")
+        return []
     elif m := _AUTHORIZED.match(message):
         kv = dict(_KV.findall(m.group("rest")))
         user = record.user or kv.get("user")
@@ -1507,7 +1604,7 @@ def to_events(
         fields = {
             "type": "db.session.started",
             "action": "connect",
-            "actor": _actor(server, user),
+            "actor": _actor(server, user, record),
             "target": _target(server, database, None, None),
             "outcome": "success",
             "links": _links(server, record),
@@ -1520,7 +1617,7 @@ def to_events(
         fields = {
             "type": "db.session.ended",
             "action": "disconnect",
-            "actor": _actor(server, record.user or kv.get("user")),
+            "actor": _actor(server, record.user or kv.get("user"), record),
             "target": _target(server, record.database or kv.get("database"), None, None),
             "outcome": "success",
             "links": _links(server, record),
@@ -1531,7 +1628,7 @@ def to_events(
         fields = {
             "type": "db.session.started",
             "action": "connect",
-            "actor": _actor(server, user or record.user, failed=True),
+            "actor": _actor(server, user or record.user, record, failed=True),
             "target": _target(server, record.database, None, None),
             "outcome": "failure",
             "links": _links(server, record),
@@ -1582,7 +1679,7 @@ def _statement_fields(record: LogRecord, server: str, sql: str, m: re.Match[str]
     fields: dict[str, Any] = {
         "type": type_,
         "action": command.lower() if command else "statement",
-        "actor": _actor(server, record.user),
+        "actor": _actor(server, record.user, record),
         "target": target,
         "outcome": outcome,
         "links": _links(server, record, st.trace_id),
@@ -1664,7 +1761,7 @@ def _audit_fields(record: LogRecord, server: str) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "type": _class_type(audit_class, command),
         "action": command.lower() or "statement",
-        "actor": _actor(server, record.user),
+        "actor": _actor(server, record.user, record),
         "target": target,
         "outcome": "failure" if record.severity.upper() in ("ERROR", "FATAL") else "unknown",
         "links": _links(server, record, st.trace_id if st is not None else None),

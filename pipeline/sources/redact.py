@@ -1,13 +1,12 @@
 """Secret redaction shared by every source (pure, deterministic).
 
 A secret is never written anywhere causelog stores it; it is replaced by
-``redacted:sha256:<first 16 hex digits of sha256(value)>`` so that a *change* of the secret is
-still visible (the marker changes) while the value is not. Strings are hashed as their UTF-8
-bytes (``printf %s "$value" | sha256sum`` gives the same digits); other values as their canonical
-JSON (sorted keys, no whitespace).
-
-Caveat: the hash is unsalted, so a weak, guessable secret (``hunter2``) can be confirmed by
-hashing guesses. Sixteen hex digits are enough to notice a change and no more.
+``redacted:hmac-sha256:v1:<32 hex>``, the first 128 bits of HMAC-SHA256 of the value under the
+deployment's key (:mod:`pipeline.sources.keyed`), so that a *change* of the secret is still
+visible (the marker changes) while the value is not, and a weak secret (``hunter2``) cannot be
+confirmed by hashing guesses without the key. Strings are hashed as their UTF-8 bytes; other
+values as their canonical JSON (sorted keys, no whitespace). Equal secrets give equal markers
+within one deployment (one key).
 
 Two kinds of evidence make a value secret:
 
@@ -61,7 +60,6 @@ shapes above still apply to them.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections import Counter
@@ -69,6 +67,8 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+
+from pipeline.sources import keyed
 
 __all__ = [
     "MARKER_PREFIX",
@@ -80,8 +80,8 @@ __all__ = [
     "redact_value",
 ]
 
-MARKER_PREFIX = "redacted:sha256:"
-_MARKER_RE = re.compile(r"redacted:sha256:[0-9a-f]{16}")
+MARKER_PREFIX = "redacted:" + keyed.PREFIX
+_MARKER_RE = re.compile(re.escape(MARKER_PREFIX) + f"[0-9a-f]{{{keyed.HEX_DIGITS}}}")
 
 # --------------------------------------------------------------------------------------------
 # keys
@@ -253,10 +253,11 @@ def is_marker(value: Any) -> bool:
 
 
 def redact_value(value: Any) -> Any:
-    """The marker ``redacted:sha256:<16 hex>`` for ``value`` (markers are returned unchanged)."""
+    """The marker ``redacted:hmac-sha256:v1:<32 hex>`` for ``value`` under the installed key
+    (:func:`pipeline.sources.keyed.current`); markers are returned unchanged."""
     if is_marker(value):
         return value
-    return MARKER_PREFIX + hashlib.sha256(_canonical_bytes(value)).hexdigest()[:16]
+    return "redacted:" + keyed.current().tag(_canonical_bytes(value))
 
 
 _MASKED = re.compile(

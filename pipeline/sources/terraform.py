@@ -23,7 +23,7 @@ name = ``<type>.<name>``), ``terraform.output`` (id ``output.<name>``) or ``terr
 
 Diff (:func:`~pipeline.sources.diff.structured_diff`): ``change.before`` -> ``change.after``
 with every non-null value marked in ``before_sensitive``/``after_sensitive`` replaced by
-``redacted:sha256:<16 hex>`` (a hash of its canonical JSON; strings of their UTF-8 bytes) and
+``redacted:hmac-sha256:v1:<32 hex>`` (a keyed hash of its canonical JSON; strings of their UTF-8 bytes) and
 every value marked in ``after_unknown`` shown as ``(known after apply)``; then
 :func:`~pipeline.sources.redact.redact` runs on top (``password`` attributes and credential-
 shaped strings are hashed even when the provider did not mark them). Outputs diff as
@@ -34,7 +34,7 @@ shaped strings are hashed even when the provider did not mark them). Outputs dif
 masked, redacted>}`` -- never the whole plan, whose ``variables``, ``prior_state`` and
 ``planned_values`` repeat sensitive values.
 
-Id: ``event_id("terraform", plan_name, <sha256 of the plan's canonical JSON>, <kind>, <address>
+Id: ``event_id("terraform", plan_name, <keyed hash of the plan's canonical JSON>, <kind>, <address>
 [, <deposed key>])``: replaying the same plan gives the same ids; another plan (or the same one
 under another name) gives new ones. Every event of one plan shares the link
 ``session:terraform:<event_id("terraform-plan", plan_name, digest)>``, so a plan's changes form

@@ -209,3 +209,34 @@ def test_pgaudit_transcript_415_lines_415_events() -> None:
     assert counts["db.write"] == 70 + 23 and counts["db.query"] == 62 + 19
     assert sum(v for k, v in counts.items() if k.startswith("access.db.")) == 50
     assert counts["access.db.alter_role"] == 28 and counts["access.db.grant"] == 9
+
+
+def test_cnpg_sessions_authenticated_by_peer_or_certificate_are_authenticated(tmp_path: Path) -> None:
+    """CloudNativePG logs (PostgreSQL 14+) say how each session was authenticated: ``peer`` for
+    the operator's local connections, ``cert`` for the instance manager's TLS ones. The fixture
+    lists its lines newest first; read in the order the server wrote them, every session whose
+    ``connection authenticated`` line was read is ``authenticated`` with that method."""
+    lines = (PGBADGER_DIR / "cnpg.log").read_text(encoding="utf-8").splitlines(keepends=True)
+    chronological = tmp_path / "cnpg.log"
+    chronological.write_text("".join(reversed(lines)), encoding="utf-8")
+    stats: Counter[str] = Counter()
+    records = list(postgres_log.fetch_records(chronological, stats=stats))
+    events = [e for r in records for e in postgres_log.to_events(r, scope="acme", server="pg1", stats=stats)]
+    assert stats["authentication"] == 386
+    started = [e for e in events if e.type == "db.session.started"]
+    assert len(started) == 386
+    methods = Counter((e.raw or {}).get("auth_method") for e in started)
+    assert methods == {"peer": 382, "cert": 4}
+    assert {(e.actor.assurance, e.actor.verified) for e in started} == {("authenticated", True)}
+    # every other event of those sessions too (statements, disconnections)
+    in_sessions = [e for e in events if any(k.startswith("session:") for k in e.links) and e.actor.principal]
+    assert {e.actor.assurance for e in in_sessions} == {"authenticated"}
+
+
+def test_logs_without_authentication_lines_only_claim_their_roles() -> None:
+    """Cloud SQL's export and the pgBadger stderr fixtures have no ``connection authenticated``
+    line (log_connections of PostgreSQL 13 or older, or trust): no role there is more than claimed."""
+    for name in ("cloudsql.log", "light.postgres.log", "anonymize.log"):
+        records = _parse(PGBADGER_DIR / name)
+        assurances = {e.actor.assurance for r in records for e in postgres_log.to_events(r, scope="a", server="pg1")}
+        assert assurances <= {"claimed", "none"} and "claimed" in assurances, name

@@ -96,4 +96,4 @@ def test_sensitive_values_are_hashed_never_shown() -> None:
         for event in sensitive:
             text = encode(event).decode()
             assert f'"{secret}"' not in text
-            assert "redacted:sha256:" in text
+            assert "redacted:hmac-sha256:v1:" in text

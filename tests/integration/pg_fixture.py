@@ -65,10 +65,12 @@ class PgCluster:
         self.pg_sh("stop")
         shutil.rmtree(self.home, ignore_errors=True)
 
-    def psql(self, sql: str, *, user: str = "postgres", app: str = "psql") -> str:
+    def psql(self, sql: str, *, user: str = "postgres", app: str = "psql", password: str | None = None) -> str:
         """Run ``sql`` (one or more statements, sent one by one as psql does) in one session."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env.update(PGAPPNAME=app, PGCONNECT_TIMEOUT="10")
+        if password is not None:
+            env["PGPASSWORD"] = password
         proc = subprocess.run(
             ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
              "-U", user, "-d", "postgres", "-f", "-"],
@@ -77,6 +79,17 @@ class PgCluster:
         if proc.returncode != 0:
             raise RuntimeError(f"psql as {user} failed ({proc.returncode}):\n{proc.stderr}")
         return proc.stdout
+
+    def require_password(self, role: str) -> None:
+        """Make the server check ``role``'s password (SCRAM) on its next logins; the role must
+        have one (``... PASSWORD '...'``, encrypted with PostgreSQL's default, SCRAM).
+
+        pg.sh's cluster trusts every loopback client; a ``scram-sha-256`` line for the role goes
+        before that rule (pg_hba.conf is read top down) and the server reloads the file."""
+        hba = self.home / "postgres" / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        self.psql("SELECT pg_reload_conf();\n")
+        time.sleep(0.3)  # the postmaster reloads on SIGHUP, asynchronously
 
     def current_logs(self) -> tuple[Path, Path]:
         """The csvlog and jsonlog files the server is writing now."""

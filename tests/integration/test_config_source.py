@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kafka_stack import Stack, header
+from keyed_helpers import marker as keyed_marker
 
 from pipeline.model import Event, decode
 
@@ -62,7 +63,8 @@ def test_config_changes_with_secret_redacted_and_bad_file_to_dlq(stack: Stack, t
     assert all(e.actor.assurance == "claimed" and e.actor.principal.startswith("os:") for e in events)
     assert by_path["app.yaml"].diff["changed"] == ["db.host", "db.password", "db.port", "replicas"]  # type: ignore[index]
     marker = by_path["app.yaml"].diff["after"]["db.password"]  # type: ignore[index]
-    assert marker.startswith("redacted:sha256:")
+    # hashed by the CLI with the deployment key CAUSELOG_HASH_KEY_FILE names (tests/conftest.py)
+    assert marker == keyed_marker(SECRET)
     assert by_path[".env"].diff["after"]["DB_PASSWORD"] == marker  # type: ignore[index]
     assert by_path["svc/feature.json"].target.id == "conf/svc/feature.json"
     assert SECRET.encode() not in wire  # not in the diff, not in raw
@@ -82,7 +84,7 @@ def test_config_changes_with_secret_redacted_and_bad_file_to_dlq(stack: Stack, t
     upd = {e.subject: e for e in new}
     assert upd["app.yaml"].diff["changed"] == ["db.password", "replicas"]  # type: ignore[index]
     assert upd["app.yaml"].diff["before"]["db.password"] == marker  # type: ignore[index]
-    assert upd["app.yaml"].diff["after"]["db.password"].startswith("redacted:sha256:")  # type: ignore[index]
+    assert upd["app.yaml"].diff["after"]["db.password"] == keyed_marker(NEW_SECRET)  # type: ignore[index]
     assert upd["app.yaml"].diff["after"]["db.password"] != marker  # type: ignore[index]
     assert upd["my.ini"].diff == {"changed": ["server.port"], "before": {"server.port": "8080"},
                                   "after": {"server.port": "9090"}}  # fmt: skip

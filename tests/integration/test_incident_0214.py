@@ -120,6 +120,7 @@ ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/db-reporting"
 SECRET_ARN = f"arn:aws:secretsmanager:eu-west-1:{ACCOUNT}:secret:prod/db/reporting-7Fq2Lm"
 ROLE_KEY = "ASIARZ4SCENARIO0214A"
 PG_SERVER = "db"
+ALICE_PG_PASSWORD = "Alice-Pg-Pw-0214"  # checked by the server (SCRAM): her session is authenticated
 HEAVY_QUERY = ("SELECT customer_id, count(*) AS n, sum(amount) AS total FROM orders "
                "CROSS JOIN generate_series(1, 25) AS copies GROUP BY customer_id ORDER BY total DESC LIMIT 10;")
 PEOPLE = {
@@ -449,13 +450,14 @@ def _pg_session(tmp: Path) -> tuple[Path, datetime]:
     try:
         cluster.start()
         cluster.psql(
-            "CREATE ROLE alice LOGIN;\n"
+            f"CREATE ROLE alice LOGIN PASSWORD '{ALICE_PG_PASSWORD}';\n"
             "CREATE TABLE orders AS SELECT g AS id, g % 5000 AS customer_id, (g % 97)::numeric AS amount "
             "FROM generate_series(1, 200000) AS g;\n"
             "GRANT SELECT ON orders TO alice;\n")
+        cluster.require_password("alice")  # her role is authenticated, not merely claimed
         # The setup stays in the first file: the database existed before the night.
         night = _switch_log(cluster)
-        out = cluster.psql(HEAVY_QUERY + "\n", user="alice", app="psql-reporting")
+        out = cluster.psql(HEAVY_QUERY + "\n", user="alice", app="psql-reporting", password=ALICE_PG_PASSWORD)
         assert len(out.strip().splitlines()) == 10
         ended = datetime.now(UTC)
         deadline = time.monotonic() + 15
@@ -690,7 +692,7 @@ def test_why_db_at_0214_returns_config_change_deploy_and_session(scenario: Scena
     assert statement["normalized"].rstrip(";") == normalize(HEAVY_QUERY).rstrip(";")
     assert statement["normalized"].startswith("SELECT customer_id, count(*)")
     assert "generate_series(?, ?)" in statement["normalized"] and "25" not in statement["normalized"]
-    assert len(statement["sha256"]) == 64
+    assert re.fullmatch(r"hmac-sha256:v1:[0-9a-f]{32}", statement["hash"]), statement
     assert any(c["event"]["type"] == "db.session.started" and c["event"]["actor_id"] == q["actor_id"]
                for c in why["causes"])
 

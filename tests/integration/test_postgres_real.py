@@ -13,6 +13,7 @@ is in Kafka exactly once.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,9 +70,9 @@ def pg_logs() -> Iterator[Logs]:
         _scenario(cluster)
         csv_path, json_path = cluster.current_logs()
         # The collector writes asynchronously: wait for the last disconnection of the scenario
-        # (4 sessions: setup, alice, bob, current_logs) before switching files.
+        # (5 sessions: setup, alice, the pg_hba.conf reload, bob, current_logs) before switching files.
         for path in (csv_path, json_path):
-            cluster.wait_for(path, "disconnection: session time", 4)
+            cluster.wait_for(path, "disconnection: session time", 5)
         logs.scenario = dict(zip(("csvlog", "jsonlog"), cluster.rotate(), strict=True))
         _big_workload(cluster)
         csv_path, _ = cluster.current_logs()
@@ -92,8 +93,9 @@ def _scenario(pg: PgCluster) -> None:
         f"ALTER ROLE bob PASSWORD '{PASSWORD}';\n",
         user="alice",
     )
+    pg.require_password("bob")  # alice set it; from now on the server checks it (SCRAM)
     out = pg.psql(f"SELECT card FROM payments WHERE id = 1 /*traceparent='{TRACEPARENT}'*/;\n",
-                  user="bob", app="billing")
+                  user="bob", app="billing", password=PASSWORD)
     assert out.strip() == CARD
 
 
@@ -157,8 +159,13 @@ def test_real_log_sessions_statements_and_links(pg_logs: Logs, stack: Stack, fmt
         members = by_session[link]
         assert {e["type"] for e in members} >= {"db.session.started", "db.session.ended"}
         assert all(e["actor"]["id"] == f"postgres:{SERVER}:{user}" for e in members)
-        assert all(e["actor"]["assurance"] == "authenticated" for e in members)
         sessions[user] = members
+    # alice came in under `trust`: the server checked nothing, the log shows no authentication
+    assert {(e["actor"]["assurance"], e["actor"]["verified"]) for e in sessions["alice"]} == {("claimed", False)}
+    assert not any("auth_method" in e["raw"] for e in sessions["alice"])
+    # bob's password was checked (SCRAM): every event of his session is authenticated
+    assert {(e["actor"]["assurance"], e["actor"]["verified"]) for e in sessions["bob"]} == {("authenticated", True)}
+    assert {(e["raw"]["auth_method"], e["raw"]["auth_identity"]) for e in sessions["bob"]} == {("scram-sha-256", "bob")}
     assert sessions["alice"][0]["raw"]["client"].startswith("127.0.0.1")
 
     alice = sessions["alice"]
@@ -178,10 +185,10 @@ def test_real_log_sessions_statements_and_links(pg_logs: Logs, stack: Stack, fmt
     assert len(alters) == 2 and {e["target"]["id"] for e in alters} == {f"{SERVER}/bob"}
     audit = [e for e in alice if "audit" in e["raw"]]
     assert {e["raw"]["audit"]["class"] for e in audit} == {"DDL", "WRITE", "ROLE"}
-    # The statement is kept normalised with the sha256 of its full text.
+    # The statement is kept normalised with the keyed hash of its full text.
     for e in ddl + writes + grants + alters:
         statement = e["raw"]["statement"]
-        assert len(statement["sha256"]) == 64 and int(statement["sha256"], 16) >= 0
+        assert re.fullmatch(r"hmac-sha256:v1:[0-9a-f]{32}", statement["hash"]), statement
     insert = next(e for e in writes if "audit" not in e["raw"])
     assert insert["raw"]["statement"]["normalized"] == "INSERT INTO payments VALUES (?, ?, ?)"
     assert insert["raw"]["message"] == "statement: INSERT INTO payments VALUES (?, ?, ?)"

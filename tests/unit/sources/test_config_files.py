@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from keyed_helpers import tag
 
 from pipeline.errors import DecodeError
 from pipeline.model import decode, encode
@@ -209,8 +211,8 @@ def _change(**kw: Any) -> cf.ConfigChange:
         "seq": 7,
         "host": "box",
         "time": T0,
-        "sha256": "b" * 64,
-        "previous_sha256": "a" * 64,
+        "digest": "hmac-sha256:v1:" + "b" * 32,
+        "previous_digest": "hmac-sha256:v1:" + "a" * 32,
         "size": 42,
         "before": {"db": {"host": "a", "password": "old-" + SECRET}},
         "after": {"db": {"host": "b", "password": SECRET}},
@@ -237,13 +239,13 @@ def test_to_events_update_redacts_secret_in_diff_and_raw() -> None:
 
 
 def test_to_events_create_delete_and_ids() -> None:
-    [created] = cf.to_events(_change(action="create", before=None, previous_sha256=None), scope="acme")
+    [created] = cf.to_events(_change(action="create", before=None, previous_digest=None), scope="acme")
     assert created.diff == {
         "changed": ["db.host", "db.password"],
         "before": {},
         "after": {"db.host": "b", "db.password": MARK},
     }
-    [deleted] = cf.to_events(_change(action="delete", after=None, sha256=None, size=None, seq=8), scope="acme")
+    [deleted] = cf.to_events(_change(action="delete", after=None, digest=None, size=None, seq=8), scope="acme")
     assert deleted.diff is not None and deleted.diff["changed"] == ["db.host", "db.password"]
     assert deleted.diff["after"] == {} and "document" not in deleted.raw  # type: ignore[operator]
     # Deterministic ids; a different seq (a revert to earlier content) gives a new id.
@@ -395,3 +397,31 @@ def test_git_attribution_clean_dirty_untracked(tmp_path: Path) -> None:
     (plain / "x.ini").write_text("[s]\nk = v\n")
     [rec] = cf.fetch_changes(plain, None, host="box")
     assert rec.payload.attribution["via"] == "os" and rec.payload.attribution["reason"] == "not in a git repository"
+
+
+def test_file_digests_are_keyed_so_a_one_line_secret_file_cannot_be_guessed(tmp_path: Path) -> None:
+    body = b"DB_PASSWORD=hunter2\n"
+    (tmp_path / ".env").write_bytes(body)
+    events, state = _run(tmp_path, None)
+    (created,) = events
+    assert created.raw["digest"] == tag(body) == state["files"][".env"]["digest"]
+    # the attack a plain digest allowed: the redacted document shows the shape, guess the value
+    blob = encode(created).decode() + orjson.dumps(state).decode()
+    for guess in ("password", "hunter2", "letmein"):
+        assert hashlib.sha256(f"DB_PASSWORD={guess}\n".encode()).hexdigest() not in blob
+
+
+def test_a_cursor_of_the_former_plain_digests_is_rekeyed_without_events(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("x: 1\n")
+    (tmp_path / "b.yaml").write_text("y: 1\n")
+    _, state = _run(tmp_path, None)
+    for rel, entry in state["files"].items():  # what the previous version stored
+        del entry["digest"]
+        entry["sha256"] = hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+    (tmp_path / "b.yaml").write_text("y: 2\n")
+    events, state = _run(tmp_path, state)
+    assert [(e.subject, e.action, e.diff["changed"]) for e in events] == [("b.yaml", "update", ["y"])]
+    assert {rel: set(e) for rel, e in state["files"].items()} == {
+        "a.yaml": {"digest", "fmt", "doc", "n"}, "b.yaml": {"digest", "fmt", "doc", "n"}
+    }
+    assert _run(tmp_path, state)[0] == []

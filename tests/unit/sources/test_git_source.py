@@ -127,7 +127,7 @@ def test_bot_authors_are_services(name: str, email: str) -> None:
 
 def test_secrets_in_messages_are_redacted() -> None:
     [e] = git.to_events(_commit(message="oops\n\npassword=hunter2hunter2\n"), scope="acme", repo=REPO)
-    assert "hunter2" not in encode(e).decode() and "redacted:sha256:" in e.raw["message"]
+    assert "hunter2" not in encode(e).decode() and "redacted:hmac-sha256:v1:" in e.raw["message"]
 
 
 def _tag(**kw: Any) -> dict[str, Any]:

@@ -61,7 +61,7 @@ def test_configmap_create_is_config_changed_with_redacted_values() -> None:
     assert event.diff["after"]["data.DB_MAX_CONNECTIONS"] == "50"
     text = encode(event).decode()
     assert "hunter2" not in text and "abc123" not in text
-    assert event.raw["requestObject"]["data"]["DB_PASSWORD"].startswith("redacted:sha256:")
+    assert event.raw["requestObject"]["data"]["DB_PASSWORD"].startswith("redacted:hmac-sha256:v1:")
     assert event.raw["requestObject"]["data"]["app.properties"].endswith("\nx=1")
 
 
@@ -87,7 +87,7 @@ def test_secrets_keep_metadata_only() -> None:
         assert "data" not in body and "stringData" not in body
         assert body["type"] == "Opaque" and body["metadata"]["name"] == "db"
         annotation = body["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
-        assert annotation.startswith("redacted:sha256:")
+        assert annotation.startswith("redacted:hmac-sha256:v1:")
     text = encode(event).decode()
     assert "aHVudGVyMg" not in text and "plain-token" not in text
     assert record["requestObject"]["data"] == {"password": "aHVudGVyMg=="}  # the input is not modified

@@ -146,7 +146,8 @@ def test_a_workers_other_records_carry_the_leaders_session_actor_and_database(
         (24708, "FATAL", "failure"),
     ]
     for r, e in worker:
-        assert e.actor.id == "postgres:db:alice" and e.actor.assurance == "authenticated"
+        # the sample's cluster trusts its clients (no `connection authenticated` line): claimed
+        assert e.actor.id == "postgres:db:alice" and e.actor.assurance == "claimed"
         assert _sessions(e) == [f"session:postgres:db:{ALICE_ERR}"]
         assert e.target.id == "db/postgres"  # the leader's database (the worker's line has none)
         raw = e.raw or {}
@@ -261,3 +262,23 @@ def test_leader_state_is_bounded_and_survives_a_bad_cursor() -> None:
     snap = leaders.snapshot()
     assert len(snap) == 64 and "1199" in snap and "2" not in snap
     assert leaders.snapshot() is snap  # unchanged state: the same object (cheap cursors)
+
+
+def test_a_workers_records_take_their_leaders_authentication(tmp_path: Path) -> None:
+    # the same log had the leader's password been checked: PostgreSQL 15 writes this line between
+    # `connection received` and `connection authorized` (see test_postgres_log_auth.py)
+    lines = CSVLOG.splitlines(keepends=True)
+    authenticated = (
+        '2026-11-28 00:00:40.090 UTC,"alice","postgres",24706,"127.0.0.1:53880",6b0a19a8.6082,2,"authentication",'
+        '2026-11-28 00:00:40 UTC,3/13,0,LOG,00000,"connection authenticated: identity=""alice"" '
+        'method=scram-sha-256 (/etc/postgresql/15/main/pg_hba.conf:1)",,,,,,,,,"","client backend",,0\n'
+    )
+    f = _file(tmp_path, "csvlog", "".join([*lines[:6], authenticated, *lines[6:]]))
+    records, _ = _drain(f)
+    pairs = _map(records)
+    worker = [e for r, e in pairs if r.backend_type == "parallel worker"]
+    assert len(worker) == 2
+    assert {(e.actor.assurance, (e.raw or {}).get("auth_method")) for e in worker} == {("authenticated", "scram-sha-256")}
+    # the other session of alice (pid 24703) stays claimed: nothing vouches for it
+    first = [e for r, e in pairs if r.session_id == ALICE_HEAVY]
+    assert first and {e.actor.assurance for e in first} == {"claimed"}

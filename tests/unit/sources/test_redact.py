@@ -6,6 +6,7 @@ import copy
 import hashlib
 
 import pytest
+from keyed_helpers import marker
 
 from pipeline.sources.redact import (
     MARKER_PREFIX,
@@ -16,11 +17,6 @@ from pipeline.sources.redact import (
     redact_text,
     redact_value,
 )
-
-
-def marker(value: str) -> str:
-    return MARKER_PREFIX + hashlib.sha256(value.encode()).hexdigest()[:16]
-
 
 # --- keys ------------------------------------------------------------------------------------
 
@@ -99,7 +95,7 @@ def test_credential_shapes_are_found_inside_prose(value: str) -> None:
         assert out == text
         return
     assert value not in out
-    assert out.startswith("rotated the old one (redacted:sha256:") and out.endswith(") after the incident")
+    assert out.startswith("rotated the old one (redacted:hmac-sha256:v1:") and out.endswith(") after the incident")
 
 
 NON_SECRETS = [
@@ -137,12 +133,14 @@ def test_non_secrets_are_kept(value: str) -> None:
     assert redact(value) == value
 
 
-def test_marker_is_sha256_prefix_of_the_value() -> None:
+def test_marker_is_the_keyed_hash_of_the_value_with_its_format_version() -> None:
     assert redact_value("hunter2") == marker("hunter2")
-    assert redact_value("hunter2") == "redacted:sha256:f52fbd32b2b3b86f"
-    assert redact_value(1234) == MARKER_PREFIX + hashlib.sha256(b"1234").hexdigest()[:16]
+    assert MARKER_PREFIX == "redacted:hmac-sha256:v1:" and len(marker("hunter2")) == len(MARKER_PREFIX) + 32
+    assert redact_value(1234) == marker(b"1234")
     assert redact_value({"b": 1, "a": 2}) == redact_value({"a": 2, "b": 1})  # canonical JSON
-    assert is_marker(redact_value("x")) and not is_marker("redacted:sha256:xyz")
+    assert is_marker(redact_value("x")) and not is_marker("redacted:hmac-sha256:v1:xyz")
+    # the plain, unkeyed marker of the former format is not a marker: it would be kept verbatim
+    assert not is_marker("redacted:sha256:" + hashlib.sha256(b"x").hexdigest()[:16])
 
 
 def test_inline_matches_keep_the_rest_of_the_text() -> None:
@@ -187,7 +185,7 @@ def test_structures_are_redacted_by_key_and_by_shape() -> None:
         {"name": "DB_PASSWORD", "value": marker("pw1")},
         {"name": "LOG_LEVEL", "value": "debug"},
     ]
-    assert out["notes"][0].startswith("deploy with redacted:sha256:") and out["notes"][1] == "plain"
+    assert out["notes"][0].startswith("deploy with redacted:hmac-sha256:v1:") and out["notes"][1] == "plain"
     assert out["volumes"] == original["volumes"]  # a reference to a secret is not a secret
     # in secret context only reference-like keys (user, name, kind, expiration...) stay readable
     assert out["credentials"]["user"] == "bob" and out["credentials"]["pass"] == marker("p4ss")

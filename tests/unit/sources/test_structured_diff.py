@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
+from keyed_helpers import marker
 
 from pipeline.sources.diff import format_path, leaf_paths, structured_diff
-
-
-def marker(value: str) -> str:
-    return "redacted:sha256:" + hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def test_changed_added_and_removed_leaves() -> None:

@@ -3,12 +3,12 @@ sensitive and unknown values, skipped no-ops, ids, links and malformed input."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from keyed_helpers import marker as keyed_marker
 
 from pipeline.errors import DecodeError
 from pipeline.model import decode, encode
@@ -24,7 +24,7 @@ def marker(value: Any) -> str:
         if isinstance(value, str)
         else json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
     )
-    return "redacted:sha256:" + hashlib.sha256(data).hexdigest()[:16]
+    return keyed_marker(data)
 
 
 def rc(
