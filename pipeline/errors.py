@@ -68,6 +68,10 @@ class SourceError(CauselogError):
     """A source connector cannot read its input (missing file, bad credentials, bad cursor)."""
 
 
+class IntegrityError(CauselogError):
+    """A proof, signature, checkpoint or key does not verify, or is malformed."""
+
+
 def _shorten(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -19,6 +19,11 @@
 | ``CAUSELOG_IDENTITIES`` | ``$CAUSELOG_HOME/identities.yaml`` | people and the principals they use across systems (see pipeline/identity) |
 | ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker commits its correlation changelog (``<prefix>.correlation.<group>``) and its offsets, in one Kafka transaction; a restart re-reads at most this much |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
+| ``CAUSELOG_INTEGRITY`` | ``on`` | ``off`` stores events without log index and leaf hash (benchmarks only) |
+| ``CAUSELOG_SIGN_SECONDS`` | ``10`` | most often a grown log gets a signed checkpoint |
+| ``CAUSELOG_SIGNING_KEY_FILE`` | ``$CAUSELOG_HOME/signing.key`` | the checkpoint signing key (created on first start) |
+| ``CAUSELOG_CHECKPOINT_DIR`` | unset | also write one file per signed checkpoint here |
+| ``CAUSELOG_DEPLOYMENT`` | Kafka cluster id ``/`` prefix ``/`` group | deployment id in the checkpoints' origin |
 """
 
 from __future__ import annotations
@@ -89,6 +94,21 @@ class Settings:
     checkpoint_seconds: float = 5.0
     topology_file: Path | None = None
     identities_file: Path | None = None
+    integrity: bool = True
+    sign_seconds: float = 10.0
+    signing_key_file: Path | None = None
+    checkpoint_dir: Path | None = None
+    deployment: str | None = None
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The Ed25519 key that signs checkpoints (Go note private-key format)."""
+        return self.signing_key_file or self.home / "signing.key"
+
+    @property
+    def topic_checkpoints(self) -> str:
+        """Compacted topic of signed checkpoints (key: ``<origin>/<size>``)."""
+        return f"{self.topic_prefix}.checkpoints"
 
     @property
     def topology_path(self) -> Path:
@@ -195,7 +215,24 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         identities_file=(
             Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
         ),
+        integrity=_choice(env, "CAUSELOG_INTEGRITY", ("on", "off")) == "on",
+        sign_seconds=_float(env, "CAUSELOG_SIGN_SECONDS", 10.0),
+        signing_key_file=_path(env, "CAUSELOG_SIGNING_KEY_FILE"),
+        checkpoint_dir=_path(env, "CAUSELOG_CHECKPOINT_DIR"),
+        deployment=_deployment(env),
     )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    return Path(env[name]).expanduser().resolve() if env.get(name) else None
+
+
+def _deployment(env: dict[str, str]) -> str | None:
+    raw = env.get("CAUSELOG_DEPLOYMENT") or None
+    # It becomes part of the checkpoints' origin and of the signing key's name.
+    if raw is not None and not re.fullmatch(r"[A-Za-z0-9._/-]+", raw):
+        raise ConfigError(f"CAUSELOG_DEPLOYMENT={raw!r} may hold only letters, digits, '.', '_', '-' and '/'")
+    return raw
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:

@@ -67,6 +67,16 @@ class Store:
             result = self.client.query(sql, parameters=parameters, settings=settings)
             return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
 
+    def columns(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, formats: dict[str, str] | None = None
+    ) -> list[list[Any]]:
+        """Run a query and return its columns (``formats``: clickhouse-connect column formats,
+        e.g. ``{"envelope": "bytes"}`` to read a String as the bytes stored)."""
+        with self._guard(_first_line(sql)):
+            result = self.client.query(sql, parameters=parameters, column_formats=formats or {})
+            cols = result.result_columns
+            return [list(c) for c in cols] if cols else [[] for _ in result.column_names]
+
     def readonly(self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int = 10000) -> QueryResult:
         """Run a user query read-only (``readonly=2``: settings may change, data and schema may not).
 

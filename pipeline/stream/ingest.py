@@ -131,8 +131,11 @@ class BatchHandler:
         max_backoff: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         correlation: Correlation | None = None,
+        integrity: bool = True,
     ) -> None:
         self.correlation = correlation
+        # Logs live with the correlation state (same changelog, same transaction).
+        self.integrity = integrity and correlation is not None
         self.writer = writer
         self.send_dlq = send_dlq
         self.max_bytes = max_bytes
@@ -182,8 +185,12 @@ class BatchHandler:
             try:
                 if joins:
                     write_joins(self.writer.store, joins)
-                return self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
-                                         aliases=c.aliases)
+                logs = self.correlation.log_snapshot() if self.integrity and self.correlation else None
+                result = self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
+                                           aliases=c.aliases, logs=logs)
+                if logs is not None and self.correlation is not None:
+                    self.correlation.install_logs(result.logs)
+                return result
             except StoreError as exc:
                 first = good[0].position if good else "-"
                 log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)
