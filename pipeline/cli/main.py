@@ -520,6 +520,12 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
+from pipeline.cli.integrity import evidence, keys, verify, verify_pack  # noqa: E402
+
+cli.add_command(keys)
+cli.add_command(verify)
+cli.add_command(evidence)
+cli.add_command(verify_pack)
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from pipeline.errors import IntegrityError
-from pipeline.integrity.note import Signer, parse_skey
+from pipeline.integrity.note import Signer, Verifier, parse_skey, parse_vkey
 
 
 def read_key(path: Path) -> Signer:
@@ -39,3 +39,14 @@ def load_or_create(path: Path, name: str) -> tuple[Signer, bool]:
     with os.fdopen(fd, "w") as f:
         f.write(signer.skey + "\n")
     return signer, True
+
+
+def trusted(key_path: Path, vkeys: list[str]) -> list[Verifier]:
+    """The verifiers ``verify`` trusts: the signing key's (when ``key_path`` exists) and ``vkeys``
+    (verifier key strings)."""
+    out = [parse_vkey(v) for v in vkeys]
+    if key_path.exists():
+        out.insert(0, read_key(key_path).verifier)
+    if not out:
+        raise IntegrityError(f"no key to verify with: no signing key at {key_path} and no --vkey given")
+    return out

@@ -24,6 +24,7 @@ from pipeline.store import Store, queries
 from pipeline.store.identities import identity_map
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
+from pipeline.stream.integrity_api import register_integrity
 from pipeline.stream.jsonio import dumps
 
 
@@ -172,4 +173,4 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
             return await events(self, queries.who, actor, identities=identities, **window)
-
+    register_integrity(app, ctx)

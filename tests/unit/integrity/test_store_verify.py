@@ -164,7 +164,7 @@ def test_inserted_row_without_index_is_named(store: Store) -> None:
 
 def test_reordered_rows_are_named(store: Store) -> None:
     tampered(store)
-    mutate(store, f"ALTER TABLE {{db}}.events UPDATE log_index = multiIf(log_index = 2, 7, log_index = 7, 2, log_index) "
+    mutate(store, "ALTER TABLE {db}.events UPDATE log_index = multiIf(log_index = 2, 7, log_index = 7, 2, log_index) "
                   "WHERE log_index IN (2, 7)")
     assert check(store)[:3] == ("reordered", 2, eid(7))
 

@@ -1,0 +1,84 @@
+"""The worker's integrity routes (the embedded store is only reachable through the worker).
+
+Role needed (DESIGN.md §10): ``auditor`` for both routes (they read whole stored envelopes and
+every log); the bearer-token check is added where the API's roles are enforced.
+
+- ``POST /v1/integrity/verify`` ``{"log": N?, "since": ISO?, "vkeys": [...]}`` -> the
+  :class:`~pipeline.store.integrity.Verification` JSON;
+- ``POST /v1/integrity/evidence`` ``{"ids": [...], "query": "...", "vkeys": [...]}`` ->
+  ``{"files": {name: base64}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import faust
+from faust.web import Request, Response, View
+
+from pipeline.errors import CauselogError, IntegrityError
+from pipeline.integrity.keyfile import trusted
+from pipeline.store import integrity
+from pipeline.stream.jsonio import dumps
+
+if TYPE_CHECKING:
+    from pipeline.stream.api import ApiContext
+
+
+def register_integrity(app: faust.App, ctx: ApiContext) -> None:
+    """Add ``/v1/integrity/verify`` and ``/v1/integrity/evidence`` to ``app``."""
+    settings, store = ctx.settings, ctx.store
+
+    async def run(fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(ctx.reads, fn)
+
+    def answer(view: View, obj: Any, status: int = 200) -> Response:
+        return view.bytes(dumps(obj), content_type="application/json", status=status)
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        vkeys = body.get("vkeys") or []
+        if not isinstance(vkeys, list) or not all(isinstance(v, str) for v in vkeys):
+            raise ValueError("'vkeys' must be a list of verifier keys")
+        return body
+
+    @app.page("/v1/integrity/verify")
+    class Verify(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await body_of(request)
+                log = None if body.get("log") is None else int(body["log"])
+                since = datetime.fromisoformat(body["since"]) if body.get("since") else None
+                keys = trusted(settings.signing_key_path, body.get("vkeys") or [])
+            except (ValueError, TypeError, IntegrityError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                result = await run(lambda: integrity.verify(store, settings.topic_changes, keys, log=log, since=since))
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, result.to_json())
+
+    @app.page("/v1/integrity/evidence")
+    class Evidence(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await body_of(request)
+                ids = body["ids"]
+                if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                    raise ValueError("'ids' must be a non-empty list of event ids")
+                keys = trusted(settings.signing_key_path, body.get("vkeys") or [])
+            except (ValueError, TypeError, KeyError, IntegrityError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                files = await run(lambda: integrity.evidence(store, settings.topic_changes, ids, keys,
+                                                             str(body.get("query") or "")))
+            except IntegrityError as exc:
+                return answer(self, {"error": str(exc)}, 400)
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"files": {k: base64.b64encode(v).decode() for k, v in files.items()}})
