@@ -191,6 +191,17 @@ def test_signed_checkpoints_verify_evidence_and_tampering_after_down(stack: Stac
     stored = stack.sql(f"SELECT envelope FROM DB.events WHERE id = '{ids[1]}'")[0][0]
     assert line == stored.encode()
 
+    # `chain --evidence` and `why --evidence` pack the events they show.
+    chain_pack = tmp_path / "chain-pack"
+    chain = orjson.loads(stack.cli("chain", ids[1], "--json", "--evidence", str(chain_pack), check=True).stdout)
+    checked = stack.cli("verify-pack", str(chain_pack), check=True).stdout
+    assert checked.startswith(f"ok: {len(chain['events'])} event(s) proven")
+    assert "causelog chain" in (chain_pack / "query.txt").read_text()
+    why_pack = tmp_path / "why-pack"
+    target = work[700]["target"]["id"]
+    stack.cli("why", target, "--at", "2026-11-28 00:00", "--window", "2d", "--evidence", str(why_pack), check=True)
+    assert independent_check(why_pack) >= 1
+
     # Stop (final checkpoints signed), then change rows directly in the store.
     stack.stop_workers()
     report = tamper_and_verify(stack, f"ALTER TABLE DB.events UPDATE envelope = replace(envelope, 'success', 'failure') "
