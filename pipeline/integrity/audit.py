@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 from pipeline.errors import IntegrityError
 from pipeline.integrity.checkpoint import Checkpoint, open_checkpoint
@@ -28,12 +29,11 @@ from pipeline.integrity.note import Verifier
 KINDS = ("modified", "deleted", "inserted", "reordered", "bad_signature", "inconsistent")
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(NamedTuple):
     """One stored row of a log: its index, event id, Kafka offset, the leaf hash recomputed
-    from its envelope and the leaf hash stored with it."""
+    from its envelope and the leaf hash stored with it (a tuple: a log may hold millions)."""
 
-    index: int
+    leaf_index: int
     event_id: str
     offset: int
     leaf: bytes
@@ -112,7 +112,7 @@ def audit_log(
                                            f"offset {first_offset}"))
         else:
             report.unlogged += 1
-    _check_checkpoints(report, Tree(leaves), checkpoints, verifiers, max((r.index for r in rows), default=-1) + 1)
+    _check_checkpoints(report, Tree(leaves), checkpoints, verifiers, max((r.leaf_index for r in rows), default=-1) + 1)
     return report
 
 
@@ -125,30 +125,30 @@ def _check_rows(report: LogReport, rows: Sequence[Row]) -> list[bytes]:
     prev: Row | None = None
     before: Row | None = None
     for r in rows:
-        if r.index < expected:
+        if r.leaf_index < expected:
             assert prev is not None
-            report.findings.append(Finding(log, "inserted", r.index, r.event_id,
-                                           f"two rows claim index {r.index}: {prev.event_id} and {r.event_id}"))
+            report.findings.append(Finding(log, "inserted", r.leaf_index, r.event_id,
+                                           f"two rows claim index {r.leaf_index}: {prev.event_id} and {r.event_id}"))
             continue
-        if r.index > expected:
-            follows = f"next row present: index {r.index} (event {r.event_id})"
-            missing = f"index {expected}" if r.index == expected + 1 else f"indexes {expected}..{r.index - 1}"
+        if r.leaf_index > expected:
+            follows = f"next row present: index {r.leaf_index} (event {r.event_id})"
+            missing = f"index {expected}" if r.leaf_index == expected + 1 else f"indexes {expected}..{r.leaf_index - 1}"
             report.findings.append(Finding(log, "deleted", expected, None, f"no row with {missing}; {follows}"))
             contiguous = False
         if r.leaf != r.stored_leaf:
-            report.findings.append(Finding(log, "modified", r.index, r.event_id,
+            report.findings.append(Finding(log, "modified", r.leaf_index, r.event_id,
                                            "the envelope does not hash to the row's leaf_hash"))
         if prev is not None and r.offset <= prev.offset:
             # Either the previous row is too late or this one too early: the one out of line
             # with its other neighbour is the moved one.
             moved = prev if before is None or r.offset > before.offset else r
-            report.findings.append(Finding(log, "reordered", moved.index, moved.event_id,
-                                           f"index {prev.index} holds offset {prev.offset} but index {r.index} "
+            report.findings.append(Finding(log, "reordered", moved.leaf_index, moved.event_id,
+                                           f"index {prev.leaf_index} holds offset {prev.offset} but index {r.leaf_index} "
                                            f"offset {r.offset}: indexes follow offsets"))
         if contiguous:
             leaves.append(r.leaf)
         before, prev = prev, r
-        expected = r.index + 1
+        expected = r.leaf_index + 1
     return leaves
 
 

@@ -29,6 +29,10 @@ def logs_of(store: Store, topic: str) -> list[int]:
     return sorted(int(r[0]) for r in rows.rows)
 
 
+CHUNK = 100_000
+"""Rows read per query: the envelopes of a chunk are hashed and dropped before the next."""
+
+
 def read_rows(store: Store, topic: str, log: int, since: datetime | None = None) -> tuple[list[Row], list[tuple[str, int]]]:
     """The rows of a log in index order (leaves recomputed from the envelopes; rows ingested
     before ``since`` keep their stored leaf), and ``(id, offset)`` of the partition's rows
@@ -39,16 +43,18 @@ def read_rows(store: Store, topic: str, log: int, since: datetime | None = None)
     if since is not None:
         recheck = "ingested_at >= {since:DateTime64(6, 'UTC')}"
         params["since"] = since
-    cols = store.columns(
-        f"SELECT log_index, id, kafka_offset, leaf_hash, {recheck} AS recheck, if(recheck, envelope, '') AS envelope "
-        f"FROM {db}.events WHERE kafka_topic = {{t:String}} AND kafka_partition = {{p:UInt32}} AND log_index >= 0 "
-        "ORDER BY log_index, kafka_offset", params, formats={"envelope": "bytes"})
-    idx, ids, offsets, stored, recheck_col, envelopes = cols
-    rows = [Row(int(i), e, int(o), leaf_hash(env) if rc else bytes(s), bytes(s))
-            for i, e, o, s, rc, env in zip(idx, ids, offsets, stored, recheck_col, envelopes, strict=True)]
-    unlogged = store.query(
-        f"SELECT id, kafka_offset FROM {db}.events WHERE kafka_topic = {{t:String}} AND kafka_partition = {{p:UInt32}} "
-        "AND log_index < 0 ORDER BY kafka_offset", params).rows
+    where = "kafka_topic = {t:String} AND kafka_partition = {p:UInt32}"
+    top = int(store.query(f"SELECT max(log_index) FROM {db}.events WHERE {where} AND log_index >= 0", params).rows[0][0])
+    rows: list[Row] = []
+    for lo in range(0, top + 1, CHUNK):
+        idx, ids, offsets, stored, recheck_col, envelopes = store.columns(
+            f"SELECT log_index, id, kafka_offset, leaf_hash, {recheck} AS recheck, if(recheck, envelope, '') AS envelope "
+            f"FROM {db}.events WHERE {where} AND log_index >= {{lo:Int64}} AND log_index < {{hi:Int64}} "
+            "ORDER BY log_index, kafka_offset", {**params, "lo": lo, "hi": lo + CHUNK}, formats={"envelope": "bytes"})
+        rows.extend(Row(i, e, o, leaf_hash(env) if rc else s, s)
+                    for i, e, o, s, rc, env in zip(idx, ids, offsets, stored, recheck_col, envelopes, strict=True))
+    unlogged = store.query(f"SELECT id, kafka_offset FROM {db}.events WHERE {where} AND log_index < 0 "
+                           "ORDER BY kafka_offset", params).rows
     return rows, [(r[0], int(r[1])) for r in unlogged]
 
 
