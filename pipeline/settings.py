@@ -24,6 +24,8 @@
 | ``CAUSELOG_SIGNING_KEY_FILE`` | ``$CAUSELOG_HOME/signing.key`` | the checkpoint signing key (created on first start) |
 | ``CAUSELOG_CHECKPOINT_DIR`` | unset | also write one file per signed checkpoint here |
 | ``CAUSELOG_DEPLOYMENT`` | Kafka cluster id ``/`` prefix ``/`` group | deployment id in the checkpoints' origin |
+| ``CAUSELOG_SOURCE_SIGNING_KEY`` | unset | key (Go note format) with which sources sign each envelope |
+| ``CAUSELOG_SOURCE_KEYS`` | unset | worker: ``<source prefix> <verifier key>`` lines; those sources must sign |
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class Settings:
     signing_key_file: Path | None = None
     checkpoint_dir: Path | None = None
     deployment: str | None = None
+    source_signing_key: Path | None = None
+    source_keys_file: Path | None = None
 
     @property
     def signing_key_path(self) -> Path:
@@ -220,6 +224,8 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         signing_key_file=_path(env, "CAUSELOG_SIGNING_KEY_FILE"),
         checkpoint_dir=_path(env, "CAUSELOG_CHECKPOINT_DIR"),
         deployment=_deployment(env),
+        source_signing_key=_path(env, "CAUSELOG_SOURCE_SIGNING_KEY"),
+        source_keys_file=_path(env, "CAUSELOG_SOURCE_KEYS"),
     )
 
 

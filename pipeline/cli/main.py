@@ -196,10 +196,12 @@ def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None)
     A bad line is reported with its line number and not sent; the exit code is 1 if any was bad.
     """
     from pipeline.bus import DeliveryTracker, make_producer
+    from pipeline.integrity.sourcesig import source_signer
     from pipeline.model import decode, encode, with_observed_time
 
     topic = topic or s.topic_changes
     tracker = DeliveryTracker(make_producer(s))
+    sign = source_signer(s.source_signing_key)
     now = datetime.now(UTC)
     bad = 0
     stdin = str(file) == "-"
@@ -217,7 +219,7 @@ def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None)
                 bad += 1
                 err.print(f"{file}:{number}: {exc.message}", highlight=False, markup=False)
                 continue
-            tracker.produce(topic, encode(event), key=event.scope.encode())
+            tracker.produce(topic, encode(sign(event) if sign else event), key=event.scope.encode())
             tracker.producer.poll(0)
         sent = tracker.flush()
     err.print(f"sent {sent:,} events to {topic}" + (f"; [red]{bad} bad line(s) not sent[/]" if bad else ""))

@@ -23,6 +23,7 @@ from faust.app.base import BootStrategy
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
 from pipeline.bus.checkpoint import Changelog
+from pipeline.integrity.sourcesig import load_source_keys
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store
 from pipeline.stream.api import ApiContext, register_routes
@@ -73,6 +74,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     handler = BatchHandler(
         EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters, correlation=correlation,
         integrity=settings.integrity,
+        source_keys=load_source_keys(settings.source_keys_file) if settings.source_keys_file else None,
     )
     signer = CheckpointSigner.for_worker(settings, store) if settings.integrity else None
     # One writer thread: batches land in the order they were taken, one at a time.

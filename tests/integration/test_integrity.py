@@ -305,3 +305,27 @@ def test_pack_verifies_with_go_sumdb_note_and_tlog(tmp_path: Path) -> None:
     (pack / "events.jsonl").write_bytes(lines)
     run = subprocess.run([go, "run", ".", str(pack)], cwd=src, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode != 0 and "event e5" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_signing_source_cannot_be_forged_by_a_kafka_writer(stack: Stack, tmp_path: Path) -> None:
+    from factories import event_dict
+    from kafka_stack import header
+
+    from pipeline.integrity.note import Signer
+
+    key = Signer.generate("test-connector")
+    (tmp_path / "source.key").write_text(key.skey + "\n")
+    (tmp_path / "source-keys").write_text(f"causelog://test {key.verifier.vkey}\n")
+    stack.env["CAUSELOG_SOURCE_KEYS"] = str(tmp_path / "source-keys")
+    stack.start_worker()
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(orjson.dumps(event_dict(i)) for i in range(5)))
+    signed_env = dict(stack.env, CAUSELOG_SOURCE_SIGNING_KEY=str(tmp_path / "source.key"))
+    subprocess.run([sys.executable, "-m", "pipeline.cli.main", "produce", str(events)], env=signed_env, check=True,
+                   capture_output=True, timeout=120)
+    stack.produce([orjson.dumps(event_dict(99))])  # written straight to Kafka, unsigned
+    stack.wait_records(6)
+    assert stack.sql("SELECT count() FROM DB.events")[0][0] == 5
+    dlq = stack.read_topic(stack.settings.topic_dlq, expected=1, timeout=20)
+    assert [header(m, "reason") for m in dlq] == ["bad_signature"]
+    assert orjson.loads(dlq[0].value())["id"] == event_dict(99)["id"]
