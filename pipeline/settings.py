@@ -26,6 +26,7 @@
 | ``CAUSELOG_DEPLOYMENT`` | Kafka cluster id ``/`` prefix ``/`` group | deployment id in the checkpoints' origin |
 | ``CAUSELOG_SOURCE_SIGNING_KEY`` | unset | key (Go note format) with which sources sign each envelope |
 | ``CAUSELOG_SOURCE_KEYS`` | unset | worker: ``<source prefix> <verifier key>`` lines; those sources must sign |
+| ``CAUSELOG_RETENTION`` | ``$CAUSELOG_HOME/retention.yaml`` | retention per event type used by ``causelog prune`` |
 """
 
 from __future__ import annotations
@@ -103,6 +104,12 @@ class Settings:
     deployment: str | None = None
     source_signing_key: Path | None = None
     source_keys_file: Path | None = None
+    retention_file: Path | None = None
+
+    @property
+    def retention_path(self) -> Path:
+        """The retention policy (``retention.yaml``) of ``causelog prune``."""
+        return self.retention_file or self.home / "retention.yaml"
 
     @property
     def signing_key_path(self) -> Path:
@@ -226,6 +233,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         deployment=_deployment(env),
         source_signing_key=_path(env, "CAUSELOG_SOURCE_SIGNING_KEY"),
         source_keys_file=_path(env, "CAUSELOG_SOURCE_KEYS"),
+        retention_file=_path(env, "CAUSELOG_RETENTION"),
     )
 
 

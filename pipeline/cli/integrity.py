@@ -169,3 +169,89 @@ def verify_pack(directory: Path, vkey_files: tuple[Path, ...]) -> None:
     if not result.proven:
         raise IntegrityError(f"{directory} holds no event")
     click.echo(f"ok: {len(result.proven)} event(s) proven in {sizes}, signed by {result.key}")
+
+
+def _admin_call(s: Settings, path: str, body: dict[str, Any], local: Any) -> Any:
+    """Through the worker when it holds the embedded store, else on the store directly."""
+    if _through_worker(s):
+        return api.call(s, path, body, timeout=3600)
+    store = _local_store(s)
+    try:
+        return local(store)
+    finally:
+        store.close()
+
+
+@click.group()
+def hold() -> None:
+    """Legal holds: events whose target matches are kept past their retention."""
+
+
+@hold.command("add")
+@click.option("--target", required=True, help="An event's target.id or target.service.")
+@click.option("--reason", required=True, help="Why (case, ticket); recorded with the hold.")
+@click.pass_obj
+def hold_add(s: Settings, target: str, reason: str) -> None:
+    """Keep every event of TARGET past retention until the hold is released; prints its id."""
+    from pipeline.store import retention
+
+    if not reason.strip():
+        raise CauselogError("--reason must not be empty")
+    now = datetime.now(UTC)
+    out = _admin_call(s, "/v1/integrity/holds", {"action": "add", "target": target, "reason": reason},
+                      lambda st: {"id": retention.add_hold(st, target, reason, now)})
+    click.echo(out["id"])
+
+
+@hold.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def hold_list(s: Settings, as_json: bool) -> None:
+    """List the active holds."""
+    from pipeline.store import retention
+
+    out = _admin_call(s, "/v1/integrity/holds", {"action": "list"}, lambda st: {"holds": retention.holds(st)})
+    if as_json:
+        click.echo(dumps(out["holds"]))
+        return
+    for h in out["holds"]:
+        click.echo(f"{h['id']}  {h['target']}  {h['created_at']}  {h['reason']}")
+
+
+@hold.command("release")
+@click.argument("hold_id", metavar="ID")
+@click.pass_obj
+def hold_release(s: Settings, hold_id: str) -> None:
+    """Release the hold ID (its events follow retention again)."""
+    from pipeline.store import retention
+
+    now = datetime.now(UTC)
+    out = _admin_call(s, "/v1/integrity/holds", {"action": "release", "id": hold_id},
+                      lambda st: {"released": retention.release_hold(st, hold_id, now)})
+    if not out["released"]:
+        raise CauselogError(f"no active hold with id {hold_id!r}")
+    click.echo(f"released {hold_id}")
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@click.pass_obj
+def prune(s: Settings, dry_run: bool) -> None:
+    """Remove events past their retention (CAUSELOG_RETENTION, default $CAUSELOG_HOME/retention.yaml)
+    unless a hold keeps them, recording each removed index range (signed) so `verify` reports it
+    as pruned and still checks the rest against the same checkpoints."""
+    from pipeline.integrity.keyfile import read_key
+    from pipeline.integrity.retention import load_policy
+    from pipeline.store import retention
+
+    policy = load_policy(s.retention_path)
+    now = datetime.now(UTC)
+
+    def local(store: Any) -> dict[str, Any]:
+        return vars(retention.prune(store, s.topic_changes, policy, read_key(s.signing_key_path), now,
+                                    dry_run=dry_run))
+
+    out = _admin_call(s, "/v1/integrity/prune", {"dry_run": dry_run}, local)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {out['removed']:,} events in {len(out['runs'])} index ranges "
+               f"({out['unlogged']:,} in no log); {out['held']:,} kept by holds")

@@ -542,12 +542,14 @@ def chain(s: Settings, event_id: str, as_json: bool, evidence: Path | None = Non
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
-from pipeline.cli.integrity import evidence, keys, verify, verify_pack  # noqa: E402
+from pipeline.cli.integrity import evidence, hold, keys, prune, verify, verify_pack  # noqa: E402
 
 cli.add_command(keys)
 cli.add_command(verify)
 cli.add_command(evidence)
 cli.add_command(verify_pack)
+cli.add_command(hold)
+cli.add_command(prune)
 
 
 def main() -> None:

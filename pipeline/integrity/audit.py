@@ -25,6 +25,7 @@ from pipeline.errors import IntegrityError
 from pipeline.integrity.checkpoint import Checkpoint, open_checkpoint
 from pipeline.integrity.merkle import Tree, verify_consistency
 from pipeline.integrity.note import Verifier
+from pipeline.integrity.retention import PrunedRun
 
 KINDS = ("modified", "deleted", "inserted", "reordered", "bad_signature", "inconsistent")
 
@@ -78,6 +79,8 @@ class LogReport:
     """Size of the latest checkpoint whose signature and root verified."""
     unlogged: int = 0
     """Rows stored before the log began (no index, below its first offset)."""
+    pruned: list[tuple[int, int]] = field(default_factory=list)
+    """Index runs removed by retention (signed records), not counted in ``events``."""
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -90,7 +93,7 @@ class LogReport:
     @property
     def tail(self) -> int:
         """Rows above the latest verified checkpoint (not yet covered by a signature)."""
-        return self.events - (self.checkpoint or 0)
+        return self.events + sum(b - a + 1 for a, b in self.pruned) - (self.checkpoint or 0)
 
 
 def audit_log(
@@ -99,12 +102,29 @@ def audit_log(
     checkpoints: Sequence[StoredCheckpoint],
     verifiers: list[Verifier],
     unlogged: Sequence[tuple[str, int]] = (),
+    pruned: Sequence[tuple[PrunedRun, str]] = (),
 ) -> LogReport:
     """Check one log. ``rows``: sorted by ``(index, offset)``; ``unlogged``: ``(event id,
-    offset)`` of its rows without an index."""
+    offset)`` of its rows without an index; ``pruned``: the retention records and their notes
+    (their leaves stand in for the removed rows)."""
     report = LogReport(log, events=len(rows))
+    stand_ins: list[Row] = []
+    for run, note in pruned:
+        try:
+            run.check(note, verifiers)
+        except IntegrityError as exc:
+            report.findings.append(Finding(log, "bad_signature", run.first, None, f"pruned record: {exc}"))
+            continue
+        report.pruned.append((run.first, run.last))
+        stand_ins.extend(Row(run.first + k, "", -1, h, h) for k, h in enumerate(run.leaves))
+    if stand_ins:
+        # A record written just before its rows were deleted (a prune cut short): the rows
+        # still there are checked as rows.
+        present = {(r.leaf_index, r.stored_leaf) for r in rows}
+        stand_ins = [r for r in stand_ins if (r.leaf_index, r.leaf) not in present]
+        rows = sorted([*rows, *stand_ins], key=lambda r: (r.leaf_index, r.offset))
     leaves = _check_rows(report, rows)
-    first_offset = min((r.offset for r in rows), default=None)
+    first_offset = min((r.offset for r in rows if r.offset >= 0), default=None)
     for event_id, offset in unlogged:
         if first_offset is not None and offset > first_offset:
             report.findings.append(Finding(log, "inserted", None, event_id,
@@ -122,19 +142,26 @@ def _check_rows(report: LogReport, rows: Sequence[Row]) -> list[bytes]:
     leaves: list[bytes] = []
     contiguous = True
     expected = 0
-    prev: Row | None = None
+    prev: Row | None = None  # the previous stored row (offset order is checked between those)
     before: Row | None = None
+    last: Row | None = None  # the previous row of any kind
     for r in rows:
-        if r.leaf_index < expected:
-            assert prev is not None
-            report.findings.append(Finding(log, "inserted", r.leaf_index, r.event_id,
-                                           f"two rows claim index {r.leaf_index}: {prev.event_id} and {r.event_id}"))
+        if r.leaf_index < expected and last is not None:
+            first = last.event_id or "a pruned row"
+            report.findings.append(Finding(log, "inserted", r.leaf_index, r.event_id or None,
+                                           f"two rows claim index {r.leaf_index}: {first} and {r.event_id or 'a pruned row'}"))
             continue
+        last = r
         if r.leaf_index > expected:
             follows = f"next row present: index {r.leaf_index} (event {r.event_id})"
             missing = f"index {expected}" if r.leaf_index == expected + 1 else f"indexes {expected}..{r.leaf_index - 1}"
             report.findings.append(Finding(log, "deleted", expected, None, f"no row with {missing}; {follows}"))
             contiguous = False
+        if r.offset < 0:  # removed by retention: its leaf stands in, nothing else to check
+            if contiguous:
+                leaves.append(r.leaf)
+            expected = r.leaf_index + 1
+            continue
         if r.leaf != r.stored_leaf:
             report.findings.append(Finding(log, "modified", r.leaf_index, r.event_id,
                                            "the envelope does not hash to the row's leaf_hash"))

@@ -18,6 +18,7 @@ from pipeline.integrity.merkle import Tree, leaf_hash
 from pipeline.integrity.note import Verifier
 from pipeline.integrity.pack import PackEvent, make_pack
 from pipeline.store.client import Store
+from pipeline.store.retention import read_pruned
 
 
 def logs_of(store: Store, topic: str) -> list[int]:
@@ -86,16 +87,18 @@ class Verification:
         events = sum(r.events for r in self.logs)
         latest = ", ".join(f"{r.log}@{r.checkpoint if r.checkpoint is not None else '-'}" for r in self.logs)
         tail = sum(r.tail for r in self.logs)
+        pruned = sum(b - a + 1 for r in self.logs for a, b in r.pruned)
         bad = sum(1 for r in self.logs if r.findings)
         head = "ok" if self.ok else f"TAMPERED: {bad} of {len(self.logs)} logs"
         return (f"{head}: {len(self.logs)} logs, {events:,} events; latest checkpoints (log@size): {latest or '-'}"
+                + (f"; {pruned:,} pruned by retention" if pruned else "")
                 + (f"; {tail:,} events not yet checkpointed" if tail else ""))
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"ok": self.ok, "summary": self.summary(), "logs": [{
             "log": r.log, "events": r.events, "checkpoint": r.checkpoint, "not_checkpointed": r.tail,
-            "unlogged": r.unlogged,
+            "unlogged": r.unlogged, "pruned": [list(x) for x in r.pruned],
             "first_bad": None if r.first is None else vars(r.first),
             "findings": [vars(f) for f in r.findings],
         } for r in self.logs]}
@@ -111,7 +114,8 @@ def verify(
     reports = []
     for p in partitions:
         rows, unlogged = read_rows(store, topic, p, since)
-        reports.append(audit_log(p, rows, read_checkpoints(store, topic, p), verifiers, unlogged))
+        reports.append(audit_log(p, rows, read_checkpoints(store, topic, p), verifiers, unlogged,
+                                 read_pruned(store, topic, p)))
     return Verification(reports)
 
 

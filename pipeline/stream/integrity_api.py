@@ -6,22 +6,25 @@ every log); the bearer-token check is added where the API's roles are enforced.
 - ``POST /v1/integrity/verify`` ``{"log": N?, "since": ISO?, "vkeys": [...]}`` -> the
   :class:`~pipeline.store.integrity.Verification` JSON;
 - ``POST /v1/integrity/evidence`` ``{"ids": [...], "query": "...", "vkeys": [...]}`` ->
-  ``{"files": {name: base64}}``.
+  ``{"files": {name: base64}}``;
+- ``POST /v1/integrity/holds`` ``{"action": "add"|"release"|"list", "target", "reason", "id"}``
+  and ``POST /v1/integrity/prune`` ``{"dry_run": bool}``: role ``admin`` (they change what is kept).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.web import Request, Response, View
 
 from pipeline.errors import CauselogError, IntegrityError
-from pipeline.integrity.keyfile import trusted
-from pipeline.store import integrity
+from pipeline.integrity.keyfile import read_key, trusted
+from pipeline.integrity.retention import load_policy
+from pipeline.store import integrity, retention
 from pipeline.stream.jsonio import dumps
 
 if TYPE_CHECKING:
@@ -62,6 +65,48 @@ def register_integrity(app: faust.App, ctx: ApiContext) -> None:
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
             return answer(self, result.to_json())
+
+    @app.page("/v1/integrity/holds")
+    class Holds(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await body_of(request)
+                action = body.get("action", "list")
+                now = datetime.now(UTC)
+                if action == "add":
+                    target, reason = str(body["target"]), str(body["reason"])
+                    if not target or not reason.strip():
+                        raise ValueError("a hold needs a target and a reason")
+                    fn: Any = lambda: {"id": retention.add_hold(store, target, reason, now)}  # noqa: E731
+                elif action == "release":
+                    hold_id = str(body["id"])
+                    fn = lambda: {"released": retention.release_hold(store, hold_id, now)}  # noqa: E731
+                elif action == "list":
+                    fn = lambda: {"holds": retention.holds(store)}  # noqa: E731
+                else:
+                    raise ValueError(f"unknown action {action!r}")
+            except (ValueError, TypeError, KeyError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                return answer(self, await run(fn))
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+
+    @app.page("/v1/integrity/prune")
+    class Prune(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                body = await body_of(request)
+                policy = load_policy(settings.retention_path)
+                signer = read_key(settings.signing_key_path)
+            except (ValueError, TypeError, CauselogError) as exc:
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
+            try:
+                result = await run(lambda: retention.prune(store, settings.topic_changes, policy, signer,
+                                                           datetime.now(UTC), dry_run=bool(body.get("dry_run"))))
+            except CauselogError as exc:
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, vars(result))
 
     @app.page("/v1/integrity/evidence")
     class Evidence(View):

@@ -24,7 +24,10 @@ ENGINE = MergeTree
 ORDER BY (topic, partition, size)
 SETTINGS non_replicated_deduplication_window = 10000;
 
--- Ranges of a log removed by retention: verify reports them as pruned, not as tampering.
+-- Ranges of a log removed by retention (`causelog prune`): verify reports them as pruned, not as
+-- tampering. `leaves` keeps the leaf hashes of the removed rows (so the rest still proves against
+-- the same checkpoints); `note` is the record signed with the checkpoint key, so a forged
+-- "pruned" row cannot hide a deletion.
 CREATE TABLE IF NOT EXISTS {database}.pruned
 (
     topic       LowCardinality(String),
@@ -33,7 +36,21 @@ CREATE TABLE IF NOT EXISTS {database}.pruned
     last_index  UInt64,
     count       UInt64,
     reason      String,
-    pruned_at   DateTime64(6, 'UTC')
+    pruned_at   DateTime64(6, 'UTC'),
+    leaves      Array(FixedString(32)),
+    note        String
 )
 ENGINE = MergeTree
 ORDER BY (topic, partition, first_index);
+
+-- Legal holds: events whose target id or service matches are kept past retention.
+CREATE TABLE IF NOT EXISTS {database}.holds
+(
+    id         String,
+    target     String,
+    reason     String,
+    created_at DateTime64(6, 'UTC'),
+    released   Bool DEFAULT false
+)
+ENGINE = ReplacingMergeTree(created_at)
+ORDER BY id;

@@ -329,3 +329,23 @@ def test_a_signing_source_cannot_be_forged_by_a_kafka_writer(stack: Stack, tmp_p
     dlq = stack.read_topic(stack.settings.topic_dlq, expected=1, timeout=20)
     assert [header(m, "reason") for m in dlq] == ["bad_signature"]
     assert orjson.loads(dlq[0].value())["id"] == event_dict(99)["id"]
+
+
+def test_prune_with_a_hold_through_the_worker_keeps_verify_green(stack: Stack, tmp_path: Path) -> None:
+    from factories import event_dict
+
+    stack.env.update(CAUSELOG_SIGN_SECONDS="0.3", CAUSELOG_RETENTION=str(tmp_path / "retention.yaml"))
+    (tmp_path / "retention.yaml").write_text("retention:\n  config.changed: 1d\n")
+    stack.start_worker()
+    stack.produce([orjson.dumps(event_dict(i)) for i in range(40)])
+    stack.wait_rows(40)
+    wait_committed(stack)
+    wait_signed(stack, 40)
+    hold_id = stack.cli("hold", "add", "--target", "svc-3", "--reason", "case 7", check=True).stdout.strip()
+    assert hold_id in stack.cli("hold", "list", check=True).stdout
+    out = stack.cli("prune", check=True).stdout
+    kept = sum(1 for i in range(40) if i % 13 == 3)
+    assert out.startswith(f"removed {40 - kept} events"), out
+    assert stack.sql("SELECT count() FROM DB.events")[0][0] == kept
+    ok = stack.cli("verify", check=True).stdout
+    assert f"{40 - kept} pruned by retention" in ok, ok
