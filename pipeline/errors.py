@@ -24,7 +24,7 @@ class DecodeError(CauselogError):
     ``field`` is a JSON path (``$.actor.kind``) or ``None`` when the record is not JSON at all;
     ``value`` is the offending value (shortened for display); ``reason`` is a stable, short
     machine-readable code (``bad_json``, ``missing_field``, ``wrong_type``, ``invalid_value``,
-    ``oversized``) and ``detail`` is the human sentence.
+    ``oversized``, ``bad_signature``) and ``detail`` is the human sentence.
     """
 
     def __init__(self, reason: str, detail: str, *, field: str | None = None, value: Any = None) -> None:
