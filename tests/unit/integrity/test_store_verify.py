@@ -65,8 +65,8 @@ def test_stored_events_get_consecutive_indexes_in_offset_order_and_duplicates_no
     rows = indexed(store)
     assert [(i, e) for i, e, _ in rows] == [(0, event_dict(0)["id"]), (1, event_dict(1)["id"]),
                                            (2, event_dict(3)["id"])]
-    assert all(h == leaf_hash(orjson.dumps(event_dict(int(k)))) for _, _, h in rows
-               for k in [next(n for n in range(5) if event_dict(n)["id"] == _)])
+    envelope = {event_dict(n)["id"]: orjson.dumps(event_dict(n)) for n in range(5)}
+    assert all(h == leaf_hash(envelope[event_id]) for _, event_id, h in rows)
     assert [i for i, _, _ in indexed(store, 1)] == [0, 1]
     assert log.logs[0].size == 3 and log.logs[0].next_offset == 6
     tree = Tree([h for _, _, h in rows])
