@@ -24,7 +24,7 @@ class DecodeError(CauselogError):
     ``field`` is a JSON path (``$.actor.kind``) or ``None`` when the record is not JSON at all;
     ``value`` is the offending value (shortened for display); ``reason`` is a stable, short
     machine-readable code (``bad_json``, ``missing_field``, ``wrong_type``, ``invalid_value``,
-    ``oversized``) and ``detail`` is the human sentence.
+    ``oversized``, ``bad_signature``) and ``detail`` is the human sentence.
     """
 
     def __init__(self, reason: str, detail: str, *, field: str | None = None, value: Any = None) -> None:
@@ -66,6 +66,10 @@ class QueryError(StoreError):
 
 class SourceError(CauselogError):
     """A source connector cannot read its input (missing file, bad credentials, bad cursor)."""
+
+
+class IntegrityError(CauselogError):
+    """A proof, signature, checkpoint or key does not verify, or is malformed."""
 
 
 def _shorten(value: Any, limit: int = 80) -> str:

@@ -27,6 +27,14 @@
 | ``CAUSELOG_TOKEN`` | unset | bearer token the CLI sends to the API; unset = ``$CAUSELOG_HOME/admin.token`` |
 | ``CAUSELOG_AUDIT_QUERIES`` | ``1`` | record every API read of events as a ``causelog.query`` event on ``<prefix>.changes`` |
 | ``CAUSELOG_HASH_KEY_FILE`` | ``$CAUSELOG_HOME/hash.key`` | HMAC key of hashed values (redacted secrets, statements); share one file across hosts |
+| ``CAUSELOG_INTEGRITY`` | ``on`` | ``off`` stores events without log index and leaf hash (benchmarks only) |
+| ``CAUSELOG_SIGN_SECONDS`` | ``10`` | most often a grown log gets a signed checkpoint |
+| ``CAUSELOG_SIGNING_KEY_FILE`` | ``$CAUSELOG_HOME/signing.key`` | the checkpoint signing key (created on first start) |
+| ``CAUSELOG_CHECKPOINT_DIR`` | unset | also write one file per signed checkpoint here |
+| ``CAUSELOG_DEPLOYMENT`` | Kafka cluster id ``/`` prefix ``/`` group | deployment id in the checkpoints' origin |
+| ``CAUSELOG_SOURCE_SIGNING_KEY`` | unset | key (Go note format) with which sources sign each envelope |
+| ``CAUSELOG_SOURCE_KEYS`` | unset | worker: ``<source prefix> <verifier key>`` lines; those sources must sign |
+| ``CAUSELOG_RETENTION`` | ``$CAUSELOG_HOME/retention.yaml`` | retention per event type used by ``causelog prune`` |
 """
 
 from __future__ import annotations
@@ -115,6 +123,29 @@ class Settings:
     def admin_token_path(self) -> Path:
         """Where ``causelog up``/``worker`` leave the first admin token for the local CLI (mode 0600)."""
         return self.home / "admin.token"
+    integrity: bool = True
+    sign_seconds: float = 10.0
+    signing_key_file: Path | None = None
+    checkpoint_dir: Path | None = None
+    deployment: str | None = None
+    source_signing_key: Path | None = None
+    source_keys_file: Path | None = None
+    retention_file: Path | None = None
+
+    @property
+    def retention_path(self) -> Path:
+        """The retention policy (``retention.yaml``) of ``causelog prune``."""
+        return self.retention_file or self.home / "retention.yaml"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The Ed25519 key that signs checkpoints (Go note private-key format)."""
+        return self.signing_key_file or self.home / "signing.key"
+
+    @property
+    def topic_checkpoints(self) -> str:
+        """Compacted topic of signed checkpoints (key: ``<origin>/<size>``)."""
+        return f"{self.topic_prefix}.checkpoints"
 
     @property
     def topology_path(self) -> Path:
@@ -238,7 +269,27 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         hash_key_file=(
             Path(env["CAUSELOG_HASH_KEY_FILE"]).expanduser().resolve() if env.get("CAUSELOG_HASH_KEY_FILE") else None
         ),
+        integrity=_choice(env, "CAUSELOG_INTEGRITY", ("on", "off")) == "on",
+        sign_seconds=_float(env, "CAUSELOG_SIGN_SECONDS", 10.0),
+        signing_key_file=_path(env, "CAUSELOG_SIGNING_KEY_FILE"),
+        checkpoint_dir=_path(env, "CAUSELOG_CHECKPOINT_DIR"),
+        deployment=_deployment(env),
+        source_signing_key=_path(env, "CAUSELOG_SOURCE_SIGNING_KEY"),
+        source_keys_file=_path(env, "CAUSELOG_SOURCE_KEYS"),
+        retention_file=_path(env, "CAUSELOG_RETENTION"),
     )
+
+
+def _path(env: dict[str, str], name: str) -> Path | None:
+    return Path(env[name]).expanduser().resolve() if env.get(name) else None
+
+
+def _deployment(env: dict[str, str]) -> str | None:
+    raw = env.get("CAUSELOG_DEPLOYMENT") or None
+    # It becomes part of the checkpoints' origin and of the signing key's name.
+    if raw is not None and not re.fullmatch(r"[A-Za-z0-9._/-]+", raw):
+        raise ConfigError(f"CAUSELOG_DEPLOYMENT={raw!r} may hold only letters, digits, '.', '_', '-' and '/'")
+    return raw
 
 
 def _choice(env: dict[str, str], name: str, allowed: tuple[str, ...]) -> str:

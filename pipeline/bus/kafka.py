@@ -51,6 +51,8 @@ def topic_specs(settings: Settings, changes_partitions: int | None = None) -> li
             "cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1",
             "delete.retention.ms": "3600000", "max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES),
         }),
+        # Signed checkpoints, keyed <origin>/<size>: compaction only collapses a re-signed copy.
+        TopicSpec(settings.topic_checkpoints, 1, {"cleanup.policy": "compact", "retention.ms": "-1"}),
     ]
 
 

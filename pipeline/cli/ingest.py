@@ -18,6 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from pipeline.cli.options import FOLLOW
 from pipeline.errors import DecodeError
+from pipeline.integrity.sourcesig import source_signer
 from pipeline.model import Event
 from pipeline.settings import Settings
 from pipeline.sources import files
@@ -72,7 +73,7 @@ def _run(
                         progress.update(task, advance=len(rec.original))
 
                 report = run_source(kind, fetch(cursor), convert, sink, topic=s.topic_changes, dlq=s.topic_dlq,
-                                    on_progress=tick)
+                                    on_progress=tick, sign=source_signer(s.source_signing_key))
             for name in ("records", "events", "rejected", "commits"):
                 setattr(totals, name, getattr(totals, name) + getattr(report, name))
             for reason, n in report.reasons.items():

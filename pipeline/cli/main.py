@@ -207,10 +207,12 @@ def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None)
     A bad line is reported with its line number and not sent; the exit code is 1 if any was bad.
     """
     from pipeline.bus import DeliveryTracker, make_producer
+    from pipeline.integrity.sourcesig import source_signer
     from pipeline.model import decode, encode, with_observed_time
 
     topic = topic or s.topic_changes
     tracker = DeliveryTracker(make_producer(s))
+    sign = source_signer(s.source_signing_key)
     now = datetime.now(UTC)
     bad = 0
     stdin = str(file) == "-"
@@ -228,7 +230,7 @@ def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None)
                 bad += 1
                 err.print(f"{file}:{number}: {exc.message}", highlight=False, markup=False)
                 continue
-            tracker.produce(topic, encode(event), key=event.scope.encode())
+            tracker.produce(topic, encode(sign(event) if sign else event), key=event.scope.encode())
             tracker.producer.poll(0)
         sent = tracker.flush()
     err.print(f"sent {sent:,} events to {topic}" + (f"; [red]{bad} bad line(s) not sent[/]" if bad else ""))
@@ -348,6 +350,19 @@ def _print_events(result: dict[str, Any], as_json: bool) -> None:
     err.print(f"{len(result['rows'])} event(s)")
 
 
+_EVIDENCE = click.option("--evidence", type=click.Path(file_okay=False, path_type=Path), default=None,
+                         help="Also write an evidence pack of the events shown into this folder (see `evidence`).")
+
+
+def _evidence(s: Settings, ids: list[str], directory: Path) -> None:
+    """Write the evidence pack of the events a query showed, recording the command line."""
+    from pipeline.cli.integrity import make_pack
+
+    if not ids:
+        raise CauselogError("no events to put in an evidence pack")
+    make_pack(s, list(dict.fromkeys(ids)), directory, "causelog " + " ".join(sys.argv[1:]))
+
+
 _SINCE = click.option("--since", help="Start: RFC 3339, '2026-11-27 02:14', 02:14 (today UTC) or 6h (ago).")
 _UNTIL = click.option("--until", help="End, same forms as --since.")
 _LIMIT = click.option("--limit", default=1000, show_default=True, help="Most events listed.")
@@ -423,8 +438,10 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
 @click.option("--window", default="6h", show_default=True, help="How far back to look (30m, 6h, 2d).")
 @click.option("--limit", default=20, show_default=True, help="Most causes listed.")
 @_JSON
+@_EVIDENCE
 @click.pass_obj
-def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json: bool) -> None:
+def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json: bool,
+        evidence: Path | None = None) -> None:
     """What changed to TARGET and what it depends on before an incident, ranked, with each change's chain.
 
     Dependencies come from CAUSELOG_TOPOLOGY (default $CAUSELOG_HOME/topology.yaml): see
@@ -448,6 +465,8 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
                                  limit=limit, identities=identity_map(store, s.identities_path))
         finally:
             store.close()
+    if evidence is not None:
+        _evidence(s, [e["id"] for c in result["causes"] for e in [c["event"], *c["chain"]]], evidence)
     if as_json:
         click.echo(dumps(result))
         return
@@ -497,8 +516,9 @@ def _print_why(result: dict[str, Any]) -> None:
 @cli.command()
 @click.argument("event_id", metavar="EVENT_ID")
 @_JSON
+@_EVIDENCE
 @click.pass_obj
-def chain(s: Settings, event_id: str, as_json: bool) -> None:
+def chain(s: Settings, event_id: str, as_json: bool, evidence: Path | None = None) -> None:
     """Show the causal chain of an event: the events linked to it, and who points to whom on which key.
 
     The chain id is the id of its earliest event (DESIGN.md §3).
@@ -521,6 +541,8 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
             store.close()
         if result["chain_id"] is None:
             raise CauselogError(f"no event with id {event_id!r}")
+    if evidence is not None:
+        _evidence(s, [e["id"] for e in result["events"]], evidence)
     if as_json:
         click.echo(dumps(result))
         return
@@ -542,6 +564,14 @@ from pipeline.cli.tokens import token  # noqa: E402
 cli.add_command(ingest)
 cli.add_command(token)
 cli.add_command(store_group)
+from pipeline.cli.integrity import evidence, hold, keys, prune, verify, verify_pack  # noqa: E402
+
+cli.add_command(keys)
+cli.add_command(verify)
+cli.add_command(evidence)
+cli.add_command(verify_pack)
+cli.add_command(hold)
+cli.add_command(prune)
 
 
 def main() -> None:

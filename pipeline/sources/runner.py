@@ -80,8 +80,10 @@ def run_source(
     chunk_seconds: float = 1.0,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     on_progress: Callable[[Report, RawRecord], None] | None = None,
+    sign: Callable[[Event], Event] | None = None,
 ) -> Report:
-    """Convert and send every record; commit every ``chunk_records`` records or ``chunk_seconds``."""
+    """Convert and send every record; commit every ``chunk_records`` records or ``chunk_seconds``.
+    ``sign``: the connector signature step (``CAUSELOG_SOURCE_SIGNING_KEY``), applied last."""
     report = Report()
     pending: RawRecord | None = None
     started = time.monotonic()
@@ -97,7 +99,8 @@ def run_source(
         else:
             now = clock()
             for event in events:
-                sink.send(topic, encode(with_observed_time(event, now)), event.scope.encode())
+                stamped = with_observed_time(event, now)
+                sink.send(topic, encode(sign(stamped) if sign else stamped), event.scope.encode())
             report.events += len(events)
         pending = rec
         if on_progress is not None:

@@ -148,6 +148,16 @@ class Store:
         """A view of this store for the API's named queries: same database, read handles only."""
         return _ReadView(self)
 
+    def columns(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, formats: dict[str, str] | None = None
+    ) -> list[list[Any]]:
+        """Run a query and return its columns (``formats``: clickhouse-connect column formats,
+        e.g. ``{"envelope": "bytes"}`` to read a String as the bytes stored)."""
+        with self._guard(_first_line(sql)):
+            result = self.client.query(sql, parameters=parameters, column_formats=formats or {})
+            cols = result.result_columns
+            return [list(c) for c in cols] if cols else [[] for _ in result.column_names]
+
     def readonly(
         self, sql: str, parameters: dict[str, Any] | None = None, *, limit: int | None = None,
         tag: str | None = None,
@@ -273,6 +283,18 @@ class _ReadView(Store):
                 return QueryResult(list(result.column_names), [list(r) for r in result.result_rows])
             except ClickHouseError as exc:
                 raise StoreError(f"ClickHouse ({self.where}) failed on {_first_line(sql)}: {_first_line(exc)}") from exc
+
+    def columns(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, formats: dict[str, str] | None = None
+    ) -> list[list[Any]]:
+        """Like :meth:`Store.columns`, on a read handle."""
+        with self._parent._named.take() as client:
+            try:
+                result = client.query(sql, parameters=parameters, column_formats=formats or {})
+            except ClickHouseError as exc:
+                raise StoreError(f"ClickHouse ({self.where}) failed on {_first_line(sql)}: {_first_line(exc)}") from exc
+            cols = result.result_columns
+            return [list(c) for c in cols] if cols else [[] for _ in result.column_names]
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Refused: the view only reads."""

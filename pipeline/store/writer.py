@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from pipeline.correlate.partition import AliasRow, EdgeRow
+from pipeline.integrity.log import NO_INDEX, PartitionLog, assign
+from pipeline.integrity.merkle import leaf_hash
 from pipeline.model import Event, to_micros
 from pipeline.store.client import Store
 
@@ -25,7 +27,7 @@ EVENT_COLUMNS = (
     "actor_id", "actor_display", "actor_kind", "actor_principal", "actor_verified", "actor_assurance",
     "target_kind", "target_id", "target_name", "target_environment", "target_service",
     "action", "outcome", "links", "source_seq", "chain_id", "chain_time", "envelope",
-    "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
+    "kafka_topic", "kafka_partition", "kafka_offset", "ingested_at", "log_index", "leaf_hash",
 )  # fmt: skip
 
 
@@ -54,10 +56,12 @@ class Pending(NamedTuple):
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What a write did: rows inserted and events skipped because they were already stored."""
+    """What a write did: rows inserted and events skipped because they were already stored;
+    ``logs``: the integrity logs of the partitions written, to install now that they are stored."""
 
     inserted: int
     duplicates: int
+    logs: dict[int, PartitionLog] = field(default_factory=dict, compare=False)
 
 
 EDGE_COLUMNS = ("scope", "key", "key_type", "from_event", "to_event", "time", "removed")
@@ -74,9 +78,11 @@ def event_columns(
     ingested_at: datetime,
     chains: Mapping[str, str] | None = None,
     heads: Mapping[str, int] | None = None,
+    logged: Sequence[tuple[int, bytes]] | None = None,
 ) -> list[list[Any]]:
     """The ``events`` columns of a batch, in :data:`EVENT_COLUMNS` order. ``chains`` gives the
-    chain id of each event by event id (missing: empty), ``heads`` each chain's head time (µs).
+    chain id of each event by event id (missing: empty), ``heads`` each chain's head time (µs),
+    ``logged`` each event's ``(log index, leaf hash)`` (missing: in no log).
 
     Built column by column (the insert is column-oriented, so nothing is transposed) with times
     as UTC microseconds, which DateTime64(6) takes as they are, and the envelope as the bytes
@@ -118,6 +124,8 @@ def event_columns(
         [p.position.partition for p in batch],
         [p.position.offset for p in batch],
         [ingested] * len(batch),
+        [i for i, _ in logged] if logged is not None else [NO_INDEX] * len(batch),
+        [h for _, h in logged] if logged is not None else [b""] * len(batch),
     ]
 
 
@@ -142,7 +150,11 @@ class EventWriter:
         self.store = store
 
     def existing_ids(self, events: Sequence[Event]) -> set[str]:
-        """Ids among ``events`` that are already stored.
+        """Ids among ``events`` that are already stored (see :meth:`existing`)."""
+        return set(self.existing(events))
+
+    def existing(self, events: Sequence[Event]) -> dict[str, Position]:
+        """Ids among ``events`` that are already stored, with the position they were stored from.
 
         The same event always has the same time, so a stored copy lies inside the batch's time
         span. When that span holds few rows (the usual case: a live stream) their ids are read
@@ -150,21 +162,21 @@ class EventWriter:
         crowded with older rows (a backfill) is searched with the ids instead.
         """
         if not events:
-            return set()
+            return {}
         db = self.store.database
         span = {"lo": min(e.time for e in events), "hi": max(e.time for e in events)}
         where = "time >= {lo:DateTime64(6, 'UTC')} AND time <= {hi:DateTime64(6, 'UTC')}"
         in_span = int(self.store.query(f"SELECT count() FROM {db}.events WHERE {where}", span).rows[0][0])
         if in_span == 0:
-            return set()
+            return {}
         wanted = {e.id for e in events}
+        cols = "id, kafka_topic, kafka_partition, kafka_offset"
         if in_span <= 4 * len(wanted):
-            rows = self.store.query(f"SELECT id FROM {db}.events WHERE {where}", span).rows
-            return wanted.intersection(r[0] for r in rows)
-        found = self.store.query(
-            f"SELECT id FROM {db}.events WHERE {where} AND id IN {{ids:Array(String)}}", {**span, "ids": list(wanted)}
-        )
-        return {row[0] for row in found.rows}
+            rows = self.store.query(f"SELECT {cols} FROM {db}.events WHERE {where}", span).rows
+        else:
+            rows = self.store.query(f"SELECT {cols} FROM {db}.events WHERE {where} AND id IN {{ids:Array(String)}}",
+                                    {**span, "ids": list(wanted)}).rows
+        return {r[0]: Position(r[1], int(r[2]), int(r[3])) for r in rows if r[0] in wanted}
 
     def write(
         self,
@@ -175,6 +187,7 @@ class EventWriter:
         heads: Mapping[str, int] | None = None,
         edges: Sequence[EdgeRow] = (),
         aliases: Sequence[AliasRow] = (),
+        logs: dict[int, PartitionLog] | None = None,
     ) -> WriteResult:
         """Insert the events of ``batch`` not stored yet, with their chain ids (``chains``, by
         event id; ``heads``: each chain's head time), and the chain ``edges`` and ``aliases`` the
@@ -183,6 +196,13 @@ class EventWriter:
         Chain rows go first, so an event whose chain id is visible has its aliases visible too.
         They are not deduplicated here: a repeated write adds identical rows, which readers
         collapse (the event rows themselves are never repeated).
+
+        With ``logs`` (the integrity logs by partition) every event that is stored gets the next
+        index of its partition's log, in batch order, and its leaf hash. "Stored" is decided by
+        the store, the same way on every replay: an id already stored from another position is
+        a duplicate (no index); one stored from this very position is this record written
+        before a crash and keeps its place in the log. ``logs`` is not changed: the result
+        carries the new logs.
         """
         if edges or aliases:
             token = batch_token(p.position for p in batch)
@@ -197,18 +217,41 @@ class EventWriter:
         unique: dict[str, Pending] = {}
         for p in batch:
             unique.setdefault(p.event.id, p)
-        stored = self.existing_ids([p.event for p in unique.values()])
+        stored = self.existing([p.event for p in unique.values()])
         fresh = [p for i, p in unique.items() if i not in stored]
+        logged: list[tuple[int, bytes]] | None = None
+        new_logs: dict[int, PartitionLog] = {}
+        if logs is not None:
+            logged, new_logs = _log_batch(batch, unique, stored, fresh, logs)
         if fresh:
             ingested = (now or datetime.now(UTC)).astimezone(UTC)
             self.store.insert(
                 "events",
-                event_columns(fresh, ingested, chains, heads),
+                event_columns(fresh, ingested, chains, heads, logged),
                 EVENT_COLUMNS,
                 column_oriented=True,
                 token=batch_token((p.position for p in batch), (p.event.id for p in fresh)),
             )
-        return WriteResult(len(fresh), len(batch) - len(fresh))
+        return WriteResult(len(fresh), len(batch) - len(fresh), new_logs)
+
+
+def _log_batch(
+    batch: Sequence[Pending],
+    unique: Mapping[str, Pending],
+    stored: Mapping[str, Position],
+    fresh: Sequence[Pending],
+    logs: dict[int, PartitionLog],
+) -> tuple[list[tuple[int, bytes]], dict[int, PartitionLog]]:
+    """``(log index, leaf hash)`` of each ``fresh`` event, and the logs after the batch."""
+    leaves: list[bytes | None] = []
+    for p in batch:
+        at = stored.get(p.event.id)
+        keep = at == p.position if at is not None else unique[p.event.id] is p
+        leaves.append(leaf_hash(p.envelope) if keep else None)
+    indexes, new_logs = assign(logs, ((p.position.partition, p.position.offset, leaf)
+                                      for p, leaf in zip(batch, leaves, strict=True)))
+    by_position = {p.position: (i, leaf) for p, i, leaf in zip(batch, indexes, leaves, strict=True)}
+    return [(by_position[p.position][0], by_position[p.position][1] or b"") for p in fresh], new_logs
 
 
 def edge_columns(edges: Sequence[EdgeRow]) -> list[list[Any]]:

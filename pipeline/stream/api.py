@@ -33,6 +33,7 @@ from pipeline.stream import audit, auth
 from pipeline.stream.api_tokens import register_tokens
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
+from pipeline.stream.integrity_api import register_integrity
 from pipeline.stream.jsonio import dumps
 from pipeline.tokens import TokenFile
 
@@ -214,7 +215,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
             return await events(self, queries.who, actor, identities=identities, **window)
 
     register_tokens(app, ctx)
-
+    register_integrity(app, ctx)
 
 
 def protect(app: faust.App, settings: Settings) -> None:

@@ -23,12 +23,14 @@ from faust.app.base import BootStrategy
 
 from pipeline.bus import DeliveryTracker, ensure_topics, make_producer, wait_for_broker
 from pipeline.bus.checkpoint import Changelog
+from pipeline.integrity.sourcesig import load_source_keys
 from pipeline.settings import Settings
 from pipeline.store import EventWriter, Position, Store, migrate, open_store
 from pipeline.stream.api import ApiContext, register_routes
 from pipeline.stream.consumer import BatchConsumer, exit_now
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
+from pipeline.stream.signer import CheckpointSigner
 
 log = logging.getLogger("causelog.worker")
 
@@ -70,8 +72,11 @@ def build_app(settings: Settings, store: Store) -> faust.App:
 
     correlation = Correlation(Changelog(settings))
     handler = BatchHandler(
-        EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters, correlation=correlation
+        EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters, correlation=correlation,
+        integrity=settings.integrity,
+        source_keys=load_source_keys(settings.source_keys_file) if settings.source_keys_file else None,
     )
+    signer = CheckpointSigner.for_worker(settings, store) if settings.integrity else None
     # One writer thread: batches land in the order they were taken, one at a time.
     writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
     reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
@@ -88,7 +93,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
                 ]
                 # Faust acknowledges the batch when the loop comes back here: the correlation
                 # changelog has to be durable by then, like the rows.
-                await _complete(writes.submit(_handle_and_checkpoint, handler, correlation, records), records)
+                await _complete(writes.submit(_handle_and_checkpoint, handler, correlation, records, signer), records)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -96,7 +101,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             correlation.drop({tp.partition for tp in revoked if tp.topic == settings.topic_changes})
 
     else:
-        consumer = BatchConsumer(settings, handler)
+        consumer = BatchConsumer(settings, handler, signer=signer)
         # No Faust agent consumes in this mode; without this Faust would try to join a group
         # with an empty subscription.
         app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
@@ -115,10 +120,15 @@ def build_app(settings: Settings, store: Store) -> faust.App:
     return app
 
 
-def _handle_and_checkpoint(handler: BatchHandler, correlation: Correlation, records: Sequence[Record]) -> None:
-    """Agent mode: write a batch, then snapshot the correlation state it changed."""
+def _handle_and_checkpoint(
+    handler: BatchHandler, correlation: Correlation, records: Sequence[Record], signer: CheckpointSigner | None
+) -> None:
+    """Agent mode: write a batch, then snapshot the correlation state it changed (with the
+    integrity logs), then sign the logs that are due: the rows are stored and the logs durable."""
     handler(records)
     correlation.checkpoint()
+    if signer is not None:
+        signer.committed(correlation.log_heads())
 
 
 async def _complete(future: Any, records: Sequence[Record]) -> None:

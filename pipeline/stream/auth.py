@@ -39,8 +39,8 @@ ROUTE_ROLES: tuple[tuple[str, str], ...] = (
     ("/v1/sql", "reader"),
     ("/v1/alerts", "reader"),
     ("/v1/stats", "reader"),
-    ("/v1/verify", "auditor"),
-    ("/v1/evidence", "auditor"),
+    ("/v1/integrity/verify", "auditor"),
+    ("/v1/integrity/evidence", "auditor"),
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -32,6 +32,7 @@ from pipeline.errors import BusError
 from pipeline.settings import Settings
 from pipeline.store.writer import Position
 from pipeline.stream.ingest import BatchHandler, Record
+from pipeline.stream.signer import CheckpointSigner
 
 log = logging.getLogger("causelog.worker")
 
@@ -74,8 +75,10 @@ class BatchConsumer:
         handler: BatchHandler,
         *,
         abort: Callable[[str], None] | None = None,
+        signer: CheckpointSigner | None = None,
     ) -> None:
         self.settings = settings
+        self.signer = signer
         self.handler = handler
         self.abort = abort or exit_now
         self._stop = threading.Event()
@@ -111,17 +114,27 @@ class BatchConsumer:
         for tp in next_offsets(records):
             self._written[(tp.topic, tp.partition)] = tp.offset
 
-    def _checkpoint(self, partitions: set[int] | None = None) -> None:
+    def _checkpoint(self, partitions: set[int] | None = None, *, final: bool = False) -> None:
         """Settle, then commit the correlation changelog and the written offsets (of
-        ``partitions``, default all) in one transaction."""
+        ``partitions``, default all) in one transaction; then sign the logs that are due (all
+        that grew when ``final``: stop or revocation)."""
         self._settle()
         self._last_checkpoint = time.monotonic()
         correlation = self.handler.correlation
         commit = [TopicPartition(t, p, o) for (t, p), o in sorted(self._written.items())
                   if partitions is None or p in partitions]
         records = correlation.collect(partitions) if correlation is not None else {}
-        if not commit and not records:
-            return
+        if commit or records:
+            self._commit(commit, records)
+        if self.signer is not None and correlation is not None and correlation.changelog is not None:
+            # Nothing is being written now: the logs are exactly what was just committed.
+            try:
+                self.signer.committed(correlation.log_heads(partitions), force=final)
+            except Exception:  # signing must never stop ingestion; the next round retries
+                log.exception("signing checkpoints failed")
+
+    def _commit(self, commit: list[TopicPartition], records: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+        correlation = self.handler.correlation
         assert self._consumer is not None
         try:
             if correlation is not None and correlation.changelog is not None:
@@ -154,7 +167,7 @@ class BatchConsumer:
                 idle = not records and (self._inflight is not None or bool(self._written))
                 if idle or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds:
                     self._checkpoint()
-            self._checkpoint()
+            self._checkpoint(final=True)
         except (KafkaException, BusError) as exc:
             self.abort(f"Kafka consumer failed: {exc}")
         except SystemExit:
@@ -184,7 +197,7 @@ class BatchConsumer:
         # Runs inside consume() on the ingest thread: checkpoint and commit what we wrote while
         # we still own it; the next owner loads that changelog.
         revoked = {p.partition for p in partitions}
-        self._checkpoint(revoked)
+        self._checkpoint(revoked, final=True)
         if self.handler.correlation is not None:
             self.handler.correlation.drop(revoked)
         self.assigned -= revoked

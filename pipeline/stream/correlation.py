@@ -33,7 +33,8 @@ from pipeline.correlate.partition import (
     correlate_batch,
     describe,
 )
-from pipeline.errors import BusError
+from pipeline.errors import BusError, IntegrityError
+from pipeline.integrity.log import PartitionLog, split_changelog
 
 log = logging.getLogger("causelog.worker")
 
@@ -45,6 +46,9 @@ class Correlation:
         self.changelog = changelog
         self.config = config or CorrelationConfig()
         self.correlators: dict[int, PartitionCorrelator] = {}
+        # The integrity log of each owned partition (pipeline.integrity.log): it travels in the
+        # same changelog, so it is restored and committed together with the correlation state.
+        self.logs: dict[int, PartitionLog] = {}
         self._lock = threading.RLock()
         self.restored: dict[int, int] = {}  # partition -> offset its restored state covered
 
@@ -59,12 +63,14 @@ class Correlation:
 
     def _load(self, partition: int) -> PartitionCorrelator:
         if self.changelog is None:
+            self.logs[partition] = PartitionLog(partition)
             return PartitionCorrelator(partition, self.config)
         started = time.monotonic()
         records = self.changelog.load(partition)
         try:
+            records, self.logs[partition] = split_changelog(partition, records)
             pc = PartitionCorrelator.from_changelog(partition, records, self.config)
-        except ValueError as exc:
+        except (ValueError, IntegrityError) as exc:
             raise BusError(f"correlation changelog {self.changelog.topic}[{partition}] is unreadable: {exc}") from exc
         if pc.next_offset >= 0:
             self.restored[partition] = pc.next_offset
@@ -82,6 +88,9 @@ class Correlation:
                 if wanted is not None and p not in wanted:
                     continue
                 recs = pc.changelog()
+                log = self.logs.get(p)
+                if log is not None:
+                    recs.extend(log.take_changes())
                 if recs:
                     out[p] = recs
         return out
@@ -99,6 +108,26 @@ class Correlation:
         with self._lock:
             for p in partitions:
                 self.correlators.pop(p, None)
+                self.logs.pop(p, None)
+
+    def log_snapshot(self) -> dict[int, PartitionLog]:
+        """The integrity logs of the owned partitions, for a write to extend (it copies them)."""
+        with self._lock:
+            return dict(self.logs)
+
+    def install_logs(self, logs: dict[int, PartitionLog]) -> None:
+        """Install the logs a write produced, once its rows are stored."""
+        with self._lock:
+            for p, log in logs.items():
+                if p in self.correlators:  # not revoked in the meantime
+                    self.logs[p] = log
+
+    def log_heads(self, partitions: Iterable[int] | None = None) -> dict[int, tuple[int, bytes]]:
+        """``(size, root)`` of each owned log (of ``partitions``, default all)."""
+        wanted = None if partitions is None else set(partitions)
+        with self._lock:
+            return {p: (log.size, log.root()) for p, log in sorted(self.logs.items())
+                    if wanted is None or p in wanted}
 
     def stats(self) -> list[dict[str, object]]:
         """Per owned partition: offset, scopes, live keys, chains, and the offset of the changelog

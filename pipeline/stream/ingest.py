@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
@@ -19,6 +19,8 @@ from typing import NamedTuple
 from pipeline.correlate.partition import Correlated
 from pipeline.errors import CauselogError, DecodeError, StoreError
 from pipeline.identity import Join, learn
+from pipeline.integrity.note import Verifier
+from pipeline.integrity.sourcesig import check_envelope
 from pipeline.model.codec import decode, decode_wire
 from pipeline.store.identities import write_joins
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
@@ -86,8 +88,11 @@ def learn_joins(good: Sequence[Pending]) -> list[Join]:
     return sorted(found)
 
 
-def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], list[Rejection]]:
-    """Decode every record: valid ones to write, the others with their error."""
+def split(
+    records: Sequence[Record], max_bytes: int, source_keys: Mapping[str, Verifier] | None = None
+) -> tuple[list[Pending], list[Rejection]]:
+    """Decode every record: valid ones to write, the others with their error. With
+    ``source_keys``, events of a source that must sign need a valid connector signature."""
     good: list[Pending] = []
     bad: list[Rejection] = []
     for rec in records:
@@ -95,7 +100,10 @@ def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], lis
             bad.append(Rejection(rec, DecodeError("bad_json", "record has no value (tombstone)")))
             continue
         try:
-            good.append(Pending(decode_wire(rec.value, max_bytes=max_bytes), rec.value, rec.position))
+            event = decode_wire(rec.value, max_bytes=max_bytes)
+            if source_keys:
+                check_envelope(rec.value, event.source, source_keys)
+            good.append(Pending(event, rec.value, rec.position))
         except DecodeError as exc:
             bad.append(Rejection(rec, exc))
     return good, bad
@@ -131,8 +139,13 @@ class BatchHandler:
         max_backoff: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         correlation: Correlation | None = None,
+        integrity: bool = True,
+        source_keys: Mapping[str, Verifier] | None = None,
     ) -> None:
+        self.source_keys = source_keys
         self.correlation = correlation
+        # Logs live with the correlation state (same changelog, same transaction).
+        self.integrity = integrity and correlation is not None
         self.writer = writer
         self.send_dlq = send_dlq
         self.max_bytes = max_bytes
@@ -146,7 +159,7 @@ class BatchHandler:
     def prepare(self, records: Sequence[Record]) -> Prepared:
         """First stage: decode and classify a batch, and correlate it (CPU only, except loading a
         partition's correlation changelog the first time it shows up)."""
-        good, bad = split(records, self.max_bytes)
+        good, bad = split(records, self.max_bytes, self.source_keys)
         correlated = None
         if self.correlation is not None:
             rejected = {r.record.position for r in bad}
@@ -182,8 +195,12 @@ class BatchHandler:
             try:
                 if joins:
                     write_joins(self.writer.store, joins)
-                return self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
-                                         aliases=c.aliases)
+                logs = self.correlation.log_snapshot() if self.integrity and self.correlation else None
+                result = self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
+                                           aliases=c.aliases, logs=logs)
+                if logs is not None and self.correlation is not None:
+                    self.correlation.install_logs(result.logs)
+                return result
             except StoreError as exc:
                 first = good[0].position if good else "-"
                 log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)

@@ -54,7 +54,7 @@ def _app(tmp_path: Path, sent: list[tuple[bytes, bytes]], *, fail: bool = False)
     app.router.add_get("/v1/stats", _rows)
     app.router.add_post("/v1/sql", _sql)
     app.router.add_get("/v1/linked/{kind}/{ident}", _rows)
-    app.router.add_get("/v1/verify", _rows)
+    app.router.add_get("/v1/integrity/verify", _rows)
     app.router.add_post("/v1/tokens", _rows)
     app.router.add_get("/anything/else", _rows)
     return app
@@ -85,7 +85,7 @@ def test_health_is_public_everything_else_needs_a_token(tmp_path: Path) -> None:
 
     async def script(client: TestClient) -> None:
         assert (await client.get("/health")).status == 200
-        for path in ("/v1/timeline", "/v1/stats", "/v1/verify", "/anything/else"):
+        for path in ("/v1/timeline", "/v1/stats", "/v1/integrity/verify", "/anything/else"):
             resp = await client.get(path)
             assert resp.status == 401 and "bearer token" in (await resp.json())["error"]
             assert resp.headers["WWW-Authenticate"].startswith("Bearer")
@@ -97,14 +97,14 @@ def test_health_is_public_everything_else_needs_a_token(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("role", "allowed"), [
     ("reader", {"/v1/timeline", "/v1/stats"}),
-    ("auditor", {"/v1/timeline", "/v1/stats", "/v1/verify"}),
-    ("admin", {"/v1/timeline", "/v1/stats", "/v1/verify", "/anything/else"}),
+    ("auditor", {"/v1/timeline", "/v1/stats", "/v1/integrity/verify"}),
+    ("admin", {"/v1/timeline", "/v1/stats", "/v1/integrity/verify", "/anything/else"}),
 ])
 def test_roles(tmp_path: Path, role: str, allowed: set[str]) -> None:
     made = _tokens(tmp_path)
 
     async def script(client: TestClient) -> None:
-        for path in ("/v1/timeline", "/v1/stats", "/v1/verify", "/anything/else"):
+        for path in ("/v1/timeline", "/v1/stats", "/v1/integrity/verify", "/anything/else"):
             resp = await client.get(path, headers=bearer(made[role]))
             if path in allowed:
                 assert resp.status == 200, path

@@ -220,3 +220,23 @@ def test_unusual_but_valid_values(
     tmp_path: Path, name: str, value: str, field: str, expected: object
 ) -> None:
     assert getattr(load({"CAUSELOG_HOME": str(tmp_path), name: value}), field) == expected
+
+
+def test_integrity_settings_defaults_and_overrides(tmp_path: Path) -> None:
+    s = load({"CAUSELOG_HOME": str(tmp_path)})
+    assert (s.integrity, s.sign_seconds, s.checkpoint_dir, s.deployment) == (True, 10.0, None, None)
+    assert s.signing_key_path == tmp_path.resolve() / "signing.key"
+    assert s.topic_checkpoints == "causelog.checkpoints"
+    s = load({"CAUSELOG_HOME": str(tmp_path), "CAUSELOG_INTEGRITY": "off", "CAUSELOG_SIGN_SECONDS": "0.5",
+              "CAUSELOG_SIGNING_KEY_FILE": str(tmp_path / "k"), "CAUSELOG_CHECKPOINT_DIR": str(tmp_path / "cp"),
+              "CAUSELOG_DEPLOYMENT": "prod/eu-1"})
+    assert (s.integrity, s.sign_seconds, s.signing_key_path, s.checkpoint_dir, s.deployment) == (
+        False, 0.5, (tmp_path / "k").resolve(), (tmp_path / "cp").resolve(), "prod/eu-1")
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("CAUSELOG_INTEGRITY", "maybe"), ("CAUSELOG_SIGN_SECONDS", "0"), ("CAUSELOG_DEPLOYMENT", "a b+c"),
+])
+def test_bad_integrity_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load({name: value})

@@ -59,7 +59,8 @@ def write_sql(path: Path, text: str) -> Path:
 
 
 SHIPPED_TABLES = {"events", "event_links", "event_links_mv", "schema_migrations", "v_timeline", "v_actor_activity",
-                  "v_link_groups", "chain_edges", "chain_aliases", "v_chain_edges", "v_chain_roots", "v_event_chains", "identities"}
+                  "v_link_groups", "chain_edges", "chain_aliases", "v_chain_edges", "v_chain_roots", "v_event_chains", "identities",
+                  "checkpoints", "pruned", "holds"}
 
 
 def tables(store: Store) -> set[str]:
@@ -300,6 +301,7 @@ def test_write_stores_exactly_the_rows(store: Store) -> None:
         "links": ["deploy:42", "trace:4bf92f3577b34da6a3ce929d0e0e4736", "request:r-1"],
         "source_seq": "lsn/0/16B3748", "chain_id": "", "chain_time": datetime(1970, 1, 1),
         "kafka_topic": "causelog.changes", "kafka_partition": 3, "kafka_offset": 1234567,
+        "log_index": -1, "leaf_hash": b"\x00" * 32,
     }  # fmt: skip
 
     # Defaults of the plain event: no observed_time -> ingestion time; optional fields empty.
