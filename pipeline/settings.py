@@ -89,6 +89,7 @@ class Settings:
     checkpoint_seconds: float = 5.0
     topology_file: Path | None = None
     identities_file: Path | None = None
+    rules: str = ""
 
     @property
     def topology_path(self) -> Path:
@@ -195,6 +196,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         identities_file=(
             Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
         ),
+        rules=env.get("CAUSELOG_RULES", ""),
     )
 
 

@@ -520,6 +520,9 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
+from pipeline.cli.rules import rules  # noqa: E402
+
+cli.add_command(rules)
 
 
 def main() -> None:

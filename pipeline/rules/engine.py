@@ -77,7 +77,7 @@ class State(msgspec.Struct, kw_only=True):
 
     watermark: int = 0
     due: int = _FAR  # earliest deadline of anything pending
-    chains: dict[str, list[Any]] = {}  # chain id -> [last event time, sorted event types]
+    chains: dict[str, list[Any]] = {}  # chain id -> [last event time, sorted "type:action" of members]
     windows: dict[str, dict[str, list[Entry]]] = {}  # correlation id -> group key -> entries
     pending: dict[str, dict[str, Pending]] = {}  # absence id -> join key -> pending
     sources: dict[str, SourceStat] = {}
@@ -216,7 +216,7 @@ class Engine:
             other = state.chains.pop(old, None)
             if other is not None:
                 rec[1] = sorted(set(rec[1]) | set(other[1]))
-        typ = str(item.event.get("type", ""))
+        typ = f"{item.event.get('type', '')}:{item.event.get('action', '')}"
         if typ not in rec[1]:
             rec[1] = sorted([*rec[1], typ])
         rec[0] = max(rec[0], t)
@@ -241,6 +241,8 @@ class Engine:
         for g in corr.group_by:
             name = corr.aliases.get(g, {}).get(rule_id, g)
             vals = [v for v in doc.scalars(name) if v is not None]
+            if not vals and name == "person":  # the person behind the actor, else the actor itself
+                vals = [item.person or (item.event.get("actor") or {}).get("id")]
             group[g] = vals[0] if vals else None
         gkey = orjson.dumps(group, option=orjson.OPT_SORT_KEYS, default=str).decode()
         value = None
@@ -398,7 +400,9 @@ class Engine:
         for source, st in sorted(state.sources.items()):
             for rule in self._silences_for(source):
                 deadline = st.last + rule.for_us
-                usual = st.count >= rule.min_events and st.last - st.first <= (st.count - 1) * rule.for_us
+                span = st.last - st.first
+                usual = (st.count >= rule.min_events and span >= rule.baseline_us
+                         and span <= (st.count - 1) * rule.for_us)
                 if not usual:
                     continue
                 done = state.silenced.setdefault(rule.meta.id, {})
@@ -418,14 +422,20 @@ class Engine:
                     state.due = min(state.due, deadline)
 
 
+def _in_chain(pattern: str, have: list[str]) -> bool:
+    """``type`` globs match the type of a chain member; ``type:action`` globs both."""
+    if ":" in pattern:
+        return any(fnmatch.fnmatchcase(t, pattern) for t in have)
+    return any(fnmatch.fnmatchcase(t.partition(":")[0], pattern) for t in have)
+
+
 def _chain_ok(d: Detection, types: Iterable[str] | None) -> bool:
     if d.chain is None:
         return True
     have = list(types or ())
-    for pattern in d.chain.contains:
-        if not any(fnmatch.fnmatchcase(t, pattern) for t in have):
-            return False
-    return all(not any(fnmatch.fnmatchcase(t, pattern) for t in have) for pattern in d.chain.missing)
+    if not all(_in_chain(p, have) for p in d.chain.contains):
+        return False
+    return not any(_in_chain(p, have) for p in d.chain.missing)
 
 
 def _insort(entries: list[Entry], entry: Entry) -> None:

@@ -334,13 +334,16 @@ def _absence(doc: dict[str, Any], file: str) -> Absence:
 def _silence(doc: dict[str, Any], file: str) -> Silence:
     spec = doc["silence"]
     if not isinstance(spec, dict) or "for" not in spec:
-        raise Unsupported("silence", "`silence` needs `for` (a timespan) and optionally `source`, `min_events`")
+        raise Unsupported("silence", "`silence` needs `for` (a timespan) and optionally `source`, `min_events`, "
+                                     "`baseline`")
     source = str(spec.get("source", "*"))
     min_events = int(spec.get("min_events", 10))
     if min_events < 1:
         raise Unsupported("silence", "`min_events` must be at least 1")
-    return Silence(meta=_plain_meta(doc, file), source=source, for_us=parse_timespan(spec["for"]),
-                   min_events=min_events)
+    for_us = parse_timespan(spec["for"])
+    baseline = parse_timespan(spec["baseline"]) if "baseline" in spec else 4 * for_us
+    return Silence(meta=_plain_meta(doc, file), source=source, for_us=for_us, min_events=min_events,
+                   baseline_us=baseline)
 
 
 def silence_matches(rule: Silence, source: str) -> bool:

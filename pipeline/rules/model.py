@@ -104,6 +104,7 @@ class Silence:
     source: str
     for_us: int
     min_events: int = 10
+    baseline_us: int = 0  # the source must have been seen over at least this long
 
 
 @dataclass(frozen=True)

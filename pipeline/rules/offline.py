@@ -168,3 +168,34 @@ def _postgres(f: Path, scope: str, server: str) -> Iterator[tuple[str, list[Even
                 yield origin, Rejected(origin, str(exc))
     except CauselogError as exc:
         yield str(f), Rejected(str(f), str(exc))
+
+
+def evaluate(engine: Any, events: Sequence[Event], *, flush: bool = False,
+             chains: dict[str, str] | None = None) -> list[Any]:
+    """Run ``engine`` over ``events`` in event-time order, as the rules app would: chain ids from
+    the offline correlation (:func:`pipeline.correlate.offline.components`) unless given, the
+    watermark the latest event time seen. ``flush`` then moves the watermark past every deadline
+    (absences whose time ran out after the data ends, windows still open)."""
+    import msgspec
+
+    from pipeline.correlate.offline import components
+    from pipeline.rules.engine import Item, State
+
+    ordered = sorted(events, key=lambda e: (e.time, e.id))
+    chain_of = chains if chains is not None else components(ordered)
+    state = State()
+    alerts: list[Any] = []
+    watermark = 0
+    seen: set[str] = set()
+    for e in ordered:
+        if e.id in seen:  # the worker stores an event once; so does this
+            continue
+        seen.add(e.id)
+        watermark = max(watermark, e.time_us)
+        item = Item(event=msgspec.to_builtins(e), chain_id=chain_of.get(e.id), person=None)
+        state, out = engine.step(state, item, watermark)
+        alerts.extend(out)
+    if flush:
+        state, out = engine.advance(state, 2**61)
+        alerts.extend(out)
+    return alerts
