@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from sigma import modifiers as _modifiers
 from sigma.conditions import (
     ConditionAND,
     ConditionFieldEqualsValueExpression,
@@ -61,6 +62,9 @@ from sigma.types import (
 )
 
 from pipeline.rules.fields import Doc
+
+# The Sigma modifiers appendix names ``utf16le`` (``wide`` is its alias); pySigma knows only ``wide``.
+_modifiers.modifier_mapping.setdefault("utf16le", _modifiers.SigmaWideModifier)
 
 Predicate = Callable[[Doc], bool]
 ScalarTest = Callable[[Any], bool]
