@@ -89,7 +89,7 @@ def as_text(value: Any) -> str | None:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    if isinstance(value, dict | list):
+    if isinstance(value, dict | list | tuple):
         return orjson.dumps(value).decode()
     return None
 

@@ -64,7 +64,7 @@ class Doc:
 
 
 def _collect(obj: Any, parts: list[str], i: int, out: list[Any]) -> None:
-    if isinstance(obj, list):
+    if isinstance(obj, list | tuple):
         for item in obj:
             _collect(item, parts, i, out)
         return
@@ -85,7 +85,7 @@ def _collect(obj: Any, parts: list[str], i: int, out: list[Any]) -> None:
 
 
 def _flatten(value: Any, out: list[Any]) -> None:
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         for item in value:
             _flatten(item, out)
     else:
@@ -96,7 +96,7 @@ def _leaves(value: Any, out: list[Any]) -> None:
     if isinstance(value, dict):
         for v in value.values():
             _leaves(v, out)
-    elif isinstance(value, list):
+    elif isinstance(value, list | tuple):
         for v in value:
             _leaves(v, out)
     elif value is not None:
