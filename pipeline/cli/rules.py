@@ -53,10 +53,10 @@ def validate(s: Settings, paths: tuple[Path, ...], no_builtin: bool, as_json: bo
         click.echo(msgspec.json.encode([p.__dict__ for p in rs.problems]).decode())
     else:
         for p in rs.problems:
-            out.print(f"[red]bad[/] {escape(str(p))}", highlight=False)
+            out.print(f"[red]bad[/] {escape(str(p))}", highlight=False, soft_wrap=True)
         err.print(f"{len(rs)} rules loaded ({len(rs.detections)} detection, {len(rs.correlations)} correlation, "
                   f"{len(rs.absences)} absence, {len(rs.silences)} silence) from {len(rs.files)} files; "
-                  f"{len(rs.problems)} bad", highlight=False)
+                  f"{len(rs.problems)} bad", highlight=False, soft_wrap=True)
     if rs.problems:
         raise SystemExit(1)
 
@@ -87,17 +87,17 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
 
     rs = _load(rule_paths, builtin)
     for p in rs.problems:
-        err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False)
+        err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     events, rejected = read_events(list(files), kind=kind, scope=s.scope)
     for r in rejected:
-        err.print(f"[red]not read[/] {escape(r.origin)}: {escape(r.reason)}", highlight=False)
+        err.print(f"[red]not read[/] {escape(r.origin)}: {escape(r.reason)}", highlight=False, soft_wrap=True)
     alerts = evaluate(Engine(rs), events, flush=flush)
     if as_json:
         click.echo(msgspec.json.encode(alerts).decode())
     else:
         for a in alerts:
             out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
-                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False)
-    err.print(f"{len(events)} events, {len(rs)} rules, {len(alerts)} alerts", highlight=False)
+                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+    err.print(f"{len(events)} events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
     if rs.problems or rejected:
         raise SystemExit(1)

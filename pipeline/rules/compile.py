@@ -151,10 +151,7 @@ def string_test(s: SigmaString, *, cased: bool = False, keyword: bool = False) -
     if len(texts) == 3 and texts[0] is star and texts[2] is star and isinstance(texts[1], str):
         mid = texts[1]
         return (lambda t: mid in t) if cased else (lambda t: mid in t.lower())
-    pattern = "".join(
-        ".*" if p is star else "." if p is SpecialChars.WILDCARD_SINGLE else re.escape(p)  # type: ignore[arg-type]
-        for p in parts
-    )
+    pattern = "".join(re.escape(p) if isinstance(p, str) else ".*" if p is star else "." for p in parts)
     rx = re.compile(pattern, re.DOTALL | (0 if cased else re.IGNORECASE))
     return lambda t: rx.fullmatch(t) is not None
 

@@ -97,10 +97,7 @@ def decode_state(data: bytes) -> State:
 
 def time_us(value: Any) -> int:
     """Envelope time (RFC 3339 string or datetime) -> UTC microseconds."""
-    if isinstance(value, datetime):
-        dt = value
-    else:
-        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     delta = dt - _EPOCH

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from pipeline.rules.fields import Doc
 from pipeline.rules.loader import PACK_DIR, load, rule_dirs
 
