@@ -520,9 +520,10 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
-from pipeline.cli.rules import rules  # noqa: E402
+from pipeline.cli.rules import alerts, rules  # noqa: E402
 
 cli.add_command(rules)
+cli.add_command(alerts)
 
 
 def main() -> None:

@@ -101,3 +101,40 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
     err.print(f"{len(events)} events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
     if rs.problems or rejected:
         raise SystemExit(1)
+
+
+@click.command()
+@click.option("--since", help="Only alerts at or after this time (RFC 3339, '2026-11-27 02:14', 02:14, 30m, 6h, 2d).")
+@click.option("--rule", "rule_id", help="Only alerts of this rule (its Sigma id).")
+@click.option("--level", type=click.Choice(["informational", "low", "medium", "high", "critical"]),
+              help="Only alerts of this level or above.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Most alerts to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of alert objects.")
+@click.pass_obj
+def alerts(s: Settings, since: str | None, rule_id: str | None, level: str | None, limit: int, as_json: bool) -> None:
+    """List stored alerts, newest first (from the alerts table, through the worker API when the store is embedded)."""
+    from datetime import UTC, datetime
+
+    from pipeline.cli.timeparse import parse_time
+
+    t_since = parse_time(since, datetime.now(UTC)) if since else None
+    if s.clickhouse_url:
+        from pipeline.store import open_store
+        from pipeline.store.alerts import list_alerts
+
+        store = open_store(s, create=False)
+        try:
+            rows = list_alerts(store, since=t_since, rule=rule_id, level=level, limit=limit)
+        finally:
+            store.close()
+    else:
+        from pipeline.cli import api
+
+        query = {"since": t_since.isoformat() if t_since else None, "rule": rule_id, "level": level, "limit": limit}
+        rows = api.call(s, "/v1/alerts", query=query)
+    if as_json:
+        click.echo(msgspec.json.encode(rows).decode())
+        return
+    for a in rows:
+        out.print(f"{a['time']} [bold]{escape(a['level'])}[/] {escape(a['rule_id'])} {escape(a['summary'])} "
+                  f"[dim]{escape(a['id'])}[/]", highlight=False, soft_wrap=True)

@@ -109,6 +109,9 @@ def _file_events(f: Path, kind: str | None, scope: str, server: str) -> Iterator
     if kind == "postgres-log":
         yield from _postgres(f, scope, server)
         return
+    if f.name.endswith(".csv") and kind in (None, "cloudtrail") and _is_cloudtrail_csv(f):
+        yield from _cloudtrail_csv(f, scope)
+        return
     docs = _documents(f)
     if docs is None:
         if kind is None:
@@ -130,6 +133,23 @@ def _file_events(f: Path, kind: str | None, scope: str, server: str) -> Iterator
             continue
         try:
             yield origin, _convert(k, doc, f, scope, server)
+        except CauselogError as exc:
+            yield origin, Rejected(origin, str(exc))
+
+
+def _is_cloudtrail_csv(f: Path) -> bool:
+    with f.open("rb") as fh:
+        return fh.readline().startswith(b"Event Type,Event Name,")
+
+
+def _cloudtrail_csv(f: Path, scope: str) -> Iterator[tuple[str, list[Event] | Rejected]]:
+    """OTRF's CSV export of CloudTrail calls (see ``cloudtrail.records_from_csv``)."""
+    from pipeline.sources import cloudtrail
+
+    for n, record in enumerate(cloudtrail.records_from_csv(f.read_text(encoding="utf-8", errors="replace")), 2):
+        origin = f"{f}:{n}"
+        try:
+            yield origin, cloudtrail.to_events(record, scope=scope)
         except CauselogError as exc:
             yield origin, Rejected(origin, str(exc))
 

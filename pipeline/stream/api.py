@@ -173,3 +173,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 return answer(self, {"error": str(exc)}, 503)
             return await events(self, queries.who, actor, identities=identities, **window)
 
+
+    from pipeline.stream.alerts_api import register_alerts
+
+    register_alerts(app, ctx)

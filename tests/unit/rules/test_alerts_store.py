@@ -1,0 +1,49 @@
+"""The alerts table (migration 007): idempotent writes, filters, one row per id."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pipeline.rules.model import Alert
+from pipeline.store import Store
+from pipeline.store.alerts import insert_alerts, list_alerts
+from pipeline.stream.alerts_api import alert_filters
+
+
+def _alert(i: int, level: str = "high", rule: str = "r1", minute: int = 0) -> Alert:
+    return Alert(id=f"a{i}", rule_id=rule, title="t", level=level, kind="correlation",
+                 time=f"2026-11-27T02:{minute:02d}:00.000000Z", tags=("attack.t1098",), event_ids=("e1", "e2"),
+                 chain_id="c1", person="erin", group={"user": "bob"}, window_start="2026-11-27T01:55:00.000000Z",
+                 window_end=f"2026-11-27T02:{minute:02d}:00.000000Z", summary=f"alert {i}")
+
+
+def test_alerts_round_trip_and_replays_do_not_duplicate(store: Store) -> None:
+    insert_alerts(store, [_alert(1, minute=1), _alert(2, "low", "r2", minute=2)])
+    insert_alerts(store, [_alert(1, minute=1)])  # a replay
+    insert_alerts(store, [_alert(1, minute=1), _alert(3, "critical", minute=3)])  # a replay in another batch
+    rows = list_alerts(store)
+    assert [r["id"] for r in rows] == ["a3", "a2", "a1"]
+    a1 = rows[-1]
+    assert a1 == {
+        "id": "a1", "rule_id": "r1", "title": "t", "level": "high", "kind": "correlation",
+        "time": "2026-11-27T02:01:00.000000Z", "tags": ["attack.t1098"], "event_ids": ["e1", "e2"],
+        "chain_id": "c1", "person": "erin", "group": {"user": "bob"},
+        "window_start": "2026-11-27T01:55:00.000000Z", "window_end": "2026-11-27T02:01:00.000000Z",
+        "summary": "alert 1",
+    }
+    assert [r["id"] for r in list_alerts(store, level="high")] == ["a3", "a1"]
+    assert [r["id"] for r in list_alerts(store, rule="r2")] == ["a2"]
+    since = datetime(2026, 11, 27, 2, 2, tzinfo=UTC)
+    assert [r["id"] for r in list_alerts(store, since=since)] == ["a3", "a2"]
+    assert len(list_alerts(store, limit=1)) == 1
+
+
+def test_api_filters_are_checked() -> None:
+    f = alert_filters({"since": "2026-11-27T02:00:00Z", "level": "medium", "limit": "5"})
+    assert f["since"] == datetime(2026, 11, 27, 2, tzinfo=UTC) and f["level"] == "medium" and f["limit"] == 5
+    for bad in ({"level": "urgent"}, {"limit": "0"}, {"since": "yesterday-ish"}):
+        try:
+            alert_filters(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad} accepted")
