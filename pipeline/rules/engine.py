@@ -488,3 +488,21 @@ def _satisfied(corr: Correlation, window: list[Entry]) -> bool:
         return _eval_expression(corr.expression, {e.rule for e in window})
     m = _metric(corr, window)
     return all(_OPS[op](m, n) for op, n in corr.conditions)
+
+
+_ITEM_DECODER = msgspec.json.Decoder(Item)
+
+
+def encode_item(item: Item) -> bytes:
+    """The ``<prefix>.chains`` record value of one stored event (JSON)."""
+    return msgspec.json.encode(item)
+
+
+def decode_item(data: bytes) -> Item:
+    """Inverse of :func:`encode_item`; raises ``msgspec.ValidationError``/``DecodeError`` on bad input."""
+    item = _ITEM_DECODER.decode(data)
+    for field in ("id", "time"):
+        if field not in item.event:
+            raise msgspec.ValidationError(f"the event has no `{field}` (at $.event.{field})")
+    time_us(item.event["time"])  # a bad time fails here, not in the middle of a window
+    return item

@@ -1,4 +1,8 @@
-"""``GET /v1/alerts``: the alerts of the rules engine, from the ``alerts`` table (migration 007)."""
+"""``GET /v1/alerts``: the alerts of the rules engine, from the ``alerts`` table (migration 007).
+
+``POST /v1/alerts`` (a JSON list of alerts) stores alerts; ``causelog rules run`` uses it when the
+store is the worker's embedded chDB, which no other process may open. Storing is idempotent by id.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from datetime import datetime
 from typing import Any
 
 import faust
+import msgspec
 from faust.web import Request, Response, View
 
 from pipeline.errors import CauselogError
-from pipeline.rules.model import LEVELS
-from pipeline.store.alerts import list_alerts
+from pipeline.rules.model import LEVELS, Alert
+from pipeline.store.alerts import insert_alerts, list_alerts
 from pipeline.stream.jsonio import dumps
 
 
@@ -50,3 +55,15 @@ def register_alerts(app: faust.App, ctx: Any) -> None:
             except CauselogError as exc:
                 return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
             return self.bytes(dumps(rows), content_type="application/json")
+
+        async def post(self, request: Request) -> Response:
+            try:
+                alerts = msgspec.json.decode(await request.read(), type=list[Alert])
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                return self.bytes(dumps({"error": f"bad request: {exc}"}), content_type="application/json",
+                                  status=400)
+            try:
+                await asyncio.get_running_loop().run_in_executor(ctx.reads, lambda: insert_alerts(store, alerts))
+            except CauselogError as exc:
+                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
+            return self.bytes(dumps({"stored": len(alerts)}), content_type="application/json")
