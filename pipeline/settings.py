@@ -90,6 +90,12 @@ class Settings:
     topology_file: Path | None = None
     identities_file: Path | None = None
     rules: str = ""
+    notify_file: Path | None = None
+
+    @property
+    def notify_path(self) -> Path:
+        """Where ``causelog rules run`` reads its notification receivers (``notify.yaml``)."""
+        return self.notify_file or self.home / "notify.yaml"
 
     @property
     def topology_path(self) -> Path:
@@ -197,6 +203,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
             Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
         ),
         rules=env.get("CAUSELOG_RULES", ""),
+        notify_file=Path(env["CAUSELOG_NOTIFY"]).expanduser().resolve() if env.get("CAUSELOG_NOTIFY") else None,
     )
 
 

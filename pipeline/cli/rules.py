@@ -120,43 +120,60 @@ def run(s: Settings, once: bool) -> None:
     from pipeline.bus import ensure_topics
     from pipeline.rules.engine import Engine
     from pipeline.rules.loader import load, rule_dirs
+    from pipeline.rules.notify import load_notify
+    from pipeline.stream.notifier import Notifier
     from pipeline.stream.rules_runner import run_rules
 
     rs = load(rule_dirs(s.rules))
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    notifier = Notifier(load_notify(s.notify_path), lambda d: _store(s, "/v1/alerts/deliveries", [d]))
     ensure_topics(s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def committed(alerts: list) -> None:  # type: ignore[type-arg]
+        _store(s, "/v1/alerts", alerts)
+        notifier.submit(alerts)
+
     try:
-        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=lambda a: _store_alerts(s, a))
+        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed)
     except KeyboardInterrupt:
         return
+    finally:
+        notifier.close()
     err.print(f"rules: {report.records:,} records, {report.alerts:,} alerts, {report.rejected} rejected to the DLQ, "
               f"{report.commits} transactions", highlight=False, soft_wrap=True)
 
 
-def _store_alerts(s: Settings, alerts: list) -> None:  # type: ignore[type-arg]
-    """Put committed alerts into the alerts table (they are in <prefix>.alerts whatever happens here)."""
+def _store(s: Settings, path: str, rows: list) -> None:  # type: ignore[type-arg]
+    """Put committed alerts (``/v1/alerts``) or delivery outcomes (``/v1/alerts/deliveries``) into
+    their table: directly with CLICKHOUSE_URL, else through the worker that owns the embedded store.
+    Alerts are in <prefix>.alerts whatever happens here; a failure is said, never swallowed."""
     from pipeline.errors import CauselogError
 
     try:
         if s.clickhouse_url:
             from pipeline.store import open_store
-            from pipeline.store.alerts import insert_alerts
+            from pipeline.store.alerts import insert_alerts, insert_deliveries
 
             store = open_store(s, create=False)
             try:
-                insert_alerts(store, alerts)
+                (insert_alerts if path == "/v1/alerts" else insert_deliveries)(store, rows)
             finally:
                 store.close()
         else:
             from pipeline.cli import api
 
-            api.call(s, "/v1/alerts", msgspec.to_builtins(alerts))
+            api.call(s, path, msgspec.to_builtins(rows))
     except CauselogError as exc:
-        err.print(f"[red]alerts not stored in the table[/] ({len(alerts)}; they are in {s.topic_alerts}): "
+        what = "alerts" if path == "/v1/alerts" else "delivery records"
+        err.print(f"[red]{len(rows)} {what} not stored in the table[/] (alerts stay in {s.topic_alerts}): "
                   f"{escape(str(exc))}", highlight=False, soft_wrap=True)
+    for r in rows:
+        if getattr(r, "status", "") == "failed":
+            err.print(f"[red]notification failed[/] alert {r.alert_id} -> {escape(r.receiver)} after {r.attempts} "
+                      f"attempts: {escape(r.error)}", highlight=False, soft_wrap=True)
 
 
 @click.command()

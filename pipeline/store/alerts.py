@@ -75,3 +75,25 @@ def _as_json(row: dict[str, Any]) -> dict[str, Any]:
     row["chain_id"] = row["chain_id"] or None
     row["person"] = row["person"] or None
     return row
+
+
+DELIVERY_COLUMNS = ("alert_id", "receiver", "status", "attempts", "error", "time")
+
+
+def insert_deliveries(store: Store, deliveries: Sequence[Any]) -> None:
+    """Record notification outcomes (``pipeline.stream.notifier.Delivery`` or dicts of its fields)."""
+    rows = []
+    for d in deliveries:
+        f: dict[str, Any] = d if isinstance(d, dict) else {k: getattr(d, k) for k in DELIVERY_COLUMNS}
+        rows.append([f["alert_id"], f["receiver"], f["status"], int(f["attempts"]), f.get("error") or "",
+                     _ts(f["time"])])
+    if rows:
+        store.insert("alert_deliveries", rows, DELIVERY_COLUMNS)
+
+
+def list_deliveries(store: Store, alert_id: str) -> list[dict[str, Any]]:
+    """Every recorded delivery outcome of one alert, oldest first."""
+    result = store.query(
+        f"SELECT DISTINCT receiver, status, attempts, error, time FROM {store.database}.alert_deliveries "
+        "WHERE alert_id = {a:String} ORDER BY time, receiver", {"a": alert_id})
+    return [dict(zip(result.columns, row, strict=True)) for row in result.rows]

@@ -16,7 +16,7 @@ from faust.web import Request, Response, View
 
 from pipeline.errors import CauselogError
 from pipeline.rules.model import LEVELS, Alert
-from pipeline.store.alerts import insert_alerts, list_alerts
+from pipeline.store.alerts import insert_alerts, insert_deliveries, list_alerts
 from pipeline.stream.jsonio import dumps
 
 
@@ -67,3 +67,21 @@ def register_alerts(app: faust.App, ctx: Any) -> None:
             except CauselogError as exc:
                 return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
             return self.bytes(dumps({"stored": len(alerts)}), content_type="application/json")
+
+    @app.page("/v1/alerts/deliveries")
+    class Deliveries(View):
+        async def post(self, request: Request) -> Response:
+            try:
+                rows = msgspec.json.decode(await request.read(), type=list[dict[str, Any]])
+                for r in rows:
+                    missing = {"alert_id", "receiver", "status", "attempts", "time"} - set(r)
+                    if missing:
+                        raise ValueError(f"a delivery lacks {', '.join(sorted(missing))}")
+            except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
+                return self.bytes(dumps({"error": f"bad request: {exc}"}), content_type="application/json",
+                                  status=400)
+            try:
+                await asyncio.get_running_loop().run_in_executor(ctx.reads, lambda: insert_deliveries(store, rows))
+            except CauselogError as exc:
+                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
+            return self.bytes(dumps({"stored": len(rows)}), content_type="application/json")

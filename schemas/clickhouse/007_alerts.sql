@@ -24,3 +24,16 @@ ENGINE = ReplacingMergeTree(inserted_at)
 PARTITION BY toYYYYMM(time)
 ORDER BY (id)
 SETTINGS index_granularity = 8192;
+
+-- One row per delivery outcome of an alert at a notification receiver (notify.yaml).
+CREATE TABLE IF NOT EXISTS {database}.alert_deliveries
+(
+    alert_id  String,
+    receiver  LowCardinality(String),
+    status    LowCardinality(String),
+    attempts  UInt16,
+    error     String,
+    time      DateTime64(6, 'UTC')
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (alert_id, receiver, time, status);

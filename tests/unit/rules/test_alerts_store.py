@@ -47,3 +47,19 @@ def test_api_filters_are_checked() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def test_delivery_outcomes_are_recorded_per_alert(store: Store) -> None:
+    from pipeline.store.alerts import insert_deliveries, list_deliveries
+    from pipeline.stream.notifier import Delivery
+
+    insert_deliveries(store, [
+        Delivery(alert_id="a1", receiver="pd", status="failed", attempts=5, error="refused",
+                 time="2026-11-27T02:15:00.000000Z"),
+        {"alert_id": "a1", "receiver": "hook", "status": "delivered", "attempts": 1, "error": "",
+         "time": "2026-11-27T02:14:30.000000Z"},
+        Delivery(alert_id="a2", receiver="hook", status="delivered", attempts=2, time="2026-11-27T02:16:00.000000Z"),
+    ])
+    rows = list_deliveries(store, "a1")
+    assert [(r["receiver"], r["status"], r["attempts"], r["error"]) for r in rows] == [
+        ("hook", "delivered", 1, ""), ("pd", "failed", 5, "refused")]
