@@ -103,6 +103,58 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
         raise SystemExit(1)
 
 
+@rules.command()
+@click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--since", required=True, help="Start of the history to search (RFC 3339, '2026-11-27 02:14', 30d, 6h ...).")
+@click.option("--until", help="End of the history (default: now).")
+@click.option("--limit", default=1_000_000, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="Most stored events to read.")
+@click.option("--builtin", is_flag=True, help="Also run the built-in pack.")
+@click.option("--json", "as_json", is_flag=True, help="Print the alerts as a JSON list.")
+@click.pass_obj
+def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | None, limit: int, builtin: bool,
+         as_json: bool) -> None:
+    """Run RULE_PATHS over stored history (the events table) and print what they would have raised.
+
+    Events are read in time order with the chain id the worker stored; nothing is written.
+    """
+    from datetime import UTC, datetime
+
+    from pipeline.cli.timeparse import parse_time
+    from pipeline.rules.engine import Engine
+    from pipeline.rules.offline import HUNT_SQL, evaluate_items, hunt_items
+
+    now = datetime.now(UTC)
+    params = {"since": parse_time(since, now).isoformat(), "until": (parse_time(until, now) if until else now).isoformat(),
+              "limit": limit}
+    rs = _load(rule_paths, builtin)
+    for p in rs.problems:
+        err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    sql = HUNT_SQL.format(database=s.database)
+    if s.clickhouse_url:
+        from pipeline.store import open_store
+
+        store = open_store(s, create=False)
+        try:
+            rows = store.readonly(sql, params, limit=limit).rows
+        finally:
+            store.close()
+    else:
+        from pipeline.cli import api
+
+        rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
+    alerts = evaluate_items(Engine(rs), hunt_items(rows))
+    if as_json:
+        click.echo(msgspec.json.encode(alerts).decode())
+    else:
+        for a in alerts:
+            out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
+                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+    err.print(f"{len(rows)} stored events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
+    if rs.problems:
+        raise SystemExit(1)
+
+
 @rules.command("run")
 @click.option("--once", is_flag=True, help="Stop at the end of <prefix>.chains as of the start (a backfill).")
 @click.pass_obj

@@ -199,23 +199,51 @@ def evaluate(engine: Any, events: Sequence[Event], *, flush: bool = False,
     import msgspec
 
     from pipeline.correlate.offline import components
-    from pipeline.rules.engine import Item, State
+    from pipeline.rules.engine import Item
 
     ordered = sorted(events, key=lambda e: (e.time, e.id))
     chain_of = chains if chains is not None else components(ordered)
+    return evaluate_items(engine, [Item(event=msgspec.to_builtins(e), chain_id=chain_of.get(e.id)) for e in ordered],
+                          flush=flush)
+
+
+def evaluate_items(engine: Any, items: Sequence[Any], *, flush: bool = False) -> list[Any]:
+    """Run ``engine`` over chains items (:class:`pipeline.rules.engine.Item`) in event-time order
+    with one state, the watermark the latest event time seen; an event id seen twice counts once."""
+    from pipeline.rules.engine import State, time_us
+
+    timed = sorted(((time_us(i.event["time"]), str(i.event.get("id", "")), i) for i in items), key=lambda x: x[:2])
     state = State()
     alerts: list[Any] = []
     watermark = 0
     seen: set[str] = set()
-    for e in ordered:
-        if e.id in seen:  # the worker stores an event once; so does this
+    for t, eid, item in timed:
+        if eid in seen:  # the worker stores an event once; so does this
             continue
-        seen.add(e.id)
-        watermark = max(watermark, e.time_us)
-        item = Item(event=msgspec.to_builtins(e), chain_id=chain_of.get(e.id), person=None)
+        seen.add(eid)
+        watermark = max(watermark, t)
         state, out = engine.step(state, item, watermark)
         alerts.extend(out)
     if flush:
         state, out = engine.advance(state, 2**61)
         alerts.extend(out)
     return alerts
+
+
+HUNT_SQL = (
+    "SELECT envelope, chain_id FROM {database}.events "
+    "WHERE time >= parseDateTime64BestEffort({{since:String}}, 6, 'UTC') "
+    "AND time <= parseDateTime64BestEffort({{until:String}}, 6, 'UTC') "
+    "ORDER BY time, id LIMIT 1 BY id LIMIT {{limit:UInt32}}"
+)
+
+
+def hunt_items(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    """Chains items from ``(envelope, chain_id)`` rows of the events table."""
+    from pipeline.rules.engine import Item
+
+    items = []
+    for envelope, chain_id in rows:
+        data = envelope.encode() if isinstance(envelope, str) else envelope
+        items.append(Item(event=orjson.loads(data), chain_id=chain_id or None))
+    return items

@@ -63,3 +63,39 @@ def test_delivery_outcomes_are_recorded_per_alert(store: Store) -> None:
     rows = list_deliveries(store, "a1")
     assert [(r["receiver"], r["status"], r["attempts"], r["error"]) for r in rows] == [
         ("hook", "delivered", 1, ""), ("pd", "failed", 5, "refused")]
+
+
+def test_hunt_reads_stored_history_with_its_chains(store: Store, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import orjson
+    from factories import event_dict
+
+    from pipeline.model import decode
+    from pipeline.rules.engine import Engine
+    from pipeline.rules.loader import load
+    from pipeline.rules.offline import HUNT_SQL, evaluate_items, hunt_items
+    from pipeline.store import EventWriter, Pending, Position
+
+    rows = []
+    for i in range(30):
+        d = event_dict(i)
+        if i % 10 == 3:
+            d["actor"]["assurance"] = "mfa"
+        raw = orjson.dumps(d)
+        rows.append(Pending(decode(raw), raw, Position("causelog.changes", 0, i)))
+    EventWriter(store).write(rows)
+    (tmp_path / "r.yml").write_text("""\
+title: prod config change by a claimed actor
+id: 0b7a51f6-4d44-4b8e-9f42-6f0e4f9d0c41
+logsource: {product: causelog}
+detection:
+    selection: {type: config.changed, target.environment: prod, actor.assurance: {lt: authenticated}}
+    condition: selection
+""")
+    engine = Engine(load([tmp_path], builtin=False))
+    sql = HUNT_SQL.format(database=store.database)
+    got = store.readonly(sql, {"since": "2026-11-27T00:00:00.010000+00:00", "until": "2026-11-28T00:00:00+00:00",
+                               "limit": 1000}).rows
+    items = hunt_items(got)
+    assert [i.event["id"] for i in items] == [event_dict(i)["id"] for i in range(10, 30)]
+    alerts = evaluate_items(engine, items)
+    assert [a.event_ids[0] for a in alerts] == [event_dict(i)["id"] for i in range(10, 30) if i % 10 != 3]
