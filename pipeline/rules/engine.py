@@ -506,3 +506,11 @@ def decode_item(data: bytes) -> Item:
             raise msgspec.ValidationError(f"the event has no `{field}` (at $.event.{field})")
     time_us(item.event["time"])  # a bad time fails here, not in the middle of a window
     return item
+
+
+def chains_record(envelope: bytes, chain_id: str | None, person: str | None = None,
+                  merged: Iterable[str] = ()) -> bytes:
+    """The ``<prefix>.chains`` value for a stored event, splicing the envelope bytes as stored (no
+    re-encoding): what the worker is to produce, keyed by scope, in the transaction of its offsets."""
+    tail = msgspec.json.encode({"chain_id": chain_id, "person": person, "merged": list(merged)})
+    return b'{"event":' + envelope + b"," + tail[1:]

@@ -308,3 +308,14 @@ def test_state_round_trips_and_a_restart_mid_stream_changes_no_alert(tmp_path: P
         restored = decode_state(encode_state(state))
         _, second = run(eng, items[cut:], restored)
         assert first + second == straight, cut
+
+
+def test_chains_record_splices_the_stored_envelope() -> None:
+    import orjson
+
+    from pipeline.rules.engine import chains_record, decode_item
+
+    envelope = orjson.dumps(env("e1", 0, "deploy.succeeded"))
+    item = decode_item(chains_record(envelope, "c1", "erin", ["c0"]))
+    assert item == Item(event=orjson.loads(envelope), chain_id="c1", person="erin", merged=("c0",))
+    assert decode_item(chains_record(envelope, None)).chain_id is None
