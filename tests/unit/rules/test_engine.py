@@ -319,3 +319,75 @@ def test_chains_record_splices_the_stored_envelope() -> None:
     item = decode_item(chains_record(envelope, "c1", "erin", ["c0"]))
     assert item == Item(event=orjson.loads(envelope), chain_id="c1", person="erin", merged=("c0",))
     assert decode_item(chains_record(envelope, None)).chain_id is None
+
+
+def test_logsource_routes_rules_to_their_system_only(tmp_path: Path) -> None:
+    eng = engine(tmp_path, """\
+title: okta only
+id: 88888888-8888-4888-8888-888888888888
+logsource: {product: okta, service: okta}
+detection:
+    selection: {eventType: user.session.start}
+    condition: selection
+---
+title: cloudtrail only
+id: 99999999-9999-4999-8999-999999999999
+logsource: {product: aws, service: cloudtrail}
+detection:
+    selection: {eventType: user.session.start}
+    condition: selection
+---
+title: envelope of cloudtrail events
+id: aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa
+logsource: {product: causelog, service: cloudtrail, category: iam}
+detection:
+    selection: {action: AssumeRole}
+    condition: selection
+""")
+    okta = Item(event=env("o", 0, "iam.login", raw={"eventType": "user.session.start"}))
+    ct = Item(event=env("c", 0, "iam.role.assumed", source="cloudtrail://1/eu", action="AssumeRole",
+                        raw={"eventType": "user.session.start"}))
+    other = Item(event=env("k", 0, "k8s.pods.create", source="k8s-audit", action="AssumeRole"))
+    assert [a.rule_id[:2] for a in run(eng, [okta])[1]] == ["88"]
+    assert sorted(a.rule_id[:2] for a in run(eng, [ct])[1]) == ["99", "aa"]
+    assert run(eng, [other])[1] == []
+
+
+def test_value_sum_and_correlation_of_correlations(tmp_path: Path) -> None:
+    eng = engine(tmp_path, """\
+title: download
+id: 11111111-1111-4111-8111-000000000001
+name: download
+logsource: {product: causelog}
+detection:
+    selection: {type: data.read}
+    condition: selection
+---
+title: big download
+id: 11111111-1111-4111-8111-000000000002
+name: big_download
+correlation:
+    type: value_sum
+    rules: [download]
+    group-by: [actor.id]
+    timespan: 1h
+    condition: {field: raw.bytes, gt: 1000}
+---
+title: repeated big downloads
+id: 11111111-1111-4111-8111-000000000003
+correlation:
+    type: event_count
+    rules: [big_download]
+    group-by: [actor.id]
+    timespan: 1d
+    condition: {gte: 2}
+""")
+    items = [Item(event=env(f"d{i}", i, "data.read", raw={"bytes": 400})) for i in range(7)]
+    _, alerts = run(eng, items)
+    assert [(a.rule_id[-1], len(a.event_ids)) for a in alerts] == [("2", 3), ("2", 3), ("3", 2)]
+
+
+def test_extended_temporal_condition(tmp_path: Path) -> None:
+    eng = engine(tmp_path, TEMPORAL.replace("TYPE", "temporal").replace(
+        "    rules: [secret, assume]\n", "").replace("    timespan: 10m", "    timespan: 10m\n    condition: secret and not assume"))
+    assert len(run(eng, [Item(event=env("s", 0, "secret.read"), person="p")])[1]) == 1

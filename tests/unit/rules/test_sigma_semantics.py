@@ -246,3 +246,22 @@ def test_them_ignores_underscore_identifiers() -> None:
 def test_a_list_of_conditions_is_or() -> None:
     m = matcher({"s1": {"a": 1}, "s2": {"b": 2}, "condition": ["s1", "s2"]})
     assert m({"a": 1}) and m({"b": 2}) and not m({"c": 1})
+
+
+def test_time_part_modifiers() -> None:
+    m = sel({"eventTime|hour": 2, "eventTime|minute": 14})
+    assert m({"eventTime": "2026-11-27T02:14:09Z"}) and not m({"eventTime": "2026-11-27T03:14:09Z"})
+    assert sel({"created_at|year": 2020})({"created_at": 1583364251067})  # epoch milliseconds
+    assert not sel({"t|day": 5})({"t": "not a time"})
+
+
+def test_utf16_with_byte_order_mark() -> None:
+    m = sel({"f|utf16|base64offset|contains": "cmd"})
+    assert m({"f": base64.b64encode("\ufeffcmd /c".encode("utf-16-le")).decode()})
+
+
+def test_neq_with_fieldref_and_lists() -> None:
+    m = sel({"a|neq": ["x", "y"]})
+    assert m({"a": "z"}) and not m({"a": "X"})
+    f = sel({"src|fieldref|neq": "dst"})
+    assert f({"src": "1", "dst": "2"}) and not f({"src": "1", "dst": "1"})
