@@ -444,8 +444,9 @@ def _check_duplicates(rs: RuleSet) -> None:
     seen: dict[str, str] = {}
     for meta in [d.meta for d in rs.detections] + [c.meta for c in rs.correlations] + \
             [a.meta for a in rs.absences] + [s.meta for s in rs.silences]:
-        if meta.id in seen and seen[meta.id] != meta.file:
+        if meta.id in seen:
+            where = "earlier in this file" if seen[meta.id] == meta.file else f"in {seen[meta.id]}"
             rs.problems.append(Problem(meta.file, meta.id, "id",
-                                       f"the same id is also defined in {seen[meta.id]}; alerts of the two "
-                                       "rules would share ids"))
+                                       f"the same id is also defined {where}; alerts of the two rules would "
+                                       "share ids"))
         seen.setdefault(meta.id, meta.file)

@@ -176,3 +176,29 @@ absence: {after: {type: db.ddl}}
     assert s.min_events == 5 and s.for_us == 900_000_000 and s.baseline_us == 4 * s.for_us
     (p,) = rs.problems
     assert p.rule == "broken" and p.feature == "absence" and "expect" in p.message
+
+
+def test_global_action_collections_and_duplicate_ids(tmp_path: Path) -> None:
+    _write(tmp_path, "g.yml", """\
+action: global
+title: trail changes
+logsource: {product: aws, service: cloudtrail}
+detection:
+    condition: selection
+---
+id: 6f3f8a52-3b0e-4a0e-9d47-1b2f1d6c1b01
+detection:
+    selection: {eventName: StopLogging}
+---
+id: 6f3f8a52-3b0e-4a0e-9d47-1b2f1d6c1b02
+detection:
+    selection: {eventName: DeleteTrail}
+""")
+    _write(tmp_path, "dup.yml", GOOD.replace("0b7a51f6-4d44-4b8e-9f42-6f0e4f9d0c01",
+                                             "6f3f8a52-3b0e-4a0e-9d47-1b2f1d6c1b02"))
+    rs = load([tmp_path], builtin=False)
+    by_id = {d.meta.id: d for d in rs.detections if d.meta.file.endswith("g.yml")}
+    assert by_id["6f3f8a52-3b0e-4a0e-9d47-1b2f1d6c1b01"].predicate(Doc({"eventName": "StopLogging"}))
+    assert by_id["6f3f8a52-3b0e-4a0e-9d47-1b2f1d6c1b02"].predicate(Doc({"eventName": "DeleteTrail"}))
+    (p,) = rs.problems
+    assert p.feature == "id" and p.rule.endswith("1b02") and "also defined in" in p.message
