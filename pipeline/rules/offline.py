@@ -96,12 +96,11 @@ def read_events(paths: Sequence[Path], *, kind: str | None = None, scope: str = 
     events: list[Event] = []
     rejected: list[Rejected] = []
     for f in _files(paths):
-        for origin, result in _file_events(f, kind, scope, server):
+        for _origin, result in _file_events(f, kind, scope, server):
             if isinstance(result, Rejected):
                 rejected.append(result)
             else:
                 events.extend(result)
-            del origin
     return events, rejected
 
 
