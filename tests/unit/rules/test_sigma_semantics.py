@@ -265,3 +265,37 @@ def test_neq_with_fieldref_and_lists() -> None:
     assert m({"a": "z"}) and not m({"a": "X"})
     f = sel({"src|fieldref|neq": "dst"})
     assert f({"src": "1", "dst": "2"}) and not f({"src": "1", "dst": "1"})
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=400, deadline=None)
+@given(pattern=st.text(alphabet="abA*?\\.\n", max_size=8), text=st.text(alphabet="abAB.*?\\\n", max_size=10),
+       cased=st.booleans())
+def test_string_matching_agrees_with_pysigmas_own_regex_translation(pattern: str, text: str, cased: bool) -> None:
+    """Every fast path (equality, prefix, suffix, substring, set lookup) gives what pySigma's own
+    translation of the Sigma string into a regular expression gives."""
+    import re
+
+    from sigma.types import SigmaString
+
+    from pipeline.rules.compile import string_test
+
+    s = SigmaString(pattern)
+    reference = re.compile(str(s.to_regex().regexp), re.DOTALL | (0 if cased else re.IGNORECASE))
+    assert string_test(s, cased=cased)(text) is (reference.fullmatch(text) is not None), (pattern, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.text(alphabet="abAB.*", min_size=0, max_size=4), min_size=1, max_size=5),
+       field_value=st.one_of(st.text(alphabet="abAB.*", max_size=4), st.lists(st.text(alphabet="abAB", max_size=3))))
+def test_value_lists_are_any_of_their_values(values: list[str], field_value: object) -> None:
+    from sigma.types import SigmaString
+
+    from pipeline.rules.compile import string_test
+
+    got = sel({"f": values})({"f": field_value})
+    items = field_value if isinstance(field_value, list) else [field_value]
+    assert got is any(string_test(SigmaString(v))(t) for v in values for t in items)
