@@ -77,7 +77,7 @@ class State(msgspec.Struct, kw_only=True):
 
     watermark: int = 0
     due: int = _FAR  # earliest deadline of anything pending
-    chains: dict[str, list[Any]] = {}  # chain id -> [last event time, sorted "type:action" of members]
+    chains: dict[str, list[Any]] = {}  # chain id -> [last event time, chain patterns its events matched]
     windows: dict[str, dict[str, list[Entry]]] = {}  # correlation id -> group key -> entries
     pending: dict[str, dict[str, Pending]] = {}  # absence id -> join key -> pending
     sources: dict[str, SourceStat] = {}
@@ -132,6 +132,7 @@ class Engine:
             for r in dict.fromkeys(c.rules):
                 self._corr_of.setdefault(r, []).append(c)
         self._silence_of: dict[str, list[Silence]] = {}
+        self._patterns = sorted({p for d in rules.detections if d.chain for p in (*d.chain.missing, *d.chain.contains)})
 
     # ---------------------------------------------------------------- rule selection
 
@@ -152,7 +153,9 @@ class Engine:
         return native, env
 
     def matching(self, envelope: dict[str, Any], chain_types: Iterable[str] | None = None) -> list[Detection]:
-        """The detection rules whose selection (and chain check) this envelope satisfies."""
+        """The detection rules whose selection (and chain check) this envelope satisfies;
+        ``chain_types``: the chain patterns its chain matched (none known: ``missing`` holds,
+        ``contains`` does not)."""
         native, env = self.detections_for(envelope)
         out: list[Detection] = []
         if native:
@@ -170,7 +173,7 @@ class Engine:
         env = item.event
         t = time_us(env["time"])
         alerts: list[Alert] = []
-        types = self._chain_types(state, item, t) if item.chain_id else None
+        types = self._chain_marks(state, item, t) if item.chain_id else None
         matched = self.matching(env, types)
         for d in matched:
             if d.alerts:
@@ -203,21 +206,31 @@ class Engine:
 
     # ---------------------------------------------------------------- chains
 
-    def _chain_types(self, state: State, item: Item, t: int) -> list[str]:
+    def _chain_marks(self, state: State, item: Item, t: int) -> list[str]:
+        """The chain patterns (of any rule's ``chain:``) that some event of this event's chain,
+        this one included, matched. Only chains with such an event are remembered: the state holds
+        a few pattern strings per interesting chain, not the chains' contents."""
+        if not self._patterns:
+            return []
         cid = item.chain_id
         assert cid is not None
         rec = state.chains.get(cid)
-        if rec is None:
-            rec = state.chains[cid] = [t, []]
         for old in item.merged:
             other = state.chains.pop(old, None)
             if other is not None:
+                rec = rec if rec is not None else state.chains.setdefault(cid, [t, []])
                 rec[1] = sorted(set(rec[1]) | set(other[1]))
-        typ = f"{item.event.get('type', '')}:{item.event.get('action', '')}"
-        if typ not in rec[1]:
-            rec[1] = sorted([*rec[1], typ])
-        rec[0] = max(rec[0], t)
-        return rec[1]
+                rec[0] = max(rec[0], other[0])
+        typ, action = str(item.event.get("type", "")), str(item.event.get("action", ""))
+        marks = [p for p in self._patterns if _pattern_hits(p, typ, action)]
+        # A chain of one event without links can never grow: nothing to remember for it.
+        if marks and item.event.get("links"):
+            rec = rec if rec is not None else state.chains.setdefault(cid, [t, []])
+            rec[1] = sorted(set(rec[1]) | set(marks))
+        if rec is not None:
+            rec[0] = max(rec[0], t)
+            return sorted(set(rec[1]) | set(marks))
+        return marks
 
     # ---------------------------------------------------------------- detections
 
@@ -419,20 +432,18 @@ class Engine:
                     state.due = min(state.due, deadline)
 
 
-def _in_chain(pattern: str, have: list[str]) -> bool:
-    """``type`` globs match the type of a chain member; ``type:action`` globs both."""
+def _pattern_hits(pattern: str, typ: str, action: str) -> bool:
+    """``type`` globs match an event's type; ``type:action`` globs its type and action."""
     if ":" in pattern:
-        return any(fnmatch.fnmatchcase(t, pattern) for t in have)
-    return any(fnmatch.fnmatchcase(t.partition(":")[0], pattern) for t in have)
+        return fnmatch.fnmatchcase(f"{typ}:{action}", pattern)
+    return fnmatch.fnmatchcase(typ, pattern)
 
 
-def _chain_ok(d: Detection, types: Iterable[str] | None) -> bool:
+def _chain_ok(d: Detection, marks: Iterable[str] | None) -> bool:
     if d.chain is None:
         return True
-    have = list(types or ())
-    if not all(_in_chain(p, have) for p in d.chain.contains):
-        return False
-    return not any(_in_chain(p, have) for p in d.chain.missing)
+    have = set(marks or ())
+    return all(p in have for p in d.chain.contains) and not any(p in have for p in d.chain.missing)
 
 
 def _insort(entries: list[Entry], entry: Entry) -> None:

@@ -13,10 +13,11 @@ T0 = 1_764_000_000 * 1_000_000  # 2025-11-24
 
 
 def env(eid: str, minute: float, typ: str = "x.y", *, source: str = "okta://acme", raw: Any = None,
-        actor: str = "alice", assurance: str = "authenticated", action: str = "do", **target: str) -> dict:
+        actor: str = "alice", assurance: str = "authenticated", action: str = "do", links: tuple[str, ...] = (),
+        **target: str) -> dict:
     return {
         "id": eid, "time": fmt_us(T0 + int(minute * MIN)), "type": typ, "source": source, "action": action,
-        "actor": {"id": actor, "assurance": assurance}, "target": {"id": "t", **target}, "links": [],
+        "actor": {"id": actor, "assurance": assurance}, "target": {"id": "t", **target}, "links": list(links),
         "outcome": "success", "raw": raw if raw is not None else {},
     }
 
@@ -209,26 +210,32 @@ detection:
 
 def test_chain_missing_uses_the_types_and_actions_seen_in_the_chain(tmp_path: Path) -> None:
     eng = engine(tmp_path, CHAIN)
-    reviewed = [Item(event=env("c", 0, "git.push"), chain_id="c"),
-                Item(event=env("r", 1, "change.reviewed", action="approved"), chain_id="c"),
-                Item(event=env("d", 2, "deploy.succeeded"), chain_id="c")]
+    c = ("commit:9fceb02d0ae598e95dc970b74767f19372d61af8",)
+    reviewed = [Item(event=env("c", 0, "git.push", links=c), chain_id="c"),
+                Item(event=env("r", 1, "change.reviewed", action="approved", links=c), chain_id="c"),
+                Item(event=env("d", 2, "deploy.succeeded", links=c), chain_id="c")]
     assert run(eng, reviewed)[1] == []
-    commented = [Item(event=env("c", 0, "git.push"), chain_id="c"),
-                 Item(event=env("r", 1, "change.reviewed", action="commented"), chain_id="c"),
-                 Item(event=env("d", 2, "deploy.succeeded"), chain_id="c")]
-    (a,) = run(eng, commented)[1]
+    commented = [Item(event=env("c", 0, "git.push", links=c), chain_id="c"),
+                 Item(event=env("r", 1, "change.reviewed", action="commented", links=c), chain_id="c"),
+                 Item(event=env("d", 2, "deploy.succeeded", links=c), chain_id="c")]
+    state, alerts = run(eng, commented)
+    (a,) = alerts
     assert a.chain_id == "c" and a.event_ids == ("d",)
+    assert state.chains == {}  # nothing in that chain matched a chain pattern: nothing remembered
     # a review in another chain that merges into this one counts
-    merged = [Item(event=env("r", 1, "change.reviewed", action="approved"), chain_id="old"),
-              Item(event=env("d", 2, "deploy.succeeded"), chain_id="new", merged=("old",))]
-    assert run(eng, merged)[1] == []
+    merged = [Item(event=env("r", 1, "change.reviewed", action="approved", links=c), chain_id="old"),
+              Item(event=env("d", 2, "deploy.succeeded", links=c), chain_id="new", merged=("old",))]
+    state, alerts = run(eng, merged)
+    assert alerts == [] and list(state.chains) == ["new"]
+    assert state.chains["new"][1] == ["change.reviewed:approved"]
 
 
 def test_chain_contains(tmp_path: Path) -> None:
     eng = engine(tmp_path, CHAIN.replace("missing: ['change.reviewed:approved']", "contains: [iam.role.assumed]"))
-    items = [Item(event=env("a", 0, "iam.role.assumed"), chain_id="k"),
-             Item(event=env("d", 1, "deploy.succeeded"), chain_id="k"),
-             Item(event=env("e", 1, "deploy.succeeded"), chain_id="other")]
+    s = ("session:aws:ASIAEXAMPLE",)
+    items = [Item(event=env("a", 0, "iam.role.assumed", links=s), chain_id="k"),
+             Item(event=env("d", 1, "deploy.succeeded", links=s), chain_id="k"),
+             Item(event=env("e", 1, "deploy.succeeded", links=("deploy:9",)), chain_id="other")]
     assert [a.event_ids for a in run(eng, items)[1]] == [("d",)]
 
 
