@@ -169,8 +169,7 @@ def _problem(file: str, rid: str, exc: BaseException) -> Problem:
         return Problem(file, rid, exc.feature, exc.detail)
     if isinstance(exc, SigmaError):
         feature = type(exc).__name__.removeprefix("Sigma").removesuffix("Error") or "sigma"
-        text = str(exc).split(" in ", 1)[0] if " in " in str(exc) and getattr(exc, "source", None) else str(exc)
-        return Problem(file, rid, _feature_name(feature), text)
+        return Problem(file, rid, _feature_name(feature), str(exc))
     return Problem(file, rid, "causelog", str(exc) or type(exc).__name__)
 
 
