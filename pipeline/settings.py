@@ -146,6 +146,13 @@ class Settings:
     def topic_checkpoints(self) -> str:
         """Compacted topic of signed checkpoints (key: ``<origin>/<size>``)."""
         return f"{self.topic_prefix}.checkpoints"
+    rules: str = ""
+    notify_file: Path | None = None
+
+    @property
+    def notify_path(self) -> Path:
+        """Where ``causelog rules run`` reads its notification receivers (``notify.yaml``)."""
+        return self.notify_file or self.home / "notify.yaml"
 
     @property
     def topology_path(self) -> Path:
@@ -277,6 +284,8 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         source_signing_key=_path(env, "CAUSELOG_SOURCE_SIGNING_KEY"),
         source_keys_file=_path(env, "CAUSELOG_SOURCE_KEYS"),
         retention_file=_path(env, "CAUSELOG_RETENTION"),
+        rules=env.get("CAUSELOG_RULES", ""),
+        notify_file=Path(env["CAUSELOG_NOTIFY"]).expanduser().resolve() if env.get("CAUSELOG_NOTIFY") else None,
     )
 
 

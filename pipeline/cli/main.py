@@ -572,6 +572,10 @@ cli.add_command(evidence)
 cli.add_command(verify_pack)
 cli.add_command(hold)
 cli.add_command(prune)
+from pipeline.cli.rules import alerts, rules  # noqa: E402
+
+cli.add_command(rules)
+cli.add_command(alerts)
 
 
 def main() -> None:

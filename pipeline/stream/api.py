@@ -30,6 +30,7 @@ from pipeline.settings import Settings
 from pipeline.store import Store, queries
 from pipeline.store.identities import identity_map
 from pipeline.stream import audit, auth
+from pipeline.stream.alerts_api import register_alerts
 from pipeline.stream.api_tokens import register_tokens
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
@@ -216,6 +217,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
 
     register_tokens(app, ctx)
     register_integrity(app, ctx)
+    register_alerts(app, ctx)
 
 
 def protect(app: faust.App, settings: Settings) -> None:

@@ -43,11 +43,17 @@ ROUTE_ROLES: tuple[tuple[str, str], ...] = (
     ("/v1/integrity/evidence", "auditor"),
 )
 
+#: Route prefixes that only read with GET: any other method writes (the rules runner storing
+#: alerts and deliveries) and needs ``admin``.
+READ_ONLY_BY_GET = ("/v1/alerts",)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def required_role(path: str) -> str:
-    """The weakest role that may call ``path``."""
+def required_role(path: str, method: str = "GET") -> str:
+    """The weakest role that may call ``path`` with ``method``."""
+    if method not in ("GET", "HEAD") and any(path == p or path.startswith(p + "/") for p in READ_ONLY_BY_GET):
+        return "admin"
     for prefix, role in ROUTE_ROLES:
         if path == prefix or path.startswith(prefix + "/"):
             return role
@@ -84,7 +90,7 @@ def middleware(tokens: TokenFile) -> Any:
             return _deny(503, f"cannot check tokens: {exc}")
         if isinstance(found, str):
             return _deny(401, found)
-        needed = required_role(request.path)
+        needed = required_role(request.path, request.method)
         if not role_allows(found.role, needed):
             return _deny(403, f"token {found.name!r} has role {found.role}; {request.path} needs {needed}")
         request[PRINCIPAL] = found

@@ -56,6 +56,8 @@ def _app(tmp_path: Path, sent: list[tuple[bytes, bytes]], *, fail: bool = False)
     app.router.add_get("/v1/linked/{kind}/{ident}", _rows)
     app.router.add_get("/v1/integrity/verify", _rows)
     app.router.add_post("/v1/tokens", _rows)
+    app.router.add_get("/v1/alerts", _rows)
+    app.router.add_post("/v1/alerts", _rows)
     app.router.add_get("/anything/else", _rows)
     return app
 
@@ -112,6 +114,10 @@ def test_roles(tmp_path: Path, role: str, allowed: set[str]) -> None:
                 body = await resp.json()
                 assert resp.status == 403 and f"has role {role}" in body["error"], (path, body)
         resp = await client.post("/v1/tokens", headers=bearer(made[role]), json={})
+        assert resp.status == (200 if role == "admin" else 403)
+        # Listing alerts is a read; storing them (the rules runner) is not.
+        assert (await client.get("/v1/alerts", headers=bearer(made[role]))).status == 200
+        resp = await client.post("/v1/alerts", headers=bearer(made[role]), json={})
         assert resp.status == (200 if role == "admin" else 403)
 
     _run(tmp_path, script)

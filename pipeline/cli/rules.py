@@ -1,0 +1,265 @@
+"""``causelog rules``: validate rule files and test rules offline on source files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import msgspec
+from rich.console import Console
+from rich.markup import escape
+
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings
+
+err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 400)
+
+
+@click.group()
+def rules() -> None:
+    """Alert rules: Sigma detection and correlation rules plus causelog chain, absence and silence rules.
+
+    Rules come from the built-in pack and every directory of CAUSELOG_RULES (colon-separated).
+    """
+
+
+def _load(paths: tuple[Path, ...], builtin: bool):  # type: ignore[no-untyped-def]
+    from pipeline.rules.loader import load
+
+    for p in paths:
+        if not p.exists():
+            raise ConfigError(f"{p}: no such rule file or directory")
+    return load(list(paths), builtin=builtin)
+
+
+@rules.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--no-builtin", is_flag=True, help="Leave out the built-in pack.")
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as a JSON list.")
+@click.pass_obj
+def validate(s: Settings, paths: tuple[Path, ...], no_builtin: bool, as_json: bool) -> None:
+    """Load rules and report each bad one: file, rule id, the Sigma feature that is wrong or unsupported.
+
+    PATHS are rule files or directories (read recursively); default: every directory of CAUSELOG_RULES.
+    A bad rule never stops the others from loading. Exit code 1 when any rule is bad.
+    """
+    from pipeline.rules.loader import rule_dirs
+
+    chosen = paths or tuple(rule_dirs(s.rules))
+    rs = _load(chosen, not no_builtin)
+    if as_json:
+        click.echo(msgspec.json.encode([p.__dict__ for p in rs.problems]).decode())
+    else:
+        for p in rs.problems:
+            out.print(f"[red]bad[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+        err.print(f"{len(rs)} rules loaded ({len(rs.detections)} detection, {len(rs.correlations)} correlation, "
+                  f"{len(rs.absences)} absence, {len(rs.silences)} silence) from {len(rs.files)} files; "
+                  f"{len(rs.problems)} bad", highlight=False, soft_wrap=True)
+    if rs.problems:
+        raise SystemExit(1)
+
+
+@rules.command("test")
+@click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--on", "files", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Source file or directory to run the rules over (repeatable).")
+@click.option("--source", "kind", type=click.Choice(
+    ["cloudtrail", "okta", "github-audit", "k8s-audit", "github-webhook", "terraform", "debezium", "postgres-log"]),
+    help="Kind of the input files (default: detected from each file's content).")
+@click.option("--builtin", is_flag=True, help="Also run the built-in pack.")
+@click.option("--flush", is_flag=True,
+              help="At the end, close every window: absences still waiting fire (the data may simply end early).")
+@click.option("--json", "as_json", is_flag=True, help="Print the alerts as a JSON list.")
+@click.pass_obj
+def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...], kind: str | None,
+               builtin: bool, flush: bool, as_json: bool) -> None:
+    """Run RULE_PATHS over source files offline (no broker, no store) and print the alerts.
+
+    The files are read by the sources' own normalizers (CloudTrail, Okta, GitHub audit log and
+    webhooks, Kubernetes audit, Terraform plans, Debezium, PostgreSQL logs), chained like the
+    worker chains them, and evaluated in event-time order. Exit code 1 if a rule is bad or a
+    record could not be read (both reported on stderr).
+    """
+    from pipeline.rules.engine import Engine
+    from pipeline.rules.offline import evaluate, read_events
+
+    rs = _load(rule_paths, builtin)
+    for p in rs.problems:
+        err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    events, rejected = read_events(list(files), kind=kind, scope=s.scope)
+    for r in rejected:
+        err.print(f"[red]not read[/] {escape(r.origin)}: {escape(r.reason)}", highlight=False, soft_wrap=True)
+    alerts = evaluate(Engine(rs), events, flush=flush)
+    if as_json:
+        click.echo(msgspec.json.encode(alerts).decode())
+    else:
+        for a in alerts:
+            out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
+                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+    err.print(f"{len(events)} events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
+    if rs.problems or rejected:
+        raise SystemExit(1)
+
+
+@rules.command()
+@click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--since", required=True, help="Start of the history to search (RFC 3339, '2026-11-27 02:14', 30d, 6h ...).")
+@click.option("--until", help="End of the history (default: now).")
+@click.option("--limit", default=1_000_000, show_default=True, type=click.IntRange(1, 10_000_000),
+              help="Most stored events to read.")
+@click.option("--builtin", is_flag=True, help="Also run the built-in pack.")
+@click.option("--json", "as_json", is_flag=True, help="Print the alerts as a JSON list.")
+@click.pass_obj
+def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | None, limit: int, builtin: bool,
+         as_json: bool) -> None:
+    """Run RULE_PATHS over stored history (the events table) and print what they would have raised.
+
+    Events are read in time order with the chain id the worker stored; nothing is written.
+    """
+    from datetime import UTC, datetime
+
+    from pipeline.cli.timeparse import parse_time
+    from pipeline.rules.engine import Engine
+    from pipeline.rules.offline import HUNT_SQL, evaluate_items, hunt_items
+
+    now = datetime.now(UTC)
+    params = {"since": parse_time(since, now).isoformat(), "until": (parse_time(until, now) if until else now).isoformat(),
+              "limit": limit}
+    rs = _load(rule_paths, builtin)
+    for p in rs.problems:
+        err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    sql = HUNT_SQL.format(database=s.database)
+    if s.clickhouse_url:
+        from pipeline.store import open_store
+
+        store = open_store(s, create=False)
+        try:
+            rows = store.readonly(sql, params, limit=limit).rows
+        finally:
+            store.close()
+    else:
+        from pipeline.cli import api
+
+        rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
+    alerts = evaluate_items(Engine(rs), hunt_items(rows))
+    if as_json:
+        click.echo(msgspec.json.encode(alerts).decode())
+    else:
+        for a in alerts:
+            out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
+                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+    err.print(f"{len(rows)} stored events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
+    if rs.problems:
+        raise SystemExit(1)
+
+
+@rules.command("run")
+@click.option("--once", is_flag=True, help="Stop at the end of <prefix>.chains as of the start (a backfill).")
+@click.pass_obj
+def run(s: Settings, once: bool) -> None:
+    """Run the rules over <prefix>.chains: alerts to <prefix>.alerts and the alerts table, exactly once.
+
+    Rules: the built-in pack and every directory of CAUSELOG_RULES (bad rules are reported and
+    skipped). State (correlation windows, pending absences, source statistics) is committed with
+    the consumer offsets in one Kafka transaction, so a restart neither loses nor repeats an alert.
+    Stop with Ctrl-C or SIGTERM.
+    """
+    import signal
+    import threading
+
+    from pipeline.bus import ensure_topics
+    from pipeline.rules.engine import Engine
+    from pipeline.rules.loader import load, rule_dirs
+    from pipeline.rules.notify import load_notify
+    from pipeline.stream.notifier import Notifier
+    from pipeline.stream.rules_runner import run_rules
+
+    rs = load(rule_dirs(s.rules))
+    for p in rs.problems:
+        err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    notifier = Notifier(load_notify(s.notify_path), lambda d: _store(s, "/v1/alerts/deliveries", [d]))
+    ensure_topics(s)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def committed(alerts: list) -> None:  # type: ignore[type-arg]
+        _store(s, "/v1/alerts", alerts)
+        notifier.submit(alerts)
+
+    try:
+        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed)
+    except KeyboardInterrupt:
+        return
+    finally:
+        notifier.close()
+    err.print(f"rules: {report.records:,} records, {report.alerts:,} alerts, {report.rejected} rejected to the DLQ, "
+              f"{report.commits} transactions", highlight=False, soft_wrap=True)
+
+
+def _store(s: Settings, path: str, rows: list) -> None:  # type: ignore[type-arg]
+    """Put committed alerts (``/v1/alerts``) or delivery outcomes (``/v1/alerts/deliveries``) into
+    their table: directly with CLICKHOUSE_URL, else through the worker that owns the embedded store.
+    Alerts are in <prefix>.alerts whatever happens here; a failure is said, never swallowed."""
+    from pipeline.errors import CauselogError
+
+    try:
+        if s.clickhouse_url:
+            from pipeline.store import open_store
+            from pipeline.store.alerts import insert_alerts, insert_deliveries
+
+            store = open_store(s, create=False)
+            try:
+                (insert_alerts if path == "/v1/alerts" else insert_deliveries)(store, rows)
+            finally:
+                store.close()
+        else:
+            from pipeline.cli import api
+
+            api.call(s, path, msgspec.to_builtins(rows))
+    except CauselogError as exc:
+        what = "alerts" if path == "/v1/alerts" else "delivery records"
+        err.print(f"[red]{len(rows)} {what} not stored in the table[/] (alerts stay in {s.topic_alerts}): "
+                  f"{escape(str(exc))}", highlight=False, soft_wrap=True)
+    for r in rows:
+        if getattr(r, "status", "") == "failed":
+            err.print(f"[red]notification failed[/] alert {r.alert_id} -> {escape(r.receiver)} after {r.attempts} "
+                      f"attempts: {escape(r.error)}", highlight=False, soft_wrap=True)
+
+
+@click.command()
+@click.option("--since", help="Only alerts at or after this time (RFC 3339, '2026-11-27 02:14', 02:14, 30m, 6h, 2d).")
+@click.option("--rule", "rule_id", help="Only alerts of this rule (its Sigma id).")
+@click.option("--level", type=click.Choice(["informational", "low", "medium", "high", "critical"]),
+              help="Only alerts of this level or above.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000), help="Most alerts to list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of alert objects.")
+@click.pass_obj
+def alerts(s: Settings, since: str | None, rule_id: str | None, level: str | None, limit: int, as_json: bool) -> None:
+    """List stored alerts, newest first (from the alerts table, through the worker API when the store is embedded)."""
+    from datetime import UTC, datetime
+
+    from pipeline.cli.timeparse import parse_time
+
+    t_since = parse_time(since, datetime.now(UTC)) if since else None
+    if s.clickhouse_url:
+        from pipeline.store import open_store
+        from pipeline.store.alerts import list_alerts
+
+        store = open_store(s, create=False)
+        try:
+            rows = list_alerts(store, since=t_since, rule=rule_id, level=level, limit=limit)
+        finally:
+            store.close()
+    else:
+        from pipeline.cli import api
+
+        query = {"since": t_since.isoformat() if t_since else None, "rule": rule_id, "level": level, "limit": limit}
+        rows = api.call(s, "/v1/alerts", query=query)
+    if as_json:
+        click.echo(msgspec.json.encode(rows).decode())
+        return
+    for a in rows:
+        out.print(f"{a['time']} [bold]{escape(a['level'])}[/] {escape(a['rule_id'])} {escape(a['summary'])} "
+                  f"[dim]{escape(a['id'])}[/]", highlight=False, soft_wrap=True)

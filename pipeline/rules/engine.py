@@ -1,0 +1,527 @@
+"""The rules reducer: ``Engine(rules).step(state, item, watermark) -> (state, alerts)`` (pure).
+
+``item`` is one stored event as the worker emits it on ``<prefix>.chains``: the envelope (a dict),
+its chain id, the person behind its actor and the chain ids merged into it. ``watermark`` is the
+event-time watermark in UTC microseconds (the caller's; offline it is the latest event time
+seen). Everything with a deadline (absence rules, source silence, correlation windows whose
+condition is only known when they close) fires when the watermark passes the deadline, never on
+a wall clock, so a backfill yields the same alerts as live traffic.
+
+The state is plain data (:class:`State`, a msgspec struct): :func:`encode_state` /
+:func:`decode_state` round-trip it, so a Faust table or a compacted changelog can hold it. The
+reducer changes the state it is given (for speed) and returns it.
+
+Determinism: alert ids come from (rule, group, window start, first event), so replaying the same
+events into the same state yields the same alerts with the same ids.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import orjson
+
+from pipeline.rules import logsource as ls
+from pipeline.rules.fields import Doc
+from pipeline.rules.loader import RuleSet
+from pipeline.rules.model import Absence, Alert, Correlation, Detection, Silence, alert_id
+
+CHAIN_TTL_US = 30 * 86400 * 1_000_000  # chains idle this long are forgotten (deploy keys live 30 d)
+_FAR = 2**62
+
+
+class Item(msgspec.Struct, frozen=True, kw_only=True):
+    """One event as ``<prefix>.chains`` carries it."""
+
+    event: dict[str, Any]
+    chain_id: str | None = None
+    person: str | None = None
+    merged: tuple[str, ...] = ()  # chain ids merged into ``chain_id`` by this event
+
+
+class Entry(msgspec.Struct, array_like=True):
+    """An event held in a correlation window."""
+
+    t: int
+    event_id: str
+    rule: str
+    value: Any = None
+    chain_id: str | None = None
+    person: str | None = None
+
+
+class Pending(msgspec.Struct, array_like=True):
+    """An ``after`` event waiting for its ``expect`` event."""
+
+    t: int
+    event_id: str
+    chain_id: str | None
+    person: str | None
+    summary: str
+
+
+class SourceStat(msgspec.Struct, array_like=True):
+    """Per envelope ``source``: events seen, first and last event time."""
+
+    count: int
+    first: int
+    last: int
+
+
+class State(msgspec.Struct, kw_only=True):
+    """Everything the rules remember between events (serialisable)."""
+
+    watermark: int = 0
+    due: int = _FAR  # earliest deadline of anything pending
+    chains: dict[str, list[Any]] = {}  # chain id -> [last event time, chain patterns its events matched]
+    windows: dict[str, dict[str, list[Entry]]] = {}  # correlation id -> group key -> entries
+    pending: dict[str, dict[str, Pending]] = {}  # absence id -> join key -> pending
+    sources: dict[str, SourceStat] = {}
+    silenced: dict[str, dict[str, int]] = {}  # silence rule id -> source -> last time alerted on
+    next_sweep: int = 0
+
+
+def encode_state(state: State) -> bytes:
+    """The state as bytes (msgpack)."""
+    return msgspec.msgpack.encode(state)
+
+
+def decode_state(data: bytes) -> State:
+    """Inverse of :func:`encode_state`."""
+    return msgspec.msgpack.decode(data, type=State)
+
+
+def time_us(value: Any) -> int:
+    """Envelope time (RFC 3339 string or datetime) -> UTC microseconds."""
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def fmt_us(us: int) -> str:
+    """UTC microseconds -> RFC 3339 with six fractional digits."""
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000).strftime(
+        "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _summary(env: dict[str, Any]) -> str:
+    actor = (env.get("actor") or {}).get("id", "?")
+    target = (env.get("target") or {}).get("id", "?")
+    return f"{env.get('type', '?')} {target} by {actor}"
+
+
+class Engine:
+    """Compiled rules plus the indexes the reducer needs; holds no event state itself."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self._by_ls: dict[tuple[str, str, str], list[Detection]] = {}
+        self._env_by_ls: dict[tuple[str, str, str], list[Detection]] = {}
+        self.correlations = {c.meta.id: c for c in rules.correlations}
+        self._corr_of: dict[str, list[Correlation]] = {}
+        for c in rules.correlations:
+            for r in dict.fromkeys(c.rules):
+                self._corr_of.setdefault(r, []).append(c)
+        self._silence_of: dict[str, list[Silence]] = {}
+        self._patterns = sorted({p for d in rules.detections if d.chain for p in (*d.chain.missing, *d.chain.contains)})
+
+    # ---------------------------------------------------------------- rule selection
+
+    def detections_for(self, envelope: dict[str, Any]) -> tuple[list[Detection], list[Detection]]:
+        """(native-logsource rules, ``product: causelog`` rules) that apply to this envelope."""
+        product, service, category = ls.event_logsource(envelope)
+        key = (product, service, category)
+        native = self._by_ls.get(key)
+        if native is None:
+            native = [d for d in self.rules.detections
+                      if not d.on_envelope and product and ls.matches(d.logsource, key)]
+            self._by_ls[key] = native
+        ekey = (ls.CAUSELOG, ls.source_kind(str(envelope.get("source", ""))), category)
+        env = self._env_by_ls.get(ekey)
+        if env is None:
+            env = [d for d in self.rules.detections if d.on_envelope and ls.matches(d.logsource, ekey)]
+            self._env_by_ls[ekey] = env
+        return native, env
+
+    def matching(self, envelope: dict[str, Any], chain_types: Iterable[str] | None = None) -> list[Detection]:
+        """The detection rules whose selection (and chain check) this envelope satisfies;
+        ``chain_types``: the chain patterns its chain matched (none known: ``missing`` holds,
+        ``contains`` does not)."""
+        native, env = self.detections_for(envelope)
+        out: list[Detection] = []
+        if native:
+            raw = Doc(envelope.get("raw"))
+            out.extend(d for d in native if d.predicate(raw) and _chain_ok(d, chain_types))
+        if env:
+            whole = Doc(envelope)
+            out.extend(d for d in env if d.predicate(whole) and _chain_ok(d, chain_types))
+        return out
+
+    # ---------------------------------------------------------------- the reducer
+
+    def step(self, state: State, item: Item, watermark: int) -> tuple[State, list[Alert]]:
+        """Fold one event into the state; the alerts it (and the watermark it brings) completes."""
+        env = item.event
+        t = time_us(env["time"])
+        alerts: list[Alert] = []
+        types = self._chain_marks(state, item, t) if item.chain_id else None
+        matched = self.matching(env, types)
+        for d in matched:
+            if d.alerts:
+                alerts.append(self._detection_alert(d, item, t))
+            for corr in self._corr_of.get(d.meta.id, ()):
+                doc = Doc(env) if d.on_envelope else Doc(env.get("raw"))
+                alerts.extend(self._add_entry(state, corr, d.meta.id, doc, item, t, 0))
+        if self.rules.absences:
+            self._absence_step(state, item, t)
+        if self.rules.silences:
+            self._source_seen(state, str(env.get("source", "")), t)
+        return self.advance(state, watermark, alerts)
+
+    def advance(self, state: State, watermark: int, alerts: list[Alert] | None = None) -> tuple[State, list[Alert]]:
+        """Move the watermark (also with no event) and fire what became due."""
+        out = [] if alerts is None else alerts
+        if watermark > state.watermark:
+            state.watermark = watermark
+        if state.watermark >= state.due:
+            state.due = _FAR
+            self._fire_absences(state, out)
+            self._fire_silences(state, out)
+            self._close_windows(state, out)
+        if state.watermark >= state.next_sweep:
+            cutoff = state.watermark - CHAIN_TTL_US
+            for cid in [c for c, v in state.chains.items() if v[0] < cutoff]:
+                del state.chains[cid]
+            state.next_sweep = state.watermark + 3600 * 1_000_000
+        return state, out
+
+    # ---------------------------------------------------------------- chains
+
+    def _chain_marks(self, state: State, item: Item, t: int) -> list[str]:
+        """The chain patterns (of any rule's ``chain:``) that some event of this event's chain,
+        this one included, matched. Only chains with such an event are remembered: the state holds
+        a few pattern strings per interesting chain, not the chains' contents."""
+        if not self._patterns:
+            return []
+        cid = item.chain_id
+        assert cid is not None
+        rec = state.chains.get(cid)
+        for old in item.merged:
+            other = state.chains.pop(old, None)
+            if other is not None:
+                rec = rec if rec is not None else state.chains.setdefault(cid, [t, []])
+                rec[1] = sorted(set(rec[1]) | set(other[1]))
+                rec[0] = max(rec[0], other[0])
+        typ, action = str(item.event.get("type", "")), str(item.event.get("action", ""))
+        marks = [p for p in self._patterns if _pattern_hits(p, typ, action)]
+        # A chain of one event without links can never grow: nothing to remember for it.
+        if marks and item.event.get("links"):
+            rec = rec if rec is not None else state.chains.setdefault(cid, [t, []])
+            rec[1] = sorted(set(rec[1]) | set(marks))
+        if rec is not None:
+            rec[0] = max(rec[0], t)
+            return sorted(set(rec[1]) | set(marks))
+        return marks
+
+    # ---------------------------------------------------------------- detections
+
+    def _detection_alert(self, d: Detection, item: Item, t: int) -> Alert:
+        env = item.event
+        eid = str(env.get("id", ""))
+        return Alert(
+            id=alert_id(d.meta.id, "", t, eid), rule_id=d.meta.id, title=d.meta.title, level=d.meta.level,
+            kind="detection", time=fmt_us(t), tags=d.meta.tags, event_ids=(eid,), chain_id=item.chain_id,
+            person=item.person, summary=f"{d.meta.title}: {_summary(env)}",
+        )
+
+    # ---------------------------------------------------------------- correlations
+
+    def _add_entry(self, state: State, corr: Correlation, rule_id: str, doc: Doc, item: Item, t: int,
+                   depth: int) -> list[Alert]:
+        group = {}
+        for g in corr.group_by:
+            name = corr.aliases.get(g, {}).get(rule_id, g)
+            vals = [v for v in doc.scalars(name) if v is not None]
+            if not vals and name == "person":  # the person behind the actor, else the actor itself
+                vals = [item.person or (item.event.get("actor") or {}).get("id")]
+            group[g] = vals[0] if vals else None
+        gkey = orjson.dumps(group, option=orjson.OPT_SORT_KEYS, default=str).decode()
+        value = None
+        if corr.fields:
+            parts = []
+            for f in corr.fields:
+                vals = [v for v in doc.scalars(f) if v is not None]
+                parts.append(vals[0] if vals else None)
+            value = None if any(p is None for p in parts) else (parts[0] if len(parts) == 1 else
+                                                                  orjson.dumps(parts, default=str).decode())
+        entries = state.windows.setdefault(corr.meta.id, {}).setdefault(gkey, [])
+        entry = Entry(t=t, event_id=str(item.event.get("id", "")), rule=rule_id, value=value,
+                      chain_id=item.chain_id, person=item.person)
+        _insort(entries, entry)
+        if corr.closing:
+            state.due = min(state.due, entries[0].t + corr.timespan_us)
+            return []
+        window = [e for e in entries if t - corr.timespan_us <= e.t <= t]
+        if not _satisfied(corr, window):
+            # Entries that can no longer be in any window ending at or after the watermark go.
+            horizon = max(state.watermark, t) - corr.timespan_us
+            if entries and entries[0].t < horizon:
+                entries[:] = [e for e in entries if e.t >= horizon]
+            return []
+        ids = {id(e) for e in window}
+        entries[:] = [e for e in entries if id(e) not in ids]
+        if not entries:
+            del state.windows[corr.meta.id][gkey]
+        return self._correlation_alert(state, corr, gkey, group, window, depth)
+
+    def _correlation_alert(self, state: State, corr: Correlation, gkey: str, group: dict[str, Any],
+                           window: list[Entry], depth: int) -> list[Alert]:
+        first, last = window[0], window[-1]
+        person = next((e.person for e in window if e.person), None)
+        shown = ", ".join(f"{k}={v}" for k, v in group.items())
+        alert = Alert(
+            id=alert_id(corr.meta.id, gkey, first.t, first.event_id), rule_id=corr.meta.id,
+            title=corr.meta.title, level=corr.meta.level, kind="correlation", time=fmt_us(last.t),
+            tags=corr.meta.tags, event_ids=tuple(dict.fromkeys(e.event_id for e in window)),
+            chain_id=first.chain_id, person=person, group=group, window_start=fmt_us(first.t),
+            window_end=fmt_us(last.t),
+            summary=f"{corr.meta.title}: {corr.type} of {len(window)} events" + (f" ({shown})" if shown else ""),
+        )
+        out = [alert]
+        if depth < 8:  # correlations of correlations: the alert is an event with the group's fields
+            item = Item(event={"id": alert.id, "time": alert.time}, chain_id=first.chain_id, person=person)
+            for parent in self._corr_of.get(corr.meta.id, ()):
+                out.extend(self._add_entry(state, parent, corr.meta.id, Doc(group), item, last.t, depth + 1))
+        return out
+
+    def _close_windows(self, state: State, out: list[Alert]) -> None:
+        for cid, groups in list(state.windows.items()):
+            corr = self.correlations.get(cid)
+            if corr is None or not corr.closing:
+                continue
+            for gkey, entries in list(groups.items()):
+                while entries and entries[0].t + corr.timespan_us <= state.watermark:
+                    end = entries[0].t + corr.timespan_us
+                    window = [e for e in entries if e.t < end]
+                    entries[:] = entries[len(window):]
+                    if _satisfied(corr, window):
+                        group = orjson.loads(gkey)
+                        out.extend(self._correlation_alert(state, corr, gkey, group, window, 0))
+                if entries:
+                    state.due = min(state.due, entries[0].t + corr.timespan_us)
+                else:
+                    del groups[gkey]
+
+    # ---------------------------------------------------------------- absence
+
+    def _join_key(self, rule: Absence, item: Item, doc: Doc) -> str | None:
+        if rule.join == ("chain",):
+            return item.chain_id
+        parts = []
+        for f in rule.join:
+            vals = [v for v in doc.scalars(f) if v is not None]
+            if not vals:
+                return None
+            parts.append(vals[0])
+        return orjson.dumps(parts, default=str).decode()
+
+    def _absence_step(self, state: State, item: Item, t: int) -> None:
+        env = item.event
+        product, service, category = ls.event_logsource(env)
+        native = (product, service, category)
+        own = (ls.CAUSELOG, ls.source_kind(str(env.get("source", ""))), category)
+        for rule in self.rules.absences:
+            for side, is_after in ((rule.expect, False), (rule.after, True)):
+                key_ls = own if side.on_envelope else native
+                if not side.on_envelope and not product:
+                    continue
+                if not ls.matches(side.logsource, key_ls):
+                    continue
+                doc = Doc(env) if side.on_envelope else Doc(env.get("raw"))
+                if not side.predicate(doc):
+                    continue
+                key = self._join_key(rule, item, doc)
+                if key is None:
+                    continue
+                waiting = state.pending.setdefault(rule.meta.id, {})
+                if not is_after:
+                    p = waiting.get(key)
+                    if p is not None and p.t <= t <= p.t + rule.within_us:
+                        del waiting[key]
+                elif key not in waiting:
+                    waiting[key] = Pending(t=t, event_id=str(env.get("id", "")), chain_id=item.chain_id,
+                                           person=item.person, summary=_summary(env))
+                    state.due = min(state.due, t + rule.within_us)
+
+    def _fire_absences(self, state: State, out: list[Alert]) -> None:
+        rules = {a.meta.id: a for a in self.rules.absences}
+        for rid, waiting in state.pending.items():
+            rule = rules.get(rid)
+            if rule is None:
+                continue
+            for key, p in sorted(waiting.items(), key=lambda kv: (kv[1].t, kv[0])):
+                deadline = p.t + rule.within_us
+                if deadline < state.watermark:
+                    del waiting[key]
+                    out.append(Alert(
+                        id=alert_id(rid, key, p.t, p.event_id), rule_id=rid, title=rule.meta.title,
+                        level=rule.meta.level, kind="absence", time=fmt_us(deadline), tags=rule.meta.tags,
+                        event_ids=(p.event_id,), chain_id=p.chain_id, person=p.person,
+                        group={"join": key}, window_start=fmt_us(p.t), window_end=fmt_us(deadline),
+                        summary=f"{rule.meta.title}: {p.summary}, nothing expected followed within "
+                                f"{rule.within_us // 60_000_000} min",
+                    ))
+                else:
+                    state.due = min(state.due, deadline)
+
+    # ---------------------------------------------------------------- silence
+
+    def _silences_for(self, source: str) -> list[Silence]:
+        found = self._silence_of.get(source)
+        if found is None:
+            found = [s for s in self.rules.silences if fnmatch.fnmatchcase(source, s.source)]
+            self._silence_of[source] = found
+        return found
+
+    def _source_seen(self, state: State, source: str, t: int) -> None:
+        rules = self._silences_for(source)
+        if not rules:
+            return
+        st = state.sources.get(source)
+        if st is None:
+            state.sources[source] = SourceStat(count=1, first=t, last=t)
+        else:
+            st.count += 1
+            st.first = min(st.first, t)
+            st.last = max(st.last, t)
+        last = state.sources[source].last
+        state.due = min(state.due, last + min(r.for_us for r in rules))
+
+    def _fire_silences(self, state: State, out: list[Alert]) -> None:
+        for source, st in sorted(state.sources.items()):
+            for rule in self._silences_for(source):
+                deadline = st.last + rule.for_us
+                span = st.last - st.first
+                usual = (st.count >= rule.min_events and span >= rule.baseline_us
+                         and span <= (st.count - 1) * rule.for_us)
+                if not usual:
+                    continue
+                done = state.silenced.setdefault(rule.meta.id, {})
+                if done.get(source) == st.last:
+                    continue
+                if deadline <= state.watermark:
+                    done[source] = st.last
+                    out.append(Alert(
+                        id=alert_id(rule.meta.id, source, st.last, ""), rule_id=rule.meta.id,
+                        title=rule.meta.title, level=rule.meta.level, kind="silence", time=fmt_us(deadline),
+                        tags=rule.meta.tags, group={"source": source}, window_start=fmt_us(st.last),
+                        window_end=fmt_us(deadline),
+                        summary=f"{rule.meta.title}: {source} sent nothing for "
+                                f"{rule.for_us // 60_000_000} min (usually at least one event in that time)",
+                    ))
+                else:
+                    state.due = min(state.due, deadline)
+
+
+def _pattern_hits(pattern: str, typ: str, action: str) -> bool:
+    """``type`` globs match an event's type; ``type:action`` globs its type and action."""
+    if ":" in pattern:
+        return fnmatch.fnmatchcase(f"{typ}:{action}", pattern)
+    return fnmatch.fnmatchcase(typ, pattern)
+
+
+def _chain_ok(d: Detection, marks: Iterable[str] | None) -> bool:
+    if d.chain is None:
+        return True
+    have = set(marks or ())
+    return all(p in have for p in d.chain.contains) and not any(p in have for p in d.chain.missing)
+
+
+def _insort(entries: list[Entry], entry: Entry) -> None:
+    if not entries or entries[-1].t <= entry.t:
+        entries.append(entry)
+        return
+    i = len(entries)
+    while i > 0 and entries[i - 1].t > entry.t:
+        i -= 1
+    entries.insert(i, entry)
+
+
+_OPS = {
+    "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b, "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b, "eq": lambda a, b: a == b, "neq": lambda a, b: a != b,
+}
+
+
+def _metric(corr: Correlation, window: list[Entry]) -> float:
+    if corr.type == "event_count":
+        return float(len(window))
+    if corr.type == "value_count":
+        return float(len({e.value for e in window if e.value is not None}))
+    if corr.type in ("value_sum", "value_avg"):
+        nums = [float(e.value) for e in window if isinstance(e.value, int | float) and not isinstance(e.value, bool)]
+        if corr.type == "value_sum":
+            return sum(nums)
+        return sum(nums) / len(nums) if nums else 0.0
+    if corr.type == "temporal":
+        return float(len({e.rule for e in window}))
+    # temporal_ordered: how many of the rules appear in their order (greedy subsequence)
+    k = 0
+    for e in window:
+        if k < len(corr.rules) and e.rule == corr.rules[k]:
+            k += 1
+    return float(k)
+
+
+def _eval_expression(node: Any, present: set[str]) -> bool:
+    op = node[0]
+    if op == "ref":
+        return node[1] in present
+    if op == "not":
+        return not _eval_expression(node[1], present)
+    results = (_eval_expression(a, present) for a in node[1:])
+    return all(results) if op == "and" else any(results)
+
+
+def _satisfied(corr: Correlation, window: list[Entry]) -> bool:
+    if not window:
+        return False
+    if corr.expression is not None:
+        return _eval_expression(corr.expression, {e.rule for e in window})
+    m = _metric(corr, window)
+    return all(_OPS[op](m, n) for op, n in corr.conditions)
+
+
+_ITEM_DECODER = msgspec.json.Decoder(Item)
+
+
+def encode_item(item: Item) -> bytes:
+    """The ``<prefix>.chains`` record value of one stored event (JSON)."""
+    return msgspec.json.encode(item)
+
+
+def decode_item(data: bytes) -> Item:
+    """Inverse of :func:`encode_item`; raises ``msgspec.ValidationError``/``DecodeError`` on bad input."""
+    item = _ITEM_DECODER.decode(data)
+    for field in ("id", "time"):
+        if field not in item.event:
+            raise msgspec.ValidationError(f"the event has no `{field}` (at $.event.{field})")
+    time_us(item.event["time"])  # a bad time fails here, not in the middle of a window
+    return item
+
+
+def chains_record(envelope: bytes, chain_id: str | None, person: str | None = None,
+                  merged: Iterable[str] = ()) -> bytes:
+    """The ``<prefix>.chains`` value for a stored event, splicing the envelope bytes as stored (no
+    re-encoding): what the worker is to produce, keyed by scope, in the transaction of its offsets."""
+    tail = msgspec.json.encode({"chain_id": chain_id, "person": person, "merged": list(merged)})
+    return b'{"event":' + envelope + b"," + tail[1:]
