@@ -339,7 +339,8 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array
 @cli.command()
 @_SINCE
 @_UNTIL
-@click.option("--target", help="Only events whose target id or name is this.")
+@click.option("--target", help="Only events of this target: id, name, service, last segment of an ARN or "
+              "kind/name id, or kind:name.")
 @_LIMIT
 @_JSON
 @click.pass_obj
@@ -385,7 +386,9 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
     """List what ACTOR did (actor id, principal or display name), in time order.
 
     ACTOR may also be a person of the identity map (CAUSELOG_IDENTITIES plus joins learned from
-    the data) or any principal of one: then the events of all that person's principals are listed.
+    the data) or any principal of one: then the events of all that person's principals are listed,
+    and the events done with the credentials of sessions they opened (an assumed role's calls, a
+    database session's statements), each with `via` saying who opened the session.
     """
     from pipeline.store import queries
     from pipeline.store.identities import identity_map
@@ -404,13 +407,20 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
 @click.option("--at", "at_text", required=True, help="Incident time: RFC 3339, '2026-11-27 02:14', 02:14 or 6h (ago).")
 @click.option("--window", default="6h", show_default=True, help="How far back to look (30m, 6h, 2d).")
 @click.option("--limit", default=20, show_default=True, help="Most causes listed.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write the answer as one self-contained HTML report to this file.")
 @_JSON
 @click.pass_obj
-def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json: bool) -> None:
+def why(s: Settings, target: str, at_text: str, window: str, limit: int, html_file: Path | None,
+        as_json: bool) -> None:
     """What changed to TARGET and what it depends on before an incident, ranked, with each change's chain.
 
+    TARGET is a target id, name or service, the last segment of an ARN or `kind/name` id, or
+    `kind:name`; when it names several targets the answer lists them and how each matched.
     Dependencies come from CAUSELOG_TOPOLOGY (default $CAUSELOG_HOME/topology.yaml): see
-    README, "why". Ranking: recent first; failures, config, deploys and privilege changes up.
+    README, "why". Ranking: configuration, deploys, schema, access, data writes, then reads;
+    repeated events are one line with a count; failed changes move up; the failure itself is
+    shown as the symptom.
     """
     from pipeline.cli.timeparse import parse_duration
 
@@ -430,6 +440,14 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
                                  limit=limit, identities=identity_map(store, s.identities_path))
         finally:
             store.close()
+    if html_file is not None:
+        from pipeline.report import why_html
+
+        try:
+            html_file.write_text(why_html(result, generated_at=datetime.now(UTC)), encoding="utf-8")
+        except OSError as exc:
+            raise CauselogError(f"cannot write the report to {html_file}: {exc.strerror}") from None
+        err.print(f"report written to {escape(str(html_file))}")
     if as_json:
         click.echo(dumps(result))
         return
@@ -437,27 +455,61 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
 
 
 def _who(e: dict[str, Any]) -> str:
-    """``actor (assurance)``, followed by the person behind it when the identity map knows one."""
+    """``actor (assurance)``, followed by the person behind it when the identity map knows one,
+    and for an event made with a session's credentials who opened the session."""
     text = f"{escape(e['actor_id'])} ({escape(e['actor_assurance'])})"
     person = e.get("person")
+    origin = e.get("session_origin")
     if person:
-        text += f" = [cyan]{escape(person['id'])}[/]"
+        text += f" — [cyan]{escape(person['id'])}[/]" if origin else f" = [cyan]{escape(person['id'])}[/]"
         if person.get("name") and person["name"] != person["id"]:
             text += f" ({escape(person['name'])})"
+    if origin:
+        text += f" [dim]through session opened by {escape(origin['text'])}[/]"
     return text
+
+
+def _print_matches(result: dict[str, Any]) -> list[str]:
+    """Lines saying which targets the typed name matched, grouped by how."""
+    matches = result.get("matches") or []
+    if len(matches) <= 1 and all(m["how"] == "target.id" for m in matches):
+        return []
+    lines = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in matches:
+        groups.setdefault(m["how"], []).append(m)
+    for how, items in groups.items():
+        names = ", ".join(f"{m['kind']}:{m['id']} ({m['events']} events)" for m in items)
+        lines.append(f"{escape(result['target'])} matched by {escape(how)}: {escape(names)}")
+    if len(matches) > 1:
+        lines.append(f"[yellow]{len(matches)} different targets match; give an exact id to narrow it down[/]")
+    return lines
+
+
+def _cause_line(n: int, cause: dict[str, Any]) -> str:
+    e = cause["event"]
+    style = "red" if e["outcome"] == "failure" else "bold"
+    count = cause.get("count", 1)
+    when = (f"{escape(str(cause['first']))} .. {escape(str(cause['last']))} ([bold]×{count}[/])" if count > 1
+            else f"at {escape(str(e['time']))}")
+    return (f"{n}. [{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} "
+            f"{when} by {_who(e)} [dim]{escape(cause.get('kind', ''))} score {cause['score']}[/]")
 
 
 def _print_why(result: dict[str, Any]) -> None:
     from rich.tree import Tree
 
     head = (f"why [bold]{escape(result['target'])}[/] at {escape(str(result['at']))} "
-            f"(looking {result['window_seconds'] / 3600:g}h back at {escape(', '.join(result['related']))})")
+            f"(looking {result['window_seconds'] / 3600:g}h back at {escape(', '.join(result['related']))}; "
+            f"{result.get('candidates', len(result['causes']))} events)")
     tree = Tree(head)
+    for line in _print_matches(result):
+        tree.add(line)
+    for symptom in result.get("symptoms", []):
+        tree.add("symptom: " + _cause_line(0, symptom).partition(" ")[2])
     for n, cause in enumerate(result["causes"], 1):
         e = cause["event"]
-        style = "red" if e["outcome"] == "failure" else "bold"
-        node = tree.add(f"{n}. [{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} "
-                        f"at {escape(str(e['time']))} by {_who(e)} [dim]score {cause['score']}[/]")
+        node = tree.add(_cause_line(n, cause))
         if e.get("diff"):
             node.add(f"diff: {escape(dumps(e['diff']).decode())}")
         if e.get("statement"):
@@ -520,6 +572,9 @@ def chain(s: Settings, event_id: str, as_json: bool) -> None:
 from pipeline.cli.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
+from pipeline.cli.report import report  # noqa: E402
+
+cli.add_command(report)
 
 
 def main() -> None:

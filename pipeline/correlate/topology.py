@@ -7,7 +7,10 @@ Format::
       orders-db-config: [orders-db]     # this configmap configures orders-db
       web: [api]
 
-Names are what events carry as ``target.id``, ``target.name`` or ``target.service``. ``why X``
+Names are what events carry as ``target.id``, ``target.name`` or ``target.service``, or the
+short forms :mod:`pipeline.correlate.targets` accepts: the last segment of an ARN or of a
+``kind/name`` id, and ``kind:name`` (``payments-db``, ``database/payments-db`` and
+``database:payments-db`` are one node; see :func:`same_target`). ``why X``
 looks at X, what X depends on (transitively: a broken dependency breaks X) and what depends on X
 directly (a new deploy of a client can overload X), which is :meth:`Topology.related`.
 """
@@ -21,7 +24,17 @@ from typing import Any
 
 import yaml
 
+from pipeline.correlate.targets import last_segment
 from pipeline.errors import ConfigError
+
+
+def same_target(a: str, b: str) -> bool:
+    """Whether two names written in any accepted form name the same thing: equal, equal once
+    ``kind:name`` is written ``kind/name``, or one is a bare name and the other's last segment."""
+    if a == b or a.replace(":", "/") == b.replace(":", "/"):
+        return True
+    bare_a, bare_b = last_segment(a) == a, last_segment(b) == b
+    return (bare_a and a == last_segment(b)) or (bare_b and b == last_segment(a))
 
 
 @dataclass(frozen=True)
@@ -49,24 +62,32 @@ class Topology:
             out[str(name)] = frozenset(targets)
         return cls(out)
 
+    def aliases(self, name: str) -> set[str]:
+        """``name`` and every name of the file that names the same thing (:func:`same_target`)."""
+        known = set(self.depends_on) | {d for deps in self.depends_on.values() for d in deps}
+        return {name} | {k for k in known if same_target(k, name)}
+
     def dependencies(self, name: str) -> set[str]:
         """Everything ``name`` depends on, transitively."""
+        own = self.aliases(name)
         seen: set[str] = set()
-        todo = [name]
+        todo = sorted(own)
         while todo:
             for dep in self.depends_on.get(todo.pop(), ()):
-                if dep not in seen and dep != name:
+                if dep not in seen and dep not in own:
                     seen.add(dep)
                     todo.append(dep)
         return seen
 
     def dependents(self, name: str) -> set[str]:
         """What depends on ``name`` directly."""
-        return {a for a, deps in self.depends_on.items() if name in deps}
+        own = self.aliases(name)
+        return {a for a, deps in self.depends_on.items() if own & deps and a not in own}
 
     def related(self, name: str) -> set[str]:
-        """``name``, its transitive dependencies and its direct dependents."""
-        return {name} | self.dependencies(name) | self.dependents(name)
+        """``name`` (with its other forms in the file), its transitive dependencies and its
+        direct dependents."""
+        return self.aliases(name) | self.dependencies(name) | self.dependents(name)
 
 
 def load_topology(path: Path) -> Topology:

@@ -7,9 +7,10 @@ from typing import Any
 
 import orjson
 
-from pipeline.correlate import explain
+from pipeline.correlate import explain, ranking, targets
+from pipeline.correlate.targets import Match
 from pipeline.correlate.topology import Topology
-from pipeline.identity import IdentityMap, annotate
+from pipeline.identity import IdentityMap, Person, annotate, person_summary, sessions
 from pipeline.store.client import QueryResult, Store
 
 TIMELINE_COLUMNS = (
@@ -60,13 +61,14 @@ def timeline(
     scope: str | None = None,
     limit: int = 1000,
 ) -> QueryResult:
-    """Events in time order, optionally bounded in time and filtered by target id or name."""
+    """Events in time order, optionally bounded in time and filtered by a target named in any
+    form :mod:`pipeline.correlate.targets` accepts (id, name, service, last segment, kind:name)."""
     where = ["1"]
     params: dict[str, Any] = {"limit": limit}
     _time_bounds(where, params, since, until)
     if target:
-        where.append("(target_id = {target:String} OR target_name = {target:String})")
-        params["target"] = target
+        where.append("hasAny(target_names, {target:Array(String)})")
+        params["target"] = targets.query_forms(target)
     if scope:
         where.append("scope = {scope:String}")
         params["scope"] = scope
@@ -130,23 +132,118 @@ def who(
     cols = TIMELINE_COLUMNS if person is None else (*TIMELINE_COLUMNS, "actor_principal")
     sql = (
         f"SELECT {', '.join(cols)} FROM {store.database}.events "
-        f"WHERE {' AND '.join(where)} ORDER BY time, id LIMIT {{limit:UInt32}}"
+        f"WHERE {' AND '.join(where)} ORDER BY time, id LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}"
     )
-    result = store.query(sql, params)
     if person is None or identities is None:
-        return result
-    # The raw forms may match someone else's principal in another system: keep this person's.
-    keep = []
-    for row in result.rows:
-        r = dict(zip(cols, row, strict=True))
-        found = identities.person_of_ids(str(r["actor_id"]), str(r["actor_principal"]))
-        if found is not None and found.id == person.id:
-            keep.append(row[: len(TIMELINE_COLUMNS)])
-    return QueryResult(list(TIMELINE_COLUMNS), keep)
+        return store.query(sql, {**params, "offset": 0})
+    # The raw forms may match someone else's principal in another system: keep this person's,
+    # reading page after page so that dropping rows never leaves fewer than ``limit``.
+    keep: list[list[Any]] = []
+    offset = 0
+    while len(keep) < limit:
+        page = store.query(sql, {**params, "offset": offset}).rows
+        for row in page:
+            r = dict(zip(cols, row, strict=True))
+            found = identities.person_of_ids(str(r["actor_id"]), str(r["actor_principal"]))
+            if found is not None and found.id == person.id and len(keep) < limit:
+                keep.append([*row[: len(TIMELINE_COLUMNS)], ""])
+        if len(page) < limit:
+            break
+        offset += limit
+    behalf = _on_behalf(store, person, sorted(names), until=until, identities=identities)
+    window = [r for r in behalf if (since is None or _aware(r[0]) >= since) and (until is None or _aware(r[0]) <= until)]
+    merged = sorted([*keep, *window], key=lambda r: (_aware(r[0]), str(r[9])))[:limit]
+    return QueryResult([*TIMELINE_COLUMNS, "via"], merged)
+
+
+_SESSION_COLUMNS = (*TIMELINE_COLUMNS, "actor_principal",
+                    "JSONExtractString(envelope, 'diff', 'session_issued', 'session') AS issued")
+
+
+def _on_behalf(
+    store: Store, person: Person, names: list[str], *, until: datetime | None, identities: IdentityMap,
+    depth: int = 6, cap: int = 10_000,
+) -> list[list[Any]]:
+    """Events done with the credentials of sessions ``person`` opened (AWS role chains through
+    temporary keys, PostgreSQL/Okta/Kubernetes sessions; :mod:`pipeline.identity.sessions`), by
+    another principal: timeline rows plus ``via`` (who opened the session, with what assurance).
+    Resolved at query time: sessions are followed at most ``depth`` hops, about ``cap`` events."""
+    db = store.database
+    where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)})",
+             "(has_diff OR arrayExists(k -> startsWith(k, 'session:'), links))"]
+    params: dict[str, Any] = {"a": names, "cap": cap}
+    _time_bounds(where, params, None, until)
+    cols = ", ".join(_SESSION_COLUMNS)
+    pool = {str(r["id"]): r for r in _dicts(store.query(
+        f"SELECT {cols} FROM {db}.events WHERE {' AND '.join(where)} LIMIT {{cap:UInt32}}", params))}
+    own = set(pool)
+    frontier = {str(k) for r in pool.values() for k in [r["issued"], *r["links"]]
+                if str(k).startswith("session:")}
+    seen: set[str] = set()
+    bound = "AND time <= {until:DateTime64(6, 'UTC')}" if until is not None else ""
+    for _ in range(depth):
+        frontier -= seen
+        if not frontier or len(pool) >= cap:
+            break
+        seen |= frontier
+        found = _dicts(store.query(
+            f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
+            f"WHERE key IN {{keys:Array(String)}}) {bound} LIMIT {{cap:UInt32}}",
+            {**params, "keys": sorted(frontier)},
+        ))
+        frontier = set()
+        for r in found:
+            if str(r["id"]) not in pool:
+                pool[str(r["id"])] = r
+                frontier.update(str(k) for k in [r["issued"], *r["links"]] if str(k).startswith("session:"))
+    for r in pool.values():
+        r["diff"] = {"session_issued": {"session": r["issued"]}} if r["issued"] else None
+    index = sessions.SessionIndex(pool.values())
+    out = []
+    for eid, r in pool.items():
+        if eid in own:
+            continue
+        origin = index.origin(r)
+        if origin is None:
+            continue
+        found_person = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
+        if found_person is not None and found_person.id == person.id:
+            out.append([*(r[c] for c in TIMELINE_COLUMNS), origin.text()])
+    return out
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _dicts(result: QueryResult) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+def resolve_target(
+    store: Store, target: str, *, since: datetime | None = None, until: datetime | None = None
+) -> list[Match]:
+    """The distinct targets ``target`` names (id, name, service, last segment of an ARN or
+    ``kind/name`` id, ``kind:name``; see :mod:`pipeline.correlate.targets`), strongest match first,
+    with how each matched and its number of events (within ``since``/``until`` when given)."""
+    where = ["hasAny(target_names, {forms:Array(String)})"]
+    params: dict[str, Any] = {"forms": targets.query_forms(target)}
+    _time_bounds(where, params, since, until)
+    rows = _dicts(store.query(
+        "SELECT target_kind, target_id, any(target_name) AS target_name, any(target_service) AS target_service, "
+        f"count() AS events FROM {store.database}.events WHERE {' AND '.join(where)} "
+        "GROUP BY target_kind, target_id ORDER BY events DESC LIMIT 1000",
+        params,
+    ))
+    return targets.matches(target, rows)
+
+
+# Lines of `why` are grouped in SQL by what makes events "the same" (ranking.group_key); an event
+# that must stay alone keeps its id in the key.
+_SOLO = " OR ".join(["has_diff", *(f"startsWith(type, '{p}')" for p in ranking.NEVER_GROUPED_PREFIXES)])
+_GROUP_BY = "type, action, actor_id, target_kind, target_id, outcome, statement, solo"
 
 
 def why(
@@ -161,39 +258,90 @@ def why(
     chain_limit: int = 200,
     identities: IdentityMap | None = None,
 ) -> dict[str, Any]:
-    """Changes to ``target`` and its related things (matched on target id or service) in the
-    ``window`` before ``at``, ranked, each with its chain as the worker stored it (events up to
-    ``at``, at most ``chain_limit``). Events stored before the worker correlated have no chain id;
-    for those the chain is the events reachable through shared link keys (``chain_depth`` hops).
-    With ``identities`` every event names the ``person`` behind its actor (or None)."""
+    """Changes to ``target`` and its related things in the ``window`` before ``at``, ranked
+    (:mod:`pipeline.correlate.ranking`: by kind of change, repetitive events grouped, the failures
+    that are not changes apart as symptoms), each with its chain as the worker stored it (events
+    up to ``at``, at most ``chain_limit``).
+
+    ``target`` and the topology's names match in any form :mod:`pipeline.correlate.targets`
+    accepts; ``matches`` lists the distinct targets the typed name found and how. Events stored
+    before the worker correlated have no chain id; their chain is the events reachable through
+    shared link keys (``chain_depth`` hops). With ``identities`` every event names the ``person``
+    behind its actor, through the session it was made in when it used a session's credentials."""
     topology = topology or Topology()
     names = sorted(topology.related(target))
+    forms = sorted({f for n in names for f in targets.query_forms(n)})
     db = store.database
     span = {"lo": at - window, "at": at}
-    candidates = _dicts(store.query(
-        f"SELECT {DETAIL_SELECT}, chain_id, chain_time FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
-        "AND time <= {at:DateTime64(6, 'UTC')} AND (target_id IN {names:Array(String)} "
-        "OR target_service IN {names:Array(String)}) "
-        "ORDER BY time DESC, id LIMIT 10000",
-        {**span, "names": names},
+    groups = _dicts(store.query(
+        f"SELECT type, action, actor_id, target_kind, target_id, outcome, statement, "
+        f"if({_SOLO}, id, '') AS solo, any(target_name) AS target_name, any(target_service) AS target_service, "
+        "count() AS count, min(time) AS first, max(time) AS last, argMax(id, (time, id)) AS last_id "
+        f"FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} AND time <= {{at:DateTime64(6, 'UTC')}} "
+        f"AND hasAny(target_names, {{forms:Array(String)}}) GROUP BY {_GROUP_BY}",
+        {**span, "forms": forms},
     ))
-    chains = stored_chains(store, candidates, at=at, limit=chain_limit)
-    legacy = [c for c in candidates if str(c["id"]) not in chains]
+    for g in groups:
+        g["id"], g["time"], g["has_diff"] = g.pop("last_id"), g["last"], bool(g.pop("solo"))
+    ranked = ranking.rank(groups, at=at, window_seconds=window.total_seconds(), limit=limit)
+    lines = [*ranked.causes, *ranked.symptoms]
+    details = {str(e["id"]): e for e in _dicts(store.query(
+        f"SELECT {DETAIL_SELECT}, chain_id, chain_time FROM {db}.events WHERE id IN {{ids:Array(String)}} "
+        "AND time >= {lo:DateTime64(6, 'UTC')} AND time <= {at:DateTime64(6, 'UTC')}",
+        {**span, "ids": sorted({str(r.event["id"]) for r in lines})},
+    ))}
+    rows = [details[str(r.event["id"])] for r in ranked.causes if str(r.event["id"]) in details]
+    chains = stored_chains(store, rows, at=at, limit=chain_limit)
+    legacy = [c for c in rows if str(c["id"]) not in chains]
     if legacy:  # stored before the worker correlated: chains from shared link keys at query time
         events = _expand(store, legacy, at=at, depth=chain_depth, cap=chain_limit * len(legacy))
         chains.update({str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in legacy})
-    candidates = _detailed(candidates, identities)
     chains = {k: _detailed(v, identities) for k, v in chains.items()}
-    causes = explain.rank(candidates, chains, at=at, window_seconds=window.total_seconds(), limit=limit)
+
+    def line(r: ranking.Ranked) -> dict[str, Any]:
+        eid = str(r.event["id"])
+        event = _detailed([details.get(eid, dict(r.event))], identities)[0]
+        chain = chains.get(eid, [])
+        _through_sessions([event, *chain], chain, identities)
+        return {"score": r.score, "kind": r.kind, "reasons": list(r.reasons), "count": r.count,
+                "first": r.first, "last": r.last, "event": event, "story": explain.story(chain or [event]),
+                "chain": chain}
+
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for g in groups:
+        t = totals.setdefault((str(g["target_kind"]), str(g["target_id"])), {**g, "events": 0})
+        t["events"] += int(g["count"])
     return {
         "target": target,
         "related": names,
+        "matches": [m.as_dict() for m in targets.matches(target, totals.values())],
         "at": at,
         "window_seconds": window.total_seconds(),
-        "causes": [
-            {"score": c.score, "event": c.event, "story": c.story, "chain": c.chain} for c in causes
-        ],
+        "candidates": ranked.candidates,
+        "causes": [line(r) for r in ranked.causes],
+        "symptoms": [line(r) for r in ranked.symptoms],
     }
+
+
+def _through_sessions(
+    rows: list[dict[str, Any]], pool: list[dict[str, Any]], identities: IdentityMap | None
+) -> None:
+    """Give each row made with a session's credentials its ``session_origin`` (who opened the
+    session, with the strongest assurance proven then; :mod:`pipeline.identity.sessions`) and,
+    when its own actor names nobody, the ``person`` behind that origin."""
+    index = sessions.SessionIndex(pool)
+    for row in rows:
+        if "session_origin" in row:
+            continue
+        origin = index.origin(row)
+        if origin is None or origin.origin.actor == row.get("actor_id"):
+            row["session_origin"] = None
+            continue
+        row["session_origin"] = origin.as_dict()
+        if identities is not None and not row.get("person"):
+            person = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
+            if person is not None:
+                row["person"] = {**(person_summary(person) or {}), "through_session": origin.text()}
 
 
 def _expand(
@@ -251,10 +399,12 @@ def chain(
         members = _members(store, {root: since}, at=None, limit=limit + 1)[root]
         truncated = len(members) > limit
         members = _detailed(members[:limit], identities)
+        _through_sessions(members, members, identities)
         return {"chain_id": root, "events": members, "edges": _edges(store, [str(e["id"]) for e in members]),
                 "truncated": truncated}
     members = _detailed(_component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit),
                         identities)
+    _through_sessions(members, members, identities)
     edges = []
     by_key: dict[str, list[dict[str, Any]]] = {}
     for e in members:  # already in (time, id) order
@@ -278,6 +428,11 @@ def stored_chains(
     roots = _roots(store, heads)
     members = _members(store, dict(roots.values()), at=at, limit=limit)
     return {eid: members[roots[c][0]] for eid, c in own.items()}
+
+
+def chain_roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:
+    """The current id and head time of each chain (given with its head time as an event saw it)."""
+    return _roots(store, chains) if chains else {}
 
 
 def _roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:

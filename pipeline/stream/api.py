@@ -11,7 +11,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import faust
@@ -22,6 +22,7 @@ from pipeline.errors import CauselogError, ConfigError, QueryError
 from pipeline.settings import Settings
 from pipeline.store import Store, queries
 from pipeline.store.identities import identity_map
+from pipeline.stream.api_incident import register_incident
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
 from pipeline.stream.jsonio import dumps
@@ -155,6 +156,11 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 return answer(self, {"error": str(exc)}, 400)
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
+            if q.get("format") == "html":
+                from pipeline.report import why_html
+
+                return self.bytes(why_html(result, generated_at=datetime.now(UTC)).encode(),
+                                  content_type="text/html; charset=utf-8")
             return answer(self, result)
 
     @app.page("/v1/who")
@@ -173,3 +179,4 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 return answer(self, {"error": str(exc)}, 503)
             return await events(self, queries.who, actor, identities=identities, **window)
 
+    register_incident(app, ctx)
