@@ -455,17 +455,19 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, html_fi
 
 
 def _who(e: dict[str, Any]) -> str:
-    """``actor (assurance)``, followed by the person behind it when the identity map knows one,
-    and for an event made with a session's credentials who opened the session."""
+    """``actor (assurance)``, followed by the person behind it when the identity map knows one;
+    for an event made with a session's credentials, what was proven when the session was opened:
+    ``prod-admin/ops-session (authenticated) — frida (mfa at 01:55 via AssumeRole, AssumeRole)``."""
     text = f"{escape(e['actor_id'])} ({escape(e['actor_assurance'])})"
     person = e.get("person")
     origin = e.get("session_origin")
+    if origin:
+        who = person["id"] if person else origin["actor"]
+        return text + f" — [cyan]{escape(who)}[/] ({escape(origin['summary'])})"
     if person:
-        text += f" — [cyan]{escape(person['id'])}[/]" if origin else f" = [cyan]{escape(person['id'])}[/]"
+        text += f" = [cyan]{escape(person['id'])}[/]"
         if person.get("name") and person["name"] != person["id"]:
             text += f" ({escape(person['name'])})"
-    if origin:
-        text += f" [dim]through session opened by {escape(origin['text'])}[/]"
     return text
 
 

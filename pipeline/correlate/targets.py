@@ -13,7 +13,8 @@ last segment of the id       ``ct-stop-trail`` (ARN), ``payments-db``      ``las
 ``kind:segment``             ``database:payments-db``                      ``kind:name``
 ===========================  ============================================  ==================
 
-The store keeps these forms per event in the materialized column ``events.target_names``
+The match goes one way: the typed name is one of the target's forms (``acme/api`` does not match
+a target that is only named ``api``). The store keeps these forms per event in the materialized column ``events.target_names``
 (schemas/clickhouse/008_incident.sql computes the same list as :func:`target_forms`).
 """
 
@@ -40,12 +41,6 @@ def target_forms(kind: str, target_id: str, name: str = "", service: str = "") -
     return list(dict.fromkeys(f for f in forms if f))
 
 
-def query_forms(typed: str) -> list[str]:
-    """What to look up for a typed name: itself, and (for an ARN, ``kind/name`` or ``kind:name``)
-    its last segment too, so ``database:payments-db`` also finds a target named ``payments-db``."""
-    return list(dict.fromkeys(f for f in (typed, last_segment(typed)) if f))
-
-
 def how_matched(typed: str, kind: str, target_id: str, name: str = "", service: str = "") -> str:
     """The strongest way ``typed`` names this target (see the table), or ``""`` when it does not."""
     seg = last_segment(target_id) if target_id else ""
@@ -56,14 +51,7 @@ def how_matched(typed: str, kind: str, target_id: str, name: str = "", service: 
         ("last segment", typed == seg),
         ("target.service", typed == service),
     )
-    found = next((how for how, ok in checks if ok), "")
-    if found:
-        return found
-    # A typed qualified form whose last segment names this target.
-    short = last_segment(typed)
-    if short != typed and short in (seg, name):
-        return "last segment"
-    return ""
+    return next((how for how, ok in checks if ok), "")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Format::
 Names are what events carry as ``target.id``, ``target.name`` or ``target.service``, or the
 short forms :mod:`pipeline.correlate.targets` accepts: the last segment of an ARN or of a
 ``kind/name`` id, and ``kind:name`` (``payments-db``, ``database/payments-db`` and
-``database:payments-db`` are one node; see :func:`same_target`). ``why X``
+``database:payments-db`` all name the entry ``database/payments-db``; see :func:`names`). ``why X``
 looks at X, what X depends on (transitively: a broken dependency breaks X) and what depends on X
 directly (a new deploy of a client can overload X), which is :meth:`Topology.related`.
 """
@@ -28,13 +28,11 @@ from pipeline.correlate.targets import last_segment
 from pipeline.errors import ConfigError
 
 
-def same_target(a: str, b: str) -> bool:
-    """Whether two names written in any accepted form name the same thing: equal, equal once
-    ``kind:name`` is written ``kind/name``, or one is a bare name and the other's last segment."""
-    if a == b or a.replace(":", "/") == b.replace(":", "/"):
-        return True
-    bare_a, bare_b = last_segment(a) == a, last_segment(b) == b
-    return (bare_a and a == last_segment(b)) or (bare_b and b == last_segment(a))
+def names(typed: str, name: str) -> bool:
+    """Whether ``typed`` names the topology entry ``name`` in a form :mod:`pipeline.correlate.targets`
+    accepts: ``name`` itself, its last segment (``payments-db`` for ``database/payments-db`` or an
+    ARN), or ``kind:name`` for a ``kind/name`` entry."""
+    return typed in (name, last_segment(name)) or typed.replace(":", "/") == name
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,9 @@ class Topology:
         return cls(out)
 
     def aliases(self, name: str) -> set[str]:
-        """``name`` and every name of the file that names the same thing (:func:`same_target`)."""
+        """``name`` and every entry of the file it names (:func:`names`)."""
         known = set(self.depends_on) | {d for deps in self.depends_on.values() for d in deps}
-        return {name} | {k for k in known if same_target(k, name)}
+        return {name} | {k for k in known if names(name, k)}
 
     def dependencies(self, name: str) -> set[str]:
         """Everything ``name`` depends on, transitively."""

@@ -63,17 +63,22 @@ class Origin:
     assurance: str
     steps: tuple[Step, ...]
 
-    def text(self) -> str:
-        """``frida (mfa at 2026-11-27 01:55 via AssumeRole, AssumeRole)``: for answers."""
+    def summary(self) -> str:
+        """``mfa at 2026-11-27 01:55 via AssumeRole, AssumeRole``: what was proven, when, and the
+        steps that opened the sessions (origin first)."""
         opened = [s.action or s.type for s in reversed(self.steps[1:])]
-        return (f"{self.origin.actor} ({self.assurance} at {_short(self.origin.time)}"
-                + (f" via {', '.join(opened)}" if opened else "") + ")")
+        return f"{self.assurance} at {_short(self.origin.time)}" + (f" via {', '.join(opened)}" if opened else "")
 
-    def as_dict(self) -> dict[str, Any]:
+    def text(self, person: str | None = None) -> str:
+        """``frida (mfa at 2026-11-27 01:55 via AssumeRole, AssumeRole)`` (the origin's actor when
+        no ``person`` is given): for answers."""
+        return f"{person or self.origin.actor} ({self.summary()})"
+
+    def as_dict(self, person: str | None = None) -> dict[str, Any]:
         """JSON form for answers."""
         return {"actor": self.origin.actor, "principal": self.origin.principal, "event": self.origin.event,
-                "assurance": self.assurance, "time": self.origin.time, "text": self.text(),
-                "steps": [s.as_dict() for s in self.steps]}
+                "assurance": self.assurance, "time": self.origin.time, "person": person,
+                "summary": self.summary(), "text": self.text(person), "steps": [s.as_dict() for s in self.steps]}
 
 
 def _issued(e: Mapping[str, Any]) -> str | None:

@@ -54,13 +54,15 @@ def who(e: Mapping[str, Any]) -> str:
     """Actor (assurance), the person behind it, and who opened the session it used."""
     out = f"<code>{esc(e.get('actor_id'))}</code> ({esc(e.get('actor_assurance'))})"
     person = e.get("person")
+    origin = e.get("session_origin")
+    if origin:
+        name = person.get("id") if person else origin.get("actor")
+        return out + (f' — <span class="person">{esc(name)}</span> ({esc(origin.get("summary"))})'
+                      f' <span class="dim">through the session opened by {esc(origin.get("actor"))}</span>')
     if person:
         out += f' — <span class="person">{esc(person.get("id"))}</span>'
         if person.get("name") and person.get("name") != person.get("id"):
             out += f" ({esc(person['name'])})"
-    origin = e.get("session_origin")
-    if origin:
-        out += f' <span class="dim">through session opened by {esc(origin.get("text"))}</span>'
     return out
 
 

@@ -67,8 +67,8 @@ def timeline(
     params: dict[str, Any] = {"limit": limit}
     _time_bounds(where, params, since, until)
     if target:
-        where.append("hasAny(target_names, {target:Array(String)})")
-        params["target"] = targets.query_forms(target)
+        where.append("has(target_names, {target:String})")
+        params["target"] = target
     if scope:
         where.append("scope = {scope:String}")
         params["scope"] = scope
@@ -208,7 +208,7 @@ def _on_behalf(
             continue
         found_person = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
         if found_person is not None and found_person.id == person.id:
-            out.append([*(r[c] for c in TIMELINE_COLUMNS), origin.text()])
+            out.append([*(r[c] for c in TIMELINE_COLUMNS), origin.text(person.id)])
     return out
 
 
@@ -229,7 +229,7 @@ def resolve_target(
     ``kind/name`` id, ``kind:name``; see :mod:`pipeline.correlate.targets`), strongest match first,
     with how each matched and its number of events (within ``since``/``until`` when given)."""
     where = ["hasAny(target_names, {forms:Array(String)})"]
-    params: dict[str, Any] = {"forms": targets.query_forms(target)}
+    params: dict[str, Any] = {"forms": [target]}
     _time_bounds(where, params, since, until)
     rows = _dicts(store.query(
         "SELECT target_kind, target_id, any(target_name) AS target_name, any(target_service) AS target_service, "
@@ -270,7 +270,6 @@ def why(
     behind its actor, through the session it was made in when it used a session's credentials."""
     topology = topology or Topology()
     names = sorted(topology.related(target))
-    forms = sorted({f for n in names for f in targets.query_forms(n)})
     db = store.database
     span = {"lo": at - window, "at": at}
     groups = _dicts(store.query(
@@ -279,7 +278,7 @@ def why(
         "count() AS count, min(time) AS first, max(time) AS last, argMax(id, (time, id)) AS last_id "
         f"FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} AND time <= {{at:DateTime64(6, 'UTC')}} "
         f"AND hasAny(target_names, {{forms:Array(String)}}) GROUP BY {_GROUP_BY}",
-        {**span, "forms": forms},
+        {**span, "forms": names},
     ))
     for g in groups:
         g["id"], g["time"], g["has_diff"] = g.pop("last_id"), g["last"], bool(g.pop("solo"))
@@ -337,11 +336,11 @@ def _through_sessions(
         if origin is None or origin.origin.actor == row.get("actor_id"):
             row["session_origin"] = None
             continue
-        row["session_origin"] = origin.as_dict()
-        if identities is not None and not row.get("person"):
-            person = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
-            if person is not None:
-                row["person"] = {**(person_summary(person) or {}), "through_session": origin.text()}
+        person = (identities.person_of_ids(origin.origin.actor, origin.origin.principal)
+                  if identities is not None else None)
+        row["session_origin"] = origin.as_dict(person.id if person is not None else None)
+        if person is not None and not row.get("person"):
+            row["person"] = {**(person_summary(person) or {}), "through_session": origin.text(person.id)}
 
 
 def _expand(

@@ -34,8 +34,13 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
                               check=True).stdout)
     assert why["related"] == ["api", "orders-db"]
     causes = {c["event"]["type"]: c for c in why["causes"]}
-    assert set(causes) == {"db.failed", "db.query", "db.session.started", "config.changed", "deploy.succeeded",
-                           "deploy.created", "iam.role.assumed"} - {"iam.role.assumed"}
+    # The repository acme/api is named `api` too (target.name): its commit, review, merge and CI count.
+    assert set(causes) == {"db.query", "db.session.started", "config.changed", "deploy.succeeded",
+                           "deploy.created", "git.commit", "change.reviewed", "change.merged", "ci.run.success"}
+    # The failure at 02:14 is the symptom, not a cause.
+    assert [s["event"]["type"] for s in why["symptoms"]] == ["db.failed"]
+    assert why["matches"] == [{"kind": "database", "id": "orders-db", "name": "orders-db", "service": "orders-db",
+                               "how": "target.id", "events": 4}]
     ranked = [c["event"]["type"] for c in why["causes"]]
     # The config change outranks everything; deploys outrank the plain session start.
     assert ranked[0] == "config.changed"

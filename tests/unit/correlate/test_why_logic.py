@@ -9,8 +9,8 @@ import pytest
 
 from pipeline.correlate import ranking
 from pipeline.correlate.explain import story
-from pipeline.correlate.targets import how_matched, matches, query_forms, target_forms
-from pipeline.correlate.topology import Topology, load_topology, same_target
+from pipeline.correlate.targets import how_matched, matches, target_forms
+from pipeline.correlate.topology import Topology, load_topology, names
 from pipeline.errors import ConfigError
 
 AT = datetime(2026, 11, 27, 2, 14, tzinfo=UTC)
@@ -127,9 +127,10 @@ def test_target_forms_and_how_a_typed_name_matches() -> None:
     assert how_matched(arn, "cloudtrail.trail", arn) == "target.id"
     assert how_matched("database:payments-db", "database", "database/payments-db") == "kind:name"
     assert how_matched("payments", "database", "database/payments-db", "payments-db", "payments") == "target.service"
-    assert how_matched("k8s:payments-db", "database", "database/payments-db") == "last segment"
+    assert how_matched("k8s:payments-db", "database", "database/payments-db") == ""
     assert how_matched("orders-db", "database", "database/payments-db") == ""
-    assert query_forms("database:payments-db") == ["database:payments-db", "payments-db"]
+    # One way only: a qualified name does not match a target that only has the short one.
+    assert how_matched("acme/api", "service", "api", "api") == ""
 
 
 def test_matches_are_distinct_targets_strongest_first() -> None:
@@ -148,8 +149,8 @@ def test_topology_accepts_every_form_of_a_name() -> None:
     assert t.related("payments-db") == {"payments-db", "database/payments-db", "payments-api"}
     assert t.related("database:payments-db") >= {"database/payments-db", "payments-api"}
     assert "payments-api" in t.related("export") and "database/payments-db" in t.related("export")
-    assert same_target("database:payments-db", "database/payments-db")
-    assert not same_target("prod/api", "staging/api")
+    assert names("database:payments-db", "database/payments-db") and names("api", "prod/api")
+    assert not names("prod/api", "api") and not names("prod/api", "staging/api")
 
 
 def test_story_collects_what_the_links_and_types_tell() -> None:
