@@ -72,3 +72,48 @@ def frida_chain() -> list[dict[str, Any]]:
 
 FRIDA = IdentityMap.build(IdentityConfig.from_obj(
     {"people": {"frida": {"name": "Frida Holm", "principals": ["arn:aws:iam::111122223333:user/frida"]}}}))
+
+
+def busy_database(n: int, at: datetime, *, seed: int = 7, scope: str = "acme") -> list[dict[str, Any]]:
+    """About ``n`` events on ``database/payments-db`` in the 6 hours before ``at``, as pgaudit makes
+    them: 90 % reads (40 normalised statements, 20 application roles, sessions of ~50 statements),
+    writes, session starts, role assumptions and a grant, plus the 02:14 scenario's changes:
+    max_connections cut 200 -> 20 at T-40m, a deploy of payments-api at T-25m, the failure at T."""
+    import random
+
+    rng = random.Random(seed)
+    reads = [f"SELECT * FROM t{i} WHERE id = $1" for i in range(40)]
+    writes = [f"INSERT INTO t{i} VALUES ($1, $2)" for i in range(10)] + ["UPDATE t1 SET a = $1 WHERE id = $2"]
+    out: list[dict[str, Any]] = []
+
+    def add(type_: str, minutes_before: float, **kw: Any) -> None:
+        d = env(0, minutes_before, type_, kw.pop("target", DB), **kw)
+        d["id"] = f"busy-{seed}-{len(out):07d}"
+        d["time"] = (at - timedelta(minutes=minutes_before)).isoformat()
+        d["scope"] = scope
+        out.append(d)
+
+    session = 0
+    while len(out) < n - 3:
+        session += 1
+        role = f"postgres:payments:app{rng.randrange(20)}"
+        key = f"session:postgres:payments:{seed}.{session}"
+        start = rng.uniform(1, 359)
+        add("db.session.started", start, actor=role, action="connect", links=(key,))
+        for k in range(min(50, n - 3 - len(out))):
+            when = max(0.01, start - k * 0.05)
+            r = rng.random()
+            if r < 0.93:
+                add("db.query", when, actor=role, action="SELECT", statement=rng.choice(reads), links=(key,))
+            elif r < 0.995:
+                add("db.write", when, actor=role, action="INSERT", statement=rng.choice(writes), links=(key,))
+            else:
+                add("iam.role.assumed", when, actor="arn:aws:iam::111122223333:user/ci", action="AssumeRole",
+                    target={"kind": "iam.role", "id": "arn:aws:iam::111122223333:role/payments-db-reader",
+                            "service": "payments-db"})
+    add("config.changed", 40, actor="git:bob@acme.example", assurance="claimed",
+        diff={"changed": ["max_connections"], "before": {"max_connections": 200}, "after": {"max_connections": 20}})
+    add("deploy.created", 25, actor="github:bob", target={"kind": "service", "id": "payments-api"},
+        links=("deploy:8120347",))
+    add("db.failed", 0, actor="postgres:payments:postgres", outcome="failure", action="connect")
+    return out

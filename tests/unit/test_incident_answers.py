@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from incident_data import AT, DB, FRIDA, TRAIL, env, frida_chain, outage, write
+from incident_data import AT, DB, FRIDA, TRAIL, busy_database, env, frida_chain, outage, write
 
 from pipeline.correlate.topology import Topology
 from pipeline.identity import IdentityConfig, IdentityMap
@@ -100,3 +100,19 @@ def test_who_fills_its_limit_after_dropping_someone_elses_rows(store: Store) -> 
     write(store, other + mine)
     rows = queries.who(store, "frida", limit=2, identities=imap).rows
     assert [r[9] for r in rows] == ["ev-0010", "ev-0011"]
+
+
+def test_config_change_and_deploy_stay_on_top_of_a_busy_database(store: Store) -> None:
+    """The bench's realistic mix at a small size: 90 % reads do not bury the two changes."""
+    events = busy_database(3000, AT)
+    assert sum(e["type"] == "db.query" for e in events) / len(events) >= 0.85
+    write(store, events)
+    topo = Topology.from_obj({"depends_on": {"payments-api": ["database/payments-db"]}})
+    answer = queries.why(store, "payments-db", at=AT, window=timedelta(hours=6), topology=topo)
+    assert answer["candidates"] == 3000
+    top3 = [c["event"]["type"] for c in answer["causes"][:3]]
+    assert top3[:2] == ["config.changed", "deploy.created"]
+    assert len(answer["causes"]) <= 20 and answer["symptoms"][0]["event"]["type"] == "db.failed"
+    # Writes (same statement, same role) come next, folded into lines; reads rank below them.
+    assert {c["kind"] for c in answer["causes"][2:]} == {"write"}
+    assert sum(c["count"] for c in answer["causes"]) > len(answer["causes"])
