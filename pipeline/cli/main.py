@@ -488,14 +488,14 @@ def _print_matches(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _cause_line(n: int, cause: dict[str, Any]) -> str:
+def _cause_line(cause: dict[str, Any]) -> str:
+    """``type kind:target at T`` (or ``first .. last (×count)`` for a group) ``by who``."""
     e = cause["event"]
     style = "red" if e["outcome"] == "failure" else "bold"
     count = cause.get("count", 1)
     when = (f"{escape(str(cause['first']))} .. {escape(str(cause['last']))} ([bold]×{count}[/])" if count > 1
             else f"at {escape(str(e['time']))}")
-    return (f"{n}. [{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} "
-            f"{when} by {_who(e)} [dim]{escape(cause.get('kind', ''))} score {cause['score']}[/]")
+    return f"[{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} {when} by {_who(e)}"
 
 
 def _print_why(result: dict[str, Any]) -> None:
@@ -508,10 +508,10 @@ def _print_why(result: dict[str, Any]) -> None:
     for line in _print_matches(result):
         tree.add(line)
     for symptom in result.get("symptoms", []):
-        tree.add("symptom: " + _cause_line(0, symptom).partition(" ")[2])
+        tree.add("symptom: " + _cause_line(symptom))
     for n, cause in enumerate(result["causes"], 1):
         e = cause["event"]
-        node = tree.add(_cause_line(n, cause))
+        node = tree.add(f"{n}. {_cause_line(cause)} [dim]{escape(cause.get('kind', ''))} score {cause['score']}[/]")
         if e.get("diff"):
             node.add(f"diff: {escape(dumps(e['diff']).decode())}")
         if e.get("statement"):

@@ -8,6 +8,7 @@ escaped; the only markup is ours.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ border:1px solid var(--line);border-radius:6px;overflow:auto;white-space:pre-wra
 .kind{display:inline-block;padding:0 6px;border-radius:10px;background:#eef4ff;color:var(--accent);font-size:12px}
 .cause{border:1px solid var(--line);border-radius:8px;padding:8px 14px;margin:12px 0;background:var(--bg)}
 .symptom{border-left:4px solid var(--red);padding:4px 10px;margin:6px 0;background:#fef3f2}
-.person{color:#067647;font-weight:600}svg{max-width:100%;height:auto}
+.person{color:#067647;font-weight:600}td.t,.causes td:nth-child(5){white-space:nowrap}svg{max-width:100%;height:auto}
 svg .node rect{fill:var(--card);stroke:#98a2b3}svg .node.focus rect{fill:#eef4ff;stroke:var(--accent);stroke-width:2}
 svg .node.failure rect{stroke:var(--red)}svg text{font:12px system-ui,sans-serif;fill:var(--fg)}
 svg text.sub{fill:var(--dim);font-size:11px}svg path{fill:none;stroke:#98a2b3;stroke-width:1.5}
@@ -41,6 +42,16 @@ def esc(value: Any) -> str:
     if isinstance(value, datetime):
         value = value.isoformat(sep=" ").replace("+00:00", "Z")
     return html.escape("" if value is None else str(value), quote=True)
+
+
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:00)?$")
+
+
+def tm(value: Any) -> str:
+    """A UTC time as ``2026-11-27 02:14:00`` (escaped); other values as :func:`esc`."""
+    text = value.isoformat() if isinstance(value, datetime) else str(value)
+    found = _ISO.match(text)
+    return esc(f"{found.group(1)} {found.group(2)}" if found else value)
 
 
 def page(title: str, body: str) -> str:
@@ -121,7 +132,7 @@ def chain_graph(events: Sequence[Mapping[str, Any]], *, focus: str | None = None
         parts.append(f'<g class="{cls}" data-event-id="{esc(e["id"])}" data-type="{esc(e.get("type"))}">'
                      f'<rect x="40" y="{y}" width="{NODE_W}" height="{NODE_H}" rx="6"/>'
                      f'<text x="50" y="{y + 18}">{esc(_trim(title))}</text>'
-                     f'<text class="sub" x="50" y="{y + 36}">{esc(_trim(sub, 70))} · {esc(str(e.get("time"))[:19])}</text>'
+                     f'<text class="sub" x="50" y="{y + 36}">{esc(_trim(sub, 70))} · {tm(e.get("time"))}</text>'
                      f"<title>{esc(e['id'])}</title></g>")
     parts.append("</svg>")
     return "".join(parts)
@@ -133,8 +144,8 @@ def _json(value: Any) -> str:
 
 def _when(c: Mapping[str, Any]) -> str:
     if int(c.get("count", 1)) > 1:
-        return f"{esc(c.get('first'))} … {esc(c.get('last'))} <b>×{esc(c.get('count'))}</b>"
-    return esc(c["event"].get("time"))
+        return f"{tm(c.get('first'))} … {tm(c.get('last'))} <b>×{esc(c.get('count'))}</b>"
+    return tm(c["event"].get("time"))
 
 
 def _cause_section(n: int, c: Mapping[str, Any]) -> str:
@@ -162,7 +173,7 @@ def _cause_section(n: int, c: Mapping[str, Any]) -> str:
 def why_html(result: Mapping[str, Any], *, generated_at: datetime | None = None) -> str:
     """The incident report of a ``why`` answer (:func:`pipeline.store.queries.why`)."""
     causes = result.get("causes", [])
-    head = [f"<h1>Why {esc(result.get('target'))} at {esc(result.get('at'))}</h1>",
+    head = [f"<h1>Why {esc(result.get('target'))} at {tm(result.get('at'))} UTC</h1>",
             f"<p class='dim'>Looking {float(result.get('window_seconds', 0)) / 3600:g} h back at "
             f"{esc(', '.join(result.get('related', [])))}; {esc(result.get('candidates', len(causes)))} events"
             + (f"; generated {esc(generated_at)}" if generated_at else "") + "</p>"]
@@ -197,7 +208,7 @@ def _timeline(result: Mapping[str, Any]) -> str:
             seen.setdefault(str(e["id"]), e)
     events = sorted(seen.values(), key=lambda e: (str(e.get("time")), str(e["id"])))
     rows = "".join(
-        f"<tr class='{'fail' if e.get('outcome') == 'failure' else ''}'><td>{esc(e.get('time'))}</td>"
+        f"<tr class='{'fail' if e.get('outcome') == 'failure' else ''}'><td class='t'>{tm(e.get('time'))}</td>"
         f"<td>{esc(e.get('type'))}</td><td><code>{esc(e.get('target_id'))}</code></td><td>{who(e)}</td>"
         f"<td>{esc(e.get('outcome'))}</td></tr>" for e in events)
     return ("<h2>Timeline</h2><table class='timeline'><tr><th>time (UTC)</th><th>type</th><th>target</th>"
@@ -212,7 +223,7 @@ def accountability_html(report: Mapping[str, Any]) -> str:
                 + f"</tr>{body}</table>")
 
     s = report["summary"]
-    parts = [f"<h1>Changes {esc(report['since'])} … {esc(report['until'])}</h1>",
+    parts = [f"<h1>Changes {tm(report['since'])} … {tm(report['until'])} UTC</h1>",
              f"<p>{esc(s['changes'])} changes; reviewed {esc(_pct(s['reviewed'], s['changes']))}; "
              f"verified identity {esc(_pct(s['verified'], s['changes']))}; no owner "
              f"{esc(_pct(s['unowned'], s['changes']))}.</p>",

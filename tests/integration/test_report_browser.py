@@ -4,21 +4,18 @@ network, and the chain graphs hold the expected nodes. Screenshots are kept as t
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
-from datetime import timedelta
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from browser import load_page
-from incident_data import AT, FRIDA, frida_chain, outage, write
 
-from pipeline.correlate.topology import Topology
 from pipeline.report import accountability_html, why_html
-from pipeline.settings import load
-from pipeline.store import Store, migrate, open_store, queries
-from pipeline.store.reports import accountability
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "report-screenshots"
 PROBE = """JSON.stringify({
@@ -35,16 +32,39 @@ PROBE = """JSON.stringify({
 })"""
 
 
+# chDB runs one engine per process, bound to one directory (the unit tests' when the whole suite
+# runs in one pytest process): the answers are computed in a child process of their own.
+ANSWERS = """
+import sys
+from datetime import timedelta
+import orjson
+from incident_data import AT, FRIDA, frida_chain, outage, write
+from pipeline.correlate.topology import Topology
+from pipeline.settings import load
+from pipeline.store import migrate, open_store, queries
+from pipeline.store.reports import accountability
+from pipeline.stream.jsonio import dumps
+
+store = open_store(load({"CAUSELOG_HOME": sys.argv[1], "CAUSELOG_DATABASE": "report"}))
+migrate(store)
+write(store, [*outage(), *[dict(e, id=f"f-{e['id']}") for e in frida_chain()]])
+topo = Topology.from_obj({"depends_on": {"payments-api": ["payments-db"], "payments-db": ["payments-exports"]}})
+why = queries.why(store, "payments-db", at=AT, window=timedelta(hours=6), topology=topo, identities=FRIDA)
+report = accountability(store, since=AT - timedelta(days=7), until=AT, identities=FRIDA)
+sys.stdout.buffer.write(dumps({"why": why, "report": report}))
+store.close()
+"""
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+def answers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The ``why`` answer and the accountability report, as the API sends them (JSON)."""
     home = tmp_path_factory.mktemp("report-home")
-    s = open_store(load({"CAUSELOG_HOME": str(home), "CAUSELOG_DATABASE": "report"}))
-    try:
-        migrate(s)
-        write(s, [*outage(), *[dict(e, id=f"f-{e['id']}") for e in frida_chain()]])
-        yield s
-    finally:
-        s.close()
+    tests = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", ANSWERS, str(home)], capture_output=True, timeout=300,
+                          cwd=tests.parent, env={**os.environ, "PYTHONPATH": str(tests)})
+    assert done.returncode == 0, done.stderr.decode()
+    return dict(orjson.loads(done.stdout))
 
 
 def _keep(shot: bytes, tmp_path: Path, name: str) -> Path:
@@ -55,12 +75,10 @@ def _keep(shot: bytes, tmp_path: Path, name: str) -> Path:
     return path
 
 
-def test_why_report_renders_with_its_chain_graphs(store: Store, tmp_path: Path) -> None:
-    topo = Topology.from_obj({"depends_on": {"payments-api": ["payments-db"], "payments-db": ["payments-exports"]}})
-    answer = queries.why(store, "payments-db", at=AT, window=timedelta(hours=6), topology=topo, identities=FRIDA)
+def test_why_report_renders_with_its_chain_graphs(answers: dict[str, Any], tmp_path: Path) -> None:
+    answer = answers["why"]
     page = tmp_path / "why.html"
-    # Through JSON, as the API answers it: the report must not depend on Python types.
-    page.write_text(why_html(orjson.loads(orjson.dumps(answer, default=str))))
+    page.write_text(why_html(answer))
     run = load_page(page, PROBE)
     assert run.errors == []
     seen = orjson.loads(run.value)
@@ -77,10 +95,9 @@ def test_why_report_renders_with_its_chain_graphs(store: Store, tmp_path: Path) 
     assert shot.stat().st_size > 10_000 and seen["height"] > 600
 
 
-def test_accountability_report_renders(store: Store, tmp_path: Path) -> None:
-    report = accountability(store, since=AT - timedelta(days=7), until=AT, identities=FRIDA)
+def test_accountability_report_renders(answers: dict[str, Any], tmp_path: Path) -> None:
     page = tmp_path / "report.html"
-    page.write_text(accountability_html(orjson.loads(orjson.dumps(report, default=str))))
+    page.write_text(accountability_html(answers["report"]))
     run = load_page(page, "JSON.stringify([...document.querySelectorAll('h2')].map(h => h.textContent))")
     assert run.errors == []
     assert orjson.loads(run.value) == ["By kind", "By target", "By person", "Assurance mix",
