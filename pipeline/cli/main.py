@@ -324,7 +324,8 @@ def _print_events(result: dict[str, Any], as_json: bool) -> None:
         style = {"failure": "red", "success": "green"}.get(outcome, "")
         table.add_row(str(row["time"]).replace("T", " ").rstrip("Z"), escape(row["type"]),
                       escape(f"{row['target_kind']}:{row['target_id']}"),
-                      escape(f"{row['actor_id']} ({row['actor_assurance']})"),
+                      escape(f"{row['actor_id']} ({row['actor_assurance']})"
+                             + (f" — {row['via']}" if row.get("via") else "")),
                       f"[{style}]{outcome}[/]" if style else escape(outcome), escape("\n".join(row["links"])))
     out.print(table)
     err.print(f"{len(result['rows'])} event(s)")
@@ -352,8 +353,18 @@ def timeline(s: Settings, since: str | None, until: str | None, target: str | No
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
     params = {"since": t_since, "until": t_until, "target": target, "limit": limit}
-    _print_events(_events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
-        st, since=t_since, until=t_until, target=target, limit=limit)), as_json)
+    result = _events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
+        st, since=t_since, until=t_until, target=target, limit=limit))
+    _print_events(result, as_json)
+    if target:
+        from pipeline.correlate.targets import grouped, matches
+
+        rows = [dict(zip(result["columns"], r, strict=True)) for r in result["rows"]]
+        found = matches(target, rows)
+        if len(found) > 1:  # several different targets answer to the name: say which and how
+            for how, items in grouped(found).items():
+                err.print(f"{escape(target)} matched by {escape(how)}: "
+                          + escape(", ".join(f"{m.kind}:{m.id} ({m.events} events)" for m in items)))
 
 
 def _link_command(key_type: str, what: str) -> None:

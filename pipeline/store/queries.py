@@ -8,7 +8,6 @@ from typing import Any
 import orjson
 
 from pipeline.correlate import explain, ranking, targets
-from pipeline.correlate.targets import Match
 from pipeline.correlate.topology import Topology
 from pipeline.identity import IdentityMap, Person, annotate, person_summary, sessions
 from pipeline.store.client import QueryResult, Store
@@ -220,24 +219,6 @@ def _aware(value: Any) -> datetime:
 
 def _dicts(result: QueryResult) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
-
-
-def resolve_target(
-    store: Store, target: str, *, since: datetime | None = None, until: datetime | None = None
-) -> list[Match]:
-    """The distinct targets ``target`` names (id, name, service, last segment of an ARN or
-    ``kind/name`` id, ``kind:name``; see :mod:`pipeline.correlate.targets`), strongest match first,
-    with how each matched and its number of events (within ``since``/``until`` when given)."""
-    where = ["hasAny(target_names, {forms:Array(String)})"]
-    params: dict[str, Any] = {"forms": [target]}
-    _time_bounds(where, params, since, until)
-    rows = _dicts(store.query(
-        "SELECT target_kind, target_id, any(target_name) AS target_name, any(target_service) AS target_service, "
-        f"count() AS events FROM {store.database}.events WHERE {' AND '.join(where)} "
-        "GROUP BY target_kind, target_id ORDER BY events DESC LIMIT 1000",
-        params,
-    ))
-    return targets.matches(target, rows)
 
 
 # Lines of `why` are grouped in SQL by what makes events "the same" (ranking.group_key); an event

@@ -57,10 +57,10 @@ def test_several_targets_with_one_name_are_listed_with_how_they_matched(store: S
     write(store, [env(1, 10, "config.changed", DB), env(2, 9, "deploy.updated", {"kind": "k8s.deployment",
                   "id": "prod/payments-db"}), env(3, 8, "deploy.updated", {"kind": "k8s.deployment",
                   "id": "prod/payments-db"})])
-    found = queries.resolve_target(store, "payments-db")
-    assert [(m.id, m.how, m.events) for m in found] == [
+    found = queries.why(store, "payments-db", at=AT, window=timedelta(hours=1))["matches"]
+    assert [(m["id"], m["how"], m["events"]) for m in found] == [
         ("database/payments-db", "target.name", 1), ("prod/payments-db", "last segment", 2)]
-    assert len(queries.why(store, "payments-db", at=AT, window=timedelta(hours=1))["matches"]) == 2
+    assert len(queries.timeline(store, target="payments-db").rows) == 3
 
 
 def test_why_names_the_person_behind_a_role_session(store: Store) -> None:
