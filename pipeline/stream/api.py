@@ -160,7 +160,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 from pipeline.report import why_html
 
                 return self.bytes(why_html(result, generated_at=datetime.now(UTC)).encode(),
-                                  content_type="text/html; charset=utf-8")
+                                  content_type="text/html")
             return answer(self, result)
 
     @app.page("/v1/who")

@@ -46,5 +46,5 @@ def register_incident(app: faust.App, ctx: ApiContext) -> None:
             if q.get("format") == "html":
                 from pipeline.report import accountability_html
 
-                return self.bytes(accountability_html(result).encode(), content_type="text/html; charset=utf-8")
+                return self.bytes(accountability_html(result).encode(), content_type="text/html")
             return self.bytes(dumps(result), content_type="application/json")
