@@ -278,11 +278,16 @@ def why(
         chains.update({str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in legacy})
     chains = {k: _detailed(v, identities) for k, v in chains.items()}
 
+    indexes: dict[int, sessions.SessionIndex] = {}  # causes of one chain share its list and index
+
     def line(r: ranking.Ranked) -> dict[str, Any]:
         eid = str(r.event["id"])
         event = _detailed([details.get(eid, dict(r.event))], identities)[0]
         chain = chains.get(eid, [])
-        _through_sessions([event, *chain], chain, identities)
+        index = indexes.get(id(chain))
+        if index is None:
+            index = indexes[id(chain)] = sessions.SessionIndex(chain)
+        _through_sessions([event, *chain], index, identities)
         return {"score": r.score, "kind": r.kind, "reasons": list(r.reasons), "count": r.count,
                 "first": r.first, "last": r.last, "event": event, "story": explain.story(chain or [event]),
                 "chain": chain}
@@ -304,12 +309,12 @@ def why(
 
 
 def _through_sessions(
-    rows: list[dict[str, Any]], pool: list[dict[str, Any]], identities: IdentityMap | None
+    rows: list[dict[str, Any]], index: sessions.SessionIndex, identities: IdentityMap | None
 ) -> None:
     """Give each row made with a session's credentials its ``session_origin`` (who opened the
-    session, with the strongest assurance proven then; :mod:`pipeline.identity.sessions`) and,
-    when its own actor names nobody, the ``person`` behind that origin."""
-    index = sessions.SessionIndex(pool)
+    session, with the strongest assurance proven then, among the events of ``index``;
+    :mod:`pipeline.identity.sessions`) and, when its own actor names nobody, the ``person``
+    behind that origin. Rows already given one are left alone."""
     for row in rows:
         if "session_origin" in row:
             continue
@@ -379,12 +384,12 @@ def chain(
         members = _members(store, {root: since}, at=None, limit=limit + 1)[root]
         truncated = len(members) > limit
         members = _detailed(members[:limit], identities)
-        _through_sessions(members, members, identities)
+        _through_sessions(members, sessions.SessionIndex(members), identities)
         return {"chain_id": root, "events": members, "edges": _edges(store, [str(e["id"]) for e in members]),
                 "truncated": truncated}
     members = _detailed(_component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit),
                         identities)
-    _through_sessions(members, members, identities)
+    _through_sessions(members, sessions.SessionIndex(members), identities)
     edges = []
     by_key: dict[str, list[dict[str, Any]]] = {}
     for e in members:  # already in (time, id) order
