@@ -22,10 +22,12 @@ TIMELINE_COLUMNS = (
 # and the two things an incident reader wants without opening the envelope: the config diff
 # and a database statement (normalised: never a literal).
 DETAIL_COLUMNS = (*TIMELINE_COLUMNS, "actor_principal", "actor_display")
+# ``statement`` and ``has_diff`` are computed at insert (008_incident.sql): only events with a
+# diff have their envelope parsed.
 DETAIL_SELECT = (
     ", ".join(DETAIL_COLUMNS)
-    + ", JSONExtractRaw(envelope, 'diff') AS diff"
-    + ", JSONExtractString(envelope, 'raw', 'statement', 'normalized') AS statement"
+    + ", if(has_diff, JSONExtractRaw(envelope, 'diff'), '') AS diff"
+    + ", statement"
 )
 
 
@@ -115,7 +117,10 @@ def who(
     """What an actor did: events whose actor id, principal or display name is ``actor``.
 
     With ``identities``, ``actor`` may also be a person (``alice``) or any principal of one
-    (``github:alice``): the answer then holds the events of every principal of that person.
+    (``github:alice``): the answer then holds the events of every principal of that person, and
+    the events done with the credentials of sessions they opened (:func:`_on_behalf`), with an
+    extra column ``via`` saying who opened the session (blank for their own events). ``limit``
+    applies after rows of someone else's principals are dropped.
     """
     names = {actor}
     person = None
@@ -156,7 +161,7 @@ def who(
 
 
 _SESSION_COLUMNS = (*TIMELINE_COLUMNS, "actor_principal",
-                    "JSONExtractString(envelope, 'diff', 'session_issued', 'session') AS issued")
+                    "if(has_diff, JSONExtractString(envelope, 'diff', 'session_issued', 'session'), '') AS issued")
 
 
 def _on_behalf(
