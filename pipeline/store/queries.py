@@ -154,66 +154,100 @@ def who(
         if len(page) < limit:
             break
         offset += limit
-    behalf = _on_behalf(store, person, sorted(names), until=until, identities=identities)
-    window = [r for r in behalf if (since is None or _aware(r[0]) >= since) and (until is None or _aware(r[0]) <= until)]
-    merged = sorted([*keep, *window], key=lambda r: (_aware(r[0]), str(r[9])))[:limit]
+    mine = {str(r[9]) for r in keep}
+    behalf = [r for r in _on_behalf(store, person, sorted(names), since=since, until=until, identities=identities)
+              if str(r[9]) not in mine]
+    merged = sorted([*keep, *behalf], key=lambda r: (_aware(r[0]), str(r[9])))[:limit]
     return QueryResult([*TIMELINE_COLUMNS, "via"], merged)
 
 
-_SESSION_COLUMNS = (*TIMELINE_COLUMNS, "actor_principal",
-                    "if(has_diff, JSONExtractString(envelope, 'diff', 'session_issued', 'session'), '') AS issued")
+_ISSUER_COLUMNS = ("session", "caller", "event_id", "actor_id", "actor_principal", "actor_assurance", "action", "time")
+
+
+def _issued_sessions(
+    store: Store, names: list[str], until: datetime | None, depth: int
+) -> dict[str, dict[str, Any]]:
+    """The events that issued sessions to ``names`` (by actor) and, transitively, with those
+    sessions' credentials (``session_issuers``, filled at insert), as pseudo-events a
+    :class:`~pipeline.identity.sessions.SessionIndex` reads: by event id."""
+    db = store.database
+    cols = ", ".join(_ISSUER_COLUMNS)  # a row repeated by a retried insert is read once (LIMIT 1 BY)
+    bound = " AND time <= {until:DateTime64(6, 'UTC')}" if until is not None else ""
+    params: dict[str, Any] = {"a": names, "until": until}
+    found = _dicts(store.query(
+        f"SELECT {cols} FROM {db}.session_issuers WHERE (actor_id IN {{a:Array(String)}} "
+        f"OR actor_principal IN {{a:Array(String)}}){bound} LIMIT 1 BY event_id", params))
+    issuers: dict[str, dict[str, Any]] = {}
+    for _ in range(depth):
+        fresh = [r for r in found if str(r["event_id"]) not in issuers]
+        if not fresh:
+            break
+        for r in fresh:
+            issuers[str(r["event_id"])] = r
+        found = _dicts(store.query(
+            f"SELECT {cols} FROM {db}.session_issuers WHERE caller IN {{keys:Array(String)}}{bound} LIMIT 1 BY event_id",
+            {**params, "keys": sorted({str(r["session"]) for r in fresh})}))
+    return {eid: {"id": eid, "type": "", "action": r["action"], "actor_id": r["actor_id"],
+                  "actor_principal": r["actor_principal"], "actor_assurance": r["actor_assurance"],
+                  "time": r["time"], "links": [k for k in (r["caller"], r["session"]) if k],
+                  "diff": {"session_issued": {"session": r["session"]}}}
+            for eid, r in issuers.items()}
 
 
 def _on_behalf(
-    store: Store, person: Person, names: list[str], *, until: datetime | None, identities: IdentityMap,
-    depth: int = 6, cap: int = 10_000,
+    store: Store, person: Person, names: list[str], *, since: datetime | None, until: datetime | None,
+    identities: IdentityMap, depth: int = 6, cap: int = 10_000,
 ) -> list[list[Any]]:
-    """Events done with the credentials of sessions ``person`` opened (AWS role chains through
-    temporary keys, PostgreSQL/Okta/Kubernetes sessions; :mod:`pipeline.identity.sessions`), by
-    another principal: timeline rows plus ``via`` (who opened the session, with what assurance).
-    Resolved at query time: sessions are followed at most ``depth`` hops, about ``cap`` events."""
+    """Events done by another principal with the credentials of sessions ``person`` opened: AWS
+    role chains through temporary keys (the issuing events are stored in ``session_issuers`` at
+    insert), and sessions of other systems (PostgreSQL, Okta...) whose first event is theirs.
+    Timeline rows plus ``via`` (who opened the session, what was proven then;
+    :mod:`pipeline.identity.sessions`), sessions followed at most ``depth`` hops, at most ``cap`` rows."""
     db = store.database
-    where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)})",
-             "(has_diff OR arrayExists(k -> startsWith(k, 'session:'), links))"]
+    issuers = _issued_sessions(store, names, until, depth)
+    keys = {str(e["diff"]["session_issued"]["session"]) for e in issuers.values()}
+    where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)})"]
     params: dict[str, Any] = {"a": names, "cap": cap}
     _time_bounds(where, params, None, until)
-    cols = ", ".join(_SESSION_COLUMNS)
-    pool = {str(r["id"]): r for r in _dicts(store.query(
-        f"SELECT {cols} FROM {db}.events WHERE {' AND '.join(where)} LIMIT {{cap:UInt32}}", params))}
-    own = set(pool)
-    frontier = {str(k) for r in pool.values() for k in [r["issued"], *r["links"]]
-                if str(k).startswith("session:")}
-    seen: set[str] = set()
-    bound = "AND time <= {until:DateTime64(6, 'UTC')}" if until is not None else ""
-    for _ in range(depth):
-        frontier -= seen
-        if not frontier or len(pool) >= cap:
-            break
-        seen |= frontier
-        found = _dicts(store.query(
-            f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
-            f"WHERE key IN {{keys:Array(String)}}) {bound} LIMIT {{cap:UInt32}}",
-            {**params, "keys": sorted(frontier)},
-        ))
-        frontier = set()
-        for r in found:
-            if str(r["id"]) not in pool:
-                pool[str(r["id"])] = r
-                frontier.update(str(k) for k in [r["issued"], *r["links"]] if str(k).startswith("session:"))
-    for r in pool.values():
-        r["diff"] = {"session_issued": {"session": r["issued"]}} if r["issued"] else None
+    # Sessions of other systems the person took part in: whoever opened them is checked below.
+    keys |= {str(k) for (k,) in store.query(
+        f"SELECT DISTINCT arrayJoin(links) AS k FROM {db}.events WHERE {' AND '.join(where)} "
+        "AND startsWith(k, 'session:') AND NOT startsWith(k, 'session:aws:') LIMIT {cap:UInt32}", params).rows}
+    if not keys:
+        return []
+    bounds: list[str] = []
+    _time_bounds(bounds, params, since, until)
+    cols = ", ".join((*TIMELINE_COLUMNS, "actor_principal"))
+    rows = _dicts(store.query(
+        f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
+        f"WHERE key IN {{keys:Array(String)}}) {''.join(' AND ' + b for b in bounds)} "
+        "ORDER BY time, id LIMIT {cap:UInt32}",
+        {**params, "keys": sorted(keys)}))
+    openers = _dicts(store.query(  # the first event of each non-AWS session, wherever it lies in time
+        f"SELECT key, argMin(event_id, (time, event_id)) AS id FROM {db}.event_links "
+        "WHERE key IN {keys:Array(String)} AND NOT startsWith(key, 'session:aws:') GROUP BY key",
+        {"keys": sorted(keys)}))
+    first = {str(o["id"]) for o in openers} - {str(r["id"]) for r in rows} - set(issuers)
+    pool = {**{str(r["id"]): r for r in rows}, **_first_events(store, first), **issuers}
     index = sessions.SessionIndex(pool.values())
     out = []
-    for eid, r in pool.items():
-        if eid in own:
+    for r in rows:
+        origin = index.origin({**r, "diff": None, **issuers.get(str(r["id"]), {})})
+        if origin is None or origin.origin.actor == r["actor_id"]:
             continue
-        origin = index.origin(r)
-        if origin is None:
-            continue
-        found_person = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
-        if found_person is not None and found_person.id == person.id:
+        found = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
+        if found is not None and found.id == person.id:
             out.append([*(r[c] for c in TIMELINE_COLUMNS), origin.text(person.id)])
     return out
+
+
+def _first_events(store: Store, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Rows (timeline columns and principal) of the events ``ids``."""
+    if not ids:
+        return {}
+    cols = ", ".join((*TIMELINE_COLUMNS, "actor_principal"))
+    return {str(r["id"]): r for r in _dicts(store.query(
+        f"SELECT {cols} FROM {store.database}.events WHERE id IN {{ids:Array(String)}}", {"ids": sorted(ids)}))}
 
 
 def _aware(value: Any) -> datetime:

@@ -20,3 +20,41 @@ ALTER TABLE {database}.events ADD COLUMN IF NOT EXISTS statement String MATERIAL
     JSONExtractString(envelope, 'raw', 'statement', 'normalized');
 ALTER TABLE {database}.events ADD COLUMN IF NOT EXISTS has_diff Bool MATERIALIZED
     JSONType(envelope, 'diff') NOT IN ('Null', 'Nothing');
+
+-- Who opened each session: one row per event that issued session credentials (CloudTrail
+-- AssumeRole*, GetFederationToken, GetSessionToken: `diff.session_issued`), with the session key
+-- the issuing call was itself made with (`caller`, '' for a principal's own credentials). Filled
+-- by a materialized view in the same insert as the event, so a late session start is visible as
+-- soon as it is stored; `who PERSON` walks it (pipeline/store/queries.py, _on_behalf) instead of
+-- reading envelopes. Rows may repeat after a retried insert: readers collapse them.
+CREATE TABLE IF NOT EXISTS {database}.session_issuers
+(
+    session         String,
+    caller          String,
+    event_id        String,
+    actor_id        String,
+    actor_principal String,
+    actor_assurance LowCardinality(String),
+    action          LowCardinality(String),
+    time            DateTime64(6, 'UTC'),
+    scope           LowCardinality(String),
+    INDEX idx_caller caller TYPE bloom_filter(0.01) GRANULARITY 1
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (session, event_id)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.session_issuers_mv TO {database}.session_issuers AS
+SELECT JSONExtractString(envelope, 'diff', 'session_issued', 'session') AS session,
+       arrayFirst(k -> startsWith(k, 'session:') AND k != session, links) AS caller,
+       id AS event_id, actor_id, actor_principal, actor_assurance, action, time, scope
+FROM {database}.events
+WHERE startsWith(type, 'iam.') AND session != '';
+
+-- Sessions issued before this migration.
+INSERT INTO {database}.session_issuers
+SELECT JSONExtractString(envelope, 'diff', 'session_issued', 'session') AS session,
+       arrayFirst(k -> startsWith(k, 'session:') AND k != session, links) AS caller,
+       id AS event_id, actor_id, actor_principal, actor_assurance, action, time, scope
+FROM {database}.events
+WHERE startsWith(type, 'iam.') AND session != '';

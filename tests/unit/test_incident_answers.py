@@ -116,3 +116,30 @@ def test_config_change_and_deploy_stay_on_top_of_a_busy_database(store: Store) -
     # Writes (same statement, same role) come next, folded into lines; reads rank below them.
     assert {c["kind"] for c in answer["causes"][2:]} == {"write"}
     assert sum(c["count"] for c in answer["causes"]) > len(answer["causes"])
+
+
+def test_a_late_session_start_counts_as_soon_as_it_is_stored(store: Store) -> None:
+    first, second, delete = frida_chain()
+    write(store, [delete])
+    assert [r[2] for r in queries.who(store, "frida", identities=FRIDA).rows] == []
+    write(store, [second, first])  # the role assumptions arrive late, in any order
+    assert [r[2] for r in queries.who(store, "frida", identities=FRIDA).rows] == [
+        "AssumeRole", "AssumeRole", "DeleteBucket"]
+    assert store.query(f"SELECT count() FROM {store.database}.session_issuers").rows[0][0] == 2
+
+
+def test_who_follows_a_session_of_another_system_opened_by_the_person(store: Store) -> None:
+    app = {"kind": "okta.app", "id": "0oa1payments"}
+    imap = IdentityMap.build(IdentityConfig.from_obj({"people": {"frida": {"principals": ["okta:frida@acme.io"]}}}))
+    write(store, [
+        env(1, 30, "iam.login", app, actor="okta:frida@acme.io", assurance="mfa", action="user.session.start",
+            links=("session:okta:102xyz",)),
+        env(2, 20, "access.app.user_assigned", app, actor="okta-admin-console", action="assign",
+            links=("session:okta:102xyz",)),
+        env(3, 10, "access.app.user_assigned", app, actor="okta-admin-console", action="assign",
+            links=("session:okta:999other",)),
+    ])
+    result = queries.who(store, "frida", identities=imap)
+    rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+    assert [(r["id"], r["via"]) for r in rows] == [
+        ("ev-0001", ""), ("ev-0002", "frida (mfa at 2026-11-27 01:44 via user.session.start)")]

@@ -60,6 +60,7 @@ def write_sql(path: Path, text: str) -> Path:
 
 SHIPPED_TABLES = {"events", "event_links", "event_links_mv", "schema_migrations", "v_timeline", "v_actor_activity",
                   "v_link_groups", "chain_edges", "chain_aliases", "v_chain_edges", "v_chain_roots", "v_event_chains", "identities"}
+SHIPPED_TABLES |= {"session_issuers", "session_issuers_mv"}  # 008_incident
 
 
 def tables(store: Store) -> set[str]:
