@@ -151,20 +151,21 @@ def github_webhook(s: Settings, paths: tuple[Path, ...], listen: str | None, sec
 
 
 @ingest.command("k8s-audit")
-@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Kubernetes audit log (JSON lines, as the log backend writes it).")
+@click.option("--file", "paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Kubernetes audit log (JSON lines, as the log backend writes it) or a directory of "
+                   "them, walked recursively (repeatable).")
 @click.option("--listen", metavar="HOST:PORT", is_flag=False, flag_value="127.0.0.1:8090",
               help="Be the API server's audit webhook backend on HOST:PORT (alone: 127.0.0.1:8090).")
 @click.option("--cluster", help="Cluster name recorded on the events.")
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
 @FOLLOW
 @click.pass_obj
-def k8s_audit(s: Settings, path: Path | None, listen: str | None, cluster: str | None, scope: str | None,
+def k8s_audit(s: Settings, paths: tuple[Path, ...], listen: str | None, cluster: str | None, scope: str | None,
               follow: bool) -> None:
-    """Receive audit webhook batches over HTTP (--listen) or import an audit log file (--file)."""
+    """Receive audit webhook batches over HTTP (--listen) or import audit log files (--file)."""
     from pipeline.sources import k8s_audit as k8s
 
-    if (path is None) == (listen is None):
+    if bool(paths) == (listen is not None):
         raise click.UsageError("give either --file PATH or --listen HOST:PORT")
     if listen is not None:
         if follow:
@@ -173,16 +174,37 @@ def k8s_audit(s: Settings, path: Path | None, listen: str | None, cluster: str |
 
         serve_k8s(s, listen, scope, cluster)
         return
-    assert path is not None
 
-    def convert(rec: RawRecord) -> list[Event]:
+    def to_events(obj: Any) -> list[Event]:
         out: list[Event] = []
-        for item in k8s.split_records(parse_json(rec)):
+        for item in k8s.split_records(obj):
             out.extend(k8s.to_events(item, scope=_scope(s, scope), cluster=cluster))
         return out
 
-    _run(s, "k8s-audit", str(path.resolve()), lambda c: files.fetch_lines(path, c), convert,
-         total=path.stat().st_size, follow=follow)
+    _run_files(s, "k8s-audit", paths, to_events, follow=follow)
+
+
+def _run_files(s: Settings, kind: str, paths: tuple[Path, ...], to_events: Callable[[Any], list[Event]],
+               *, follow: bool) -> None:
+    """Run a line-based source over ``paths``: one file is read line by line, resumed at its byte
+    offset and followed through rotation; directories (walked recursively) and several files are
+    read file by file (:func:`files.fetch_tree`: JSON lines, or one JSON document per file)."""
+    if len(paths) == 1 and paths[0].is_file():
+        path = paths[0]
+        _run(s, kind, str(path.resolve()), lambda c: files.fetch_lines(path, c),
+             lambda rec: to_events(parse_json(rec)), total=path.stat().st_size, follow=follow)
+        return
+
+    def convert(rec: RawRecord) -> list[Event]:
+        out: list[Event] = []
+        for doc in _json_documents(rec):
+            for item in doc if isinstance(doc, list) else [doc]:
+                out.extend(to_events(item))
+        return out
+
+    instance = ",".join(sorted(str(p.resolve()) for p in paths))
+    _run(s, kind, instance, lambda c: files.fetch_tree(list(paths), c), convert,
+         total=files.total_size(list(paths), files.TREE_SUFFIXES), follow=follow)
 
 
 @ingest.command("terraform")
@@ -250,16 +272,12 @@ def cloudtrail(s: Settings, paths: tuple[Path, ...], scope: str | None, link_lon
 
 def _line_source(kind: str, help_text: str, to_events: Callable[[Any, str], list[Event]]) -> None:
     @ingest.command(kind, help=help_text)
-    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
     @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
     @FOLLOW
     @click.pass_obj
-    def command(s: Settings, path: Path, scope: str | None, follow: bool) -> None:
-        def convert(rec: RawRecord) -> list[Event]:
-            return to_events(parse_json(rec), _scope(s, scope))
-
-        _run(s, kind, str(path.resolve()), lambda c: files.fetch_lines(path, c), convert,
-             total=path.stat().st_size, follow=follow)
+    def command(s: Settings, paths: tuple[Path, ...], scope: str | None, follow: bool) -> None:
+        _run_files(s, kind, paths, lambda obj: to_events(obj, _scope(s, scope)), follow=follow)
 
 
 def _okta(obj: Any, scope: str) -> list[Event]:
@@ -274,8 +292,8 @@ def _github_audit(obj: Any, scope: str) -> list[Event]:
     return github_audit.to_events(obj, scope=scope)
 
 
-_line_source("okta", "Import an Okta System Log export (JSON lines).", _okta)
-_line_source("github-audit", "Import a GitHub organisation audit-log export (JSON lines).", _github_audit)
+_line_source("okta", "Import Okta System Log exports (JSON lines; files or directory trees).", _okta)
+_line_source("github-audit", "Import GitHub organisation audit-log exports (JSON lines; files or directory trees).", _github_audit)
 
 
 @ingest.command("postgres-log")

@@ -344,7 +344,8 @@ def _print_events(result: dict[str, Any], as_json: bool) -> None:
         style = {"failure": "red", "success": "green"}.get(outcome, "")
         table.add_row(str(row["time"]).replace("T", " ").rstrip("Z"), escape(row["type"]),
                       escape(f"{row['target_kind']}:{row['target_id']}"),
-                      escape(f"{row['actor_id']} ({row['actor_assurance']})"),
+                      escape(f"{row['actor_id']} ({row['actor_assurance']})"
+                             + (f" — {row['via']}" if row.get("via") else "")),
                       f"[{style}]{outcome}[/]" if style else escape(outcome), escape("\n".join(row["links"])))
     out.print(table)
     err.print(f"{len(result['rows'])} event(s)")
@@ -372,7 +373,8 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array
 @cli.command()
 @_SINCE
 @_UNTIL
-@click.option("--target", help="Only events whose target id or name is this.")
+@click.option("--target", help="Only events of this target: id, name, service, last segment of an ARN or "
+              "kind/name id, or kind:name.")
 @_LIMIT
 @_JSON
 @click.pass_obj
@@ -384,8 +386,18 @@ def timeline(s: Settings, since: str | None, until: str | None, target: str | No
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
     params = {"since": t_since, "until": t_until, "target": target, "limit": limit}
-    _print_events(_events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
-        st, since=t_since, until=t_until, target=target, limit=limit)), as_json)
+    result = _events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
+        st, since=t_since, until=t_until, target=target, limit=limit))
+    _print_events(result, as_json)
+    if target:
+        from pipeline.correlate.targets import grouped, matches
+
+        rows = [dict(zip(result["columns"], r, strict=True)) for r in result["rows"]]
+        found = matches(target, rows)
+        if len(found) > 1:  # several different targets answer to the name: say which and how
+            for how, items in grouped(found).items():
+                err.print(f"{escape(target)} matched by {escape(how)}: "
+                          + escape(", ".join(f"{m.kind}:{m.id} ({m.events} events)" for m in items)))
 
 
 def _link_command(key_type: str, what: str) -> None:
@@ -418,7 +430,9 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
     """List what ACTOR did (actor id, principal or display name), in time order.
 
     ACTOR may also be a person of the identity map (CAUSELOG_IDENTITIES plus joins learned from
-    the data) or any principal of one: then the events of all that person's principals are listed.
+    the data) or any principal of one: then the events of all that person's principals are listed,
+    and the events done with the credentials of sessions they opened (an assumed role's calls, a
+    database session's statements), each with `via` saying who opened the session.
     """
     from pipeline.store import queries
     from pipeline.store.identities import identity_map
@@ -437,15 +451,21 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
 @click.option("--at", "at_text", required=True, help="Incident time: RFC 3339, '2026-11-27 02:14', 02:14 or 6h (ago).")
 @click.option("--window", default="6h", show_default=True, help="How far back to look (30m, 6h, 2d).")
 @click.option("--limit", default=20, show_default=True, help="Most causes listed.")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Also write the answer as one self-contained HTML report to this file.")
 @_JSON
 @_EVIDENCE
 @click.pass_obj
-def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json: bool,
-        evidence: Path | None = None) -> None:
+def why(s: Settings, target: str, at_text: str, window: str, limit: int, html_file: Path | None,
+        as_json: bool, evidence: Path | None = None) -> None:
     """What changed to TARGET and what it depends on before an incident, ranked, with each change's chain.
 
+    TARGET is a target id, name or service, the last segment of an ARN or `kind/name` id, or
+    `kind:name`; when it names several targets the answer lists them and how each matched.
     Dependencies come from CAUSELOG_TOPOLOGY (default $CAUSELOG_HOME/topology.yaml): see
-    README, "why". Ranking: recent first; failures, config, deploys and privilege changes up.
+    README, "why". Ranking: configuration, deploys, schema, access, data writes, then reads;
+    repeated events are one line with a count; failed changes move up; the failure itself is
+    shown as the symptom.
     """
     from pipeline.cli.timeparse import parse_duration
 
@@ -467,6 +487,14 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
             store.close()
     if evidence is not None:
         _evidence(s, [e["id"] for c in result["causes"] for e in [c["event"], *c["chain"]]], evidence)
+    if html_file is not None:
+        from pipeline.report import why_html
+
+        try:
+            html_file.write_text(why_html(result, generated_at=datetime.now(UTC)), encoding="utf-8")
+        except OSError as exc:
+            raise CauselogError(f"cannot write the report to {html_file}: {exc.strerror}") from None
+        err.print(f"report written to {escape(str(html_file))}")
     if as_json:
         click.echo(dumps(result))
         return
@@ -474,9 +502,15 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, as_json
 
 
 def _who(e: dict[str, Any]) -> str:
-    """``actor (assurance)``, followed by the person behind it when the identity map knows one."""
+    """``actor (assurance)``, followed by the person behind it when the identity map knows one;
+    for an event made with a session's credentials, what was proven when the session was opened:
+    ``prod-admin/ops-session (authenticated) — frida (mfa at 01:55 via AssumeRole, AssumeRole)``."""
     text = f"{escape(e['actor_id'])} ({escape(e['actor_assurance'])})"
     person = e.get("person")
+    origin = e.get("session_origin")
+    if origin:
+        who = person["id"] if person else origin["actor"]
+        return text + f" — [cyan]{escape(who)}[/] ({escape(origin['summary'])})"
     if person:
         text += f" = [cyan]{escape(person['id'])}[/]"
         if person.get("name") and person["name"] != person["id"]:
@@ -484,17 +518,47 @@ def _who(e: dict[str, Any]) -> str:
     return text
 
 
+def _print_matches(result: dict[str, Any]) -> list[str]:
+    """Lines saying which targets the typed name matched, grouped by how."""
+    matches = result.get("matches") or []
+    if len(matches) <= 1 and all(m["how"] == "target.id" for m in matches):
+        return []
+    lines = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for m in matches:
+        groups.setdefault(m["how"], []).append(m)
+    for how, items in groups.items():
+        names = ", ".join(f"{m['kind']}:{m['id']} ({m['events']} events)" for m in items)
+        lines.append(f"{escape(result['target'])} matched by {escape(how)}: {escape(names)}")
+    if len(matches) > 1:
+        lines.append(f"[yellow]{len(matches)} different targets match; give an exact id to narrow it down[/]")
+    return lines
+
+
+def _cause_line(cause: dict[str, Any]) -> str:
+    """``type kind:target at T`` (or ``first .. last (×count)`` for a group) ``by who``."""
+    e = cause["event"]
+    style = "red" if e["outcome"] == "failure" else "bold"
+    count = cause.get("count", 1)
+    when = (f"{escape(str(cause['first']))} .. {escape(str(cause['last']))} ([bold]×{count}[/])" if count > 1
+            else f"at {escape(str(e['time']))}")
+    return f"[{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} {when} by {_who(e)}"
+
+
 def _print_why(result: dict[str, Any]) -> None:
     from rich.tree import Tree
 
     head = (f"why [bold]{escape(result['target'])}[/] at {escape(str(result['at']))} "
-            f"(looking {result['window_seconds'] / 3600:g}h back at {escape(', '.join(result['related']))})")
+            f"(looking {result['window_seconds'] / 3600:g}h back at {escape(', '.join(result['related']))}; "
+            f"{result.get('candidates', len(result['causes']))} events)")
     tree = Tree(head)
+    for line in _print_matches(result):
+        tree.add(line)
+    for symptom in result.get("symptoms", []):
+        tree.add("symptom: " + _cause_line(symptom))
     for n, cause in enumerate(result["causes"], 1):
         e = cause["event"]
-        style = "red" if e["outcome"] == "failure" else "bold"
-        node = tree.add(f"{n}. [{style}]{escape(e['type'])}[/] {escape(e['target_kind'])}:{escape(e['target_id'])} "
-                        f"at {escape(str(e['time']))} by {_who(e)} [dim]score {cause['score']}[/]")
+        node = tree.add(f"{n}. {_cause_line(cause)} [dim]{escape(cause.get('kind', ''))} score {cause['score']}[/]")
         if e.get("diff"):
             node.add(f"diff: {escape(dumps(e['diff']).decode())}")
         if e.get("statement"):
@@ -576,6 +640,9 @@ from pipeline.cli.rules import alerts, rules  # noqa: E402
 
 cli.add_command(rules)
 cli.add_command(alerts)
+from pipeline.cli.report import report  # noqa: E402
+
+cli.add_command(report)
 
 
 def main() -> None:

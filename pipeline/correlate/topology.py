@@ -7,7 +7,10 @@ Format::
       orders-db-config: [orders-db]     # this configmap configures orders-db
       web: [api]
 
-Names are what events carry as ``target.id``, ``target.name`` or ``target.service``. ``why X``
+Names are what events carry as ``target.id``, ``target.name`` or ``target.service``, or the
+short forms :mod:`pipeline.correlate.targets` accepts: the last segment of an ARN or of a
+``kind/name`` id, and ``kind:name`` (``payments-db``, ``database/payments-db`` and
+``database:payments-db`` all name the entry ``database/payments-db``; see :func:`names`). ``why X``
 looks at X, what X depends on (transitively: a broken dependency breaks X) and what depends on X
 directly (a new deploy of a client can overload X), which is :meth:`Topology.related`.
 """
@@ -21,7 +24,15 @@ from typing import Any
 
 import yaml
 
+from pipeline.correlate.targets import last_segment
 from pipeline.errors import ConfigError
+
+
+def names(typed: str, name: str) -> bool:
+    """Whether ``typed`` names the topology entry ``name`` in a form :mod:`pipeline.correlate.targets`
+    accepts: ``name`` itself, its last segment (``payments-db`` for ``database/payments-db`` or an
+    ARN), or ``kind:name`` for a ``kind/name`` entry."""
+    return typed in (name, last_segment(name)) or typed.replace(":", "/") == name
 
 
 @dataclass(frozen=True)
@@ -49,24 +60,32 @@ class Topology:
             out[str(name)] = frozenset(targets)
         return cls(out)
 
+    def aliases(self, name: str) -> set[str]:
+        """``name`` and every entry of the file it names (:func:`names`)."""
+        known = set(self.depends_on) | {d for deps in self.depends_on.values() for d in deps}
+        return {name} | {k for k in known if names(name, k)}
+
     def dependencies(self, name: str) -> set[str]:
         """Everything ``name`` depends on, transitively."""
+        own = self.aliases(name)
         seen: set[str] = set()
-        todo = [name]
+        todo = sorted(own)
         while todo:
             for dep in self.depends_on.get(todo.pop(), ()):
-                if dep not in seen and dep != name:
+                if dep not in seen and dep not in own:
                     seen.add(dep)
                     todo.append(dep)
         return seen
 
     def dependents(self, name: str) -> set[str]:
         """What depends on ``name`` directly."""
-        return {a for a, deps in self.depends_on.items() if name in deps}
+        own = self.aliases(name)
+        return {a for a, deps in self.depends_on.items() if own & deps and a not in own}
 
     def related(self, name: str) -> set[str]:
-        """``name``, its transitive dependencies and its direct dependents."""
-        return {name} | self.dependencies(name) | self.dependents(name)
+        """``name`` (with its other forms in the file), its transitive dependencies and its
+        direct dependents."""
+        return self.aliases(name) | self.dependencies(name) | self.dependents(name)
 
 
 def load_topology(path: Path) -> Topology:

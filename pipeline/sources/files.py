@@ -5,7 +5,10 @@ Two shapes of input:
   the file was replaced (rotation) or truncated, starting it again from the top;
 - document files (one JSON document each: a webhook payload, a plan, a CloudTrail delivery,
   ``.json.gz`` included): :func:`fetch_documents` walks files and directory trees in sorted
-  order and resumes after the last file it finished.
+  order and resumes after the last file it finished;
+- trees of exports that may hold either (a directory of audit logs, some JSON lines, some one
+  pretty-printed document): :func:`fetch_tree` yields a file's lines, or the file whole when its
+  first line is not a complete JSON value, and resumes at the file and line where it stopped.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from pipeline.errors import SourceError
 from pipeline.sources.runner import RawRecord
@@ -73,6 +78,46 @@ def read_bytes(path: Path) -> bytes:
             # The converter reports unreadable input through the DLQ like any other bad record.
             return b"\x00gzip error: " + str(exc).encode()
     return data
+
+
+# What a directory given to a line-based source holds: exports and logs, plain or gzipped.
+TREE_SUFFIXES = (".json", ".jsonl", ".ndjson", ".log", ".json.gz", ".jsonl.gz", ".ndjson.gz", ".log.gz")
+
+
+def fetch_tree(
+    paths: Sequence[Path], cursor: dict[str, Any] | None = None, *, suffixes: tuple[str, ...] = TREE_SUFFIXES
+) -> Iterator[RawRecord]:
+    """Every file of ``paths`` (directories walked recursively, in path order) after ``cursor``:
+    one record per non-blank line, or one record for the whole file when its first non-blank
+    line is not a complete JSON value (a pretty-printed document). The cursor names the file
+    and the last line sent (``line`` -1: the whole file), so a rerun repeats nothing."""
+    done_file = (cursor or {}).get("file")
+    done_line = int((cursor or {}).get("line", 0))
+    for f in _expand(paths, suffixes):
+        name = str(f)
+        skip = done_line if name == done_file else 0
+        if (done_file is not None and name < done_file) or skip < 0:
+            continue
+        data = read_bytes(f)
+        lines = data.splitlines()
+        first = next((ln for ln in lines if ln.strip()), b"")
+        if first and not _is_json(first):
+            yield RawRecord(payload=data, cursor={"file": name, "line": -1}, origin=name, original=data)
+            continue
+        for n, line in enumerate(lines, 1):
+            text = line.strip()
+            if n <= skip or not text:
+                continue
+            yield RawRecord(payload=text, cursor={"file": name, "line": n}, origin=f"{name}:{n}", original=text)
+
+
+def _is_json(line: bytes) -> bool:
+    # Only decides how to split a file; the converter parses (and reports) every record itself.
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def fetch_documents(

@@ -61,6 +61,8 @@ _ADDITIVE_ALTERS = {
 _CREATE = re.compile(
     r"^CREATE\s+(?:OR\s+REPLACE\s+)?(?P<kind>TABLE|MATERIALIZED\s+VIEW|VIEW)\b", re.I
 )
+# A backfill (INSERT ... SELECT) needs only what the writer already has (SELECT, INSERT).
+_INSERT = re.compile(r"^INSERT\s+INTO\b", re.I)
 _ALTER = re.compile(r"^ALTER\s+TABLE\s+\S+\s+(?P<actions>.*)$", re.I | re.S)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -72,12 +74,14 @@ def migration_privileges(migrations: Iterable[Migration], database: str = "cause
     for mig in migrations:
         for statement in mig.statements(database):
             needed.add(_privilege(mig, statement))
-    return sorted(p for privs in needed for p in privs.split(", "))
+    return sorted(p for privs in needed for p in privs.split(", ") if p)
 
 
 def _privilege(mig: Migration, statement: str) -> str:
     if m := _CREATE.match(statement):
         return "CREATE TABLE" if m.group("kind").upper() == "TABLE" else "CREATE VIEW"
+    if _INSERT.match(statement):
+        return ""
     if m := _ALTER.match(statement):
         found = []
         for action in _split_actions(m.group("actions")):

@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from pipeline.correlate import explain
+from pipeline.correlate import explain, ranking, targets
 from pipeline.correlate.topology import Topology
-from pipeline.identity import IdentityMap, annotate
+from pipeline.identity import IdentityMap, Person, annotate, person_summary, sessions
 from pipeline.store.client import QueryResult, Store
 
 TIMELINE_COLUMNS = (
@@ -22,10 +22,12 @@ TIMELINE_COLUMNS = (
 # and the two things an incident reader wants without opening the envelope: the config diff
 # and a database statement (normalised: never a literal).
 DETAIL_COLUMNS = (*TIMELINE_COLUMNS, "actor_principal", "actor_display")
+# ``statement`` and ``has_diff`` are computed at insert (008_incident.sql): only events with a
+# diff have their envelope parsed.
 DETAIL_SELECT = (
     ", ".join(DETAIL_COLUMNS)
-    + ", JSONExtractRaw(envelope, 'diff') AS diff"
-    + ", JSONExtractString(envelope, 'raw', 'statement', 'normalized') AS statement"
+    + ", if(has_diff, JSONExtractRaw(envelope, 'diff'), '') AS diff"
+    + ", statement"
 )
 
 
@@ -60,12 +62,13 @@ def timeline(
     scope: str | None = None,
     limit: int = 1000,
 ) -> QueryResult:
-    """Events in time order, optionally bounded in time and filtered by target id or name."""
+    """Events in time order, optionally bounded in time and filtered by a target named in any
+    form :mod:`pipeline.correlate.targets` accepts (id, name, service, last segment, kind:name)."""
     where = ["1"]
     params: dict[str, Any] = {"limit": limit}
     _time_bounds(where, params, since, until)
     if target:
-        where.append("(target_id = {target:String} OR target_name = {target:String})")
+        where.append("has(target_names, {target:String})")
         params["target"] = target
     if scope:
         where.append("scope = {scope:String}")
@@ -114,7 +117,10 @@ def who(
     """What an actor did: events whose actor id, principal or display name is ``actor``.
 
     With ``identities``, ``actor`` may also be a person (``alice``) or any principal of one
-    (``github:alice``): the answer then holds the events of every principal of that person.
+    (``github:alice``): the answer then holds the events of every principal of that person, and
+    the events done with the credentials of sessions they opened (:func:`_on_behalf`), with an
+    extra column ``via`` saying who opened the session (blank for their own events). ``limit``
+    applies after rows of someone else's principals are dropped.
     """
     names = {actor}
     person = None
@@ -130,23 +136,134 @@ def who(
     cols = TIMELINE_COLUMNS if person is None else (*TIMELINE_COLUMNS, "actor_principal")
     sql = (
         f"SELECT {', '.join(cols)} FROM {store.database}.events "
-        f"WHERE {' AND '.join(where)} ORDER BY time, id LIMIT {{limit:UInt32}}"
+        f"WHERE {' AND '.join(where)} ORDER BY time, id LIMIT {{limit:UInt32}} OFFSET {{offset:UInt64}}"
     )
-    result = store.query(sql, params)
     if person is None or identities is None:
-        return result
-    # The raw forms may match someone else's principal in another system: keep this person's.
-    keep = []
-    for row in result.rows:
-        r = dict(zip(cols, row, strict=True))
-        found = identities.person_of_ids(str(r["actor_id"]), str(r["actor_principal"]))
+        return store.query(sql, {**params, "offset": 0})
+    # The raw forms may match someone else's principal in another system: keep this person's,
+    # reading page after page so that dropping rows never leaves fewer than ``limit``.
+    keep: list[list[Any]] = []
+    offset = 0
+    while len(keep) < limit:
+        page = store.query(sql, {**params, "offset": offset}).rows
+        for row in page:
+            r = dict(zip(cols, row, strict=True))
+            found = identities.person_of_ids(str(r["actor_id"]), str(r["actor_principal"]))
+            if found is not None and found.id == person.id and len(keep) < limit:
+                keep.append([*row[: len(TIMELINE_COLUMNS)], ""])
+        if len(page) < limit:
+            break
+        offset += limit
+    mine = {str(r[9]) for r in keep}
+    behalf = [r for r in _on_behalf(store, person, sorted(names), since=since, until=until, identities=identities)
+              if str(r[9]) not in mine]
+    merged = sorted([*keep, *behalf], key=lambda r: (_aware(r[0]), str(r[9])))[:limit]
+    return QueryResult([*TIMELINE_COLUMNS, "via"], merged)
+
+
+_ISSUER_COLUMNS = ("session", "caller", "event_id", "actor_id", "actor_principal", "actor_assurance", "action", "time")
+
+
+def _issued_sessions(
+    store: Store, names: list[str], until: datetime | None, depth: int
+) -> dict[str, dict[str, Any]]:
+    """The events that issued sessions to ``names`` (by actor) and, transitively, with those
+    sessions' credentials (``session_issuers``, filled at insert), as pseudo-events a
+    :class:`~pipeline.identity.sessions.SessionIndex` reads: by event id."""
+    db = store.database
+    cols = ", ".join(_ISSUER_COLUMNS)  # a row repeated by a retried insert is read once (LIMIT 1 BY)
+    bound = " AND time <= {until:DateTime64(6, 'UTC')}" if until is not None else ""
+    params: dict[str, Any] = {"a": names, "until": until}
+    found = _dicts(store.query(
+        f"SELECT {cols} FROM {db}.session_issuers WHERE (actor_id IN {{a:Array(String)}} "
+        f"OR actor_principal IN {{a:Array(String)}}){bound} LIMIT 1 BY event_id", params))
+    issuers: dict[str, dict[str, Any]] = {}
+    for _ in range(depth):
+        fresh = [r for r in found if str(r["event_id"]) not in issuers]
+        if not fresh:
+            break
+        for r in fresh:
+            issuers[str(r["event_id"])] = r
+        found = _dicts(store.query(
+            f"SELECT {cols} FROM {db}.session_issuers WHERE caller IN {{keys:Array(String)}}{bound} LIMIT 1 BY event_id",
+            {**params, "keys": sorted({str(r["session"]) for r in fresh})}))
+    return {eid: {"id": eid, "type": "", "action": r["action"], "actor_id": r["actor_id"],
+                  "actor_principal": r["actor_principal"], "actor_assurance": r["actor_assurance"],
+                  "time": r["time"], "links": [k for k in (r["caller"], r["session"]) if k],
+                  "diff": {"session_issued": {"session": r["session"]}}}
+            for eid, r in issuers.items()}
+
+
+def _on_behalf(
+    store: Store, person: Person, names: list[str], *, since: datetime | None, until: datetime | None,
+    identities: IdentityMap, depth: int = 6, cap: int = 10_000,
+) -> list[list[Any]]:
+    """Events done by another principal with the credentials of sessions ``person`` opened: AWS
+    role chains through temporary keys (the issuing events are stored in ``session_issuers`` at
+    insert), and sessions of other systems (PostgreSQL, Okta...) whose first event is theirs.
+    Timeline rows plus ``via`` (who opened the session, what was proven then;
+    :mod:`pipeline.identity.sessions`), sessions followed at most ``depth`` hops, at most ``cap`` rows."""
+    db = store.database
+    issuers = _issued_sessions(store, names, until, depth)
+    keys = {str(e["diff"]["session_issued"]["session"]) for e in issuers.values()}
+    where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)})"]
+    params: dict[str, Any] = {"a": names, "cap": cap}
+    _time_bounds(where, params, None, until)
+    # Sessions of other systems the person took part in: whoever opened them is checked below.
+    keys |= {str(k) for (k,) in store.query(
+        f"SELECT DISTINCT arrayJoin(links) AS k FROM {db}.events WHERE {' AND '.join(where)} "
+        "AND startsWith(k, 'session:') AND NOT startsWith(k, 'session:aws:') LIMIT {cap:UInt32}", params).rows}
+    if not keys:
+        return []
+    bounds: list[str] = []
+    _time_bounds(bounds, params, since, until)
+    cols = ", ".join((*TIMELINE_COLUMNS, "actor_principal"))
+    rows = _dicts(store.query(
+        f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
+        f"WHERE key IN {{keys:Array(String)}}) {''.join(' AND ' + b for b in bounds)} "
+        "ORDER BY time, id LIMIT {cap:UInt32}",
+        {**params, "keys": sorted(keys)}))
+    openers = _dicts(store.query(  # the first event of each non-AWS session, wherever it lies in time
+        f"SELECT key, argMin(event_id, (time, event_id)) AS id FROM {db}.event_links "
+        "WHERE key IN {keys:Array(String)} AND NOT startsWith(key, 'session:aws:') GROUP BY key",
+        {"keys": sorted(keys)}))
+    first = {str(o["id"]) for o in openers} - {str(r["id"]) for r in rows} - set(issuers)
+    pool = {**{str(r["id"]): r for r in rows}, **_first_events(store, first), **issuers}
+    index = sessions.SessionIndex(pool.values())
+    out = []
+    for r in rows:
+        origin = index.origin({**r, "diff": None, **issuers.get(str(r["id"]), {})})
+        if origin is None or origin.origin.actor == r["actor_id"]:
+            continue
+        found = identities.person_of_ids(origin.origin.actor, origin.origin.principal)
         if found is not None and found.id == person.id:
-            keep.append(row[: len(TIMELINE_COLUMNS)])
-    return QueryResult(list(TIMELINE_COLUMNS), keep)
+            out.append([*(r[c] for c in TIMELINE_COLUMNS), origin.text(person.id)])
+    return out
+
+
+def _first_events(store: Store, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Rows (timeline columns and principal) of the events ``ids``."""
+    if not ids:
+        return {}
+    cols = ", ".join((*TIMELINE_COLUMNS, "actor_principal"))
+    return {str(r["id"]): r for r in _dicts(store.query(
+        f"SELECT {cols} FROM {store.database}.events WHERE id IN {{ids:Array(String)}}", {"ids": sorted(ids)}))}
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _dicts(result: QueryResult) -> list[dict[str, Any]]:
     return [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+
+
+# Lines of `why` are grouped in SQL by what makes events "the same" (ranking.group_key); an event
+# that must stay alone keeps its id in the key.
+_SOLO = " OR ".join(["has_diff", *(f"startsWith(type, '{p}')" for p in ranking.NEVER_GROUPED_PREFIXES)])
+_GROUP_BY = "type, action, actor_id, target_kind, target_id, outcome, statement, solo"
 
 
 def why(
@@ -161,39 +278,94 @@ def why(
     chain_limit: int = 200,
     identities: IdentityMap | None = None,
 ) -> dict[str, Any]:
-    """Changes to ``target`` and its related things (matched on target id or service) in the
-    ``window`` before ``at``, ranked, each with its chain as the worker stored it (events up to
-    ``at``, at most ``chain_limit``). Events stored before the worker correlated have no chain id;
-    for those the chain is the events reachable through shared link keys (``chain_depth`` hops).
-    With ``identities`` every event names the ``person`` behind its actor (or None)."""
+    """Changes to ``target`` and its related things in the ``window`` before ``at``, ranked
+    (:mod:`pipeline.correlate.ranking`: by kind of change, repetitive events grouped, the failures
+    that are not changes apart as symptoms), each with its chain as the worker stored it (events
+    up to ``at``, at most ``chain_limit``).
+
+    ``target`` and the topology's names match in any form :mod:`pipeline.correlate.targets`
+    accepts; ``matches`` lists the distinct targets the typed name found and how. Events stored
+    before the worker correlated have no chain id; their chain is the events reachable through
+    shared link keys (``chain_depth`` hops). With ``identities`` every event names the ``person``
+    behind its actor, through the session it was made in when it used a session's credentials."""
     topology = topology or Topology()
     names = sorted(topology.related(target))
     db = store.database
     span = {"lo": at - window, "at": at}
-    candidates = _dicts(store.query(
-        f"SELECT {DETAIL_SELECT}, chain_id, chain_time FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} "
-        "AND time <= {at:DateTime64(6, 'UTC')} AND (target_id IN {names:Array(String)} "
-        "OR target_service IN {names:Array(String)}) "
-        "ORDER BY time DESC, id LIMIT 10000",
-        {**span, "names": names},
+    groups = _dicts(store.query(
+        f"SELECT type, action, actor_id, target_kind, target_id, outcome, statement, "
+        f"if({_SOLO}, id, '') AS solo, any(target_name) AS target_name, any(target_service) AS target_service, "
+        "count() AS count, min(time) AS first, max(time) AS last, argMax(id, (time, id)) AS last_id "
+        f"FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} AND time <= {{at:DateTime64(6, 'UTC')}} "
+        f"AND hasAny(target_names, {{forms:Array(String)}}) GROUP BY {_GROUP_BY}",
+        {**span, "forms": names},
     ))
-    chains = stored_chains(store, candidates, at=at, limit=chain_limit)
-    legacy = [c for c in candidates if str(c["id"]) not in chains]
+    for g in groups:
+        g["id"], g["time"], g["has_diff"] = g.pop("last_id"), g["last"], bool(g.pop("solo"))
+    ranked = ranking.rank(groups, at=at, window_seconds=window.total_seconds(), limit=limit)
+    lines = [*ranked.causes, *ranked.symptoms]
+    details = {str(e["id"]): e for e in _dicts(store.query(
+        f"SELECT {DETAIL_SELECT}, chain_id, chain_time FROM {db}.events WHERE id IN {{ids:Array(String)}} "
+        "AND time >= {lo:DateTime64(6, 'UTC')} AND time <= {at:DateTime64(6, 'UTC')}",
+        {**span, "ids": sorted({str(r.event["id"]) for r in lines})},
+    ))}
+    rows = [details[str(r.event["id"])] for r in ranked.causes if str(r.event["id"]) in details]
+    chains = stored_chains(store, rows, at=at, limit=chain_limit)
+    legacy = [c for c in rows if str(c["id"]) not in chains]
     if legacy:  # stored before the worker correlated: chains from shared link keys at query time
         events = _expand(store, legacy, at=at, depth=chain_depth, cap=chain_limit * len(legacy))
         chains.update({str(c["id"]): _component(str(c["id"]), events, chain_limit) for c in legacy})
-    candidates = _detailed(candidates, identities)
     chains = {k: _detailed(v, identities) for k, v in chains.items()}
-    causes = explain.rank(candidates, chains, at=at, window_seconds=window.total_seconds(), limit=limit)
+
+    indexes: dict[int, sessions.SessionIndex] = {}  # causes of one chain share its list and index
+
+    def line(r: ranking.Ranked) -> dict[str, Any]:
+        eid = str(r.event["id"])
+        event = _detailed([details.get(eid, dict(r.event))], identities)[0]
+        chain = chains.get(eid, [])
+        index = indexes.get(id(chain))
+        if index is None:
+            index = indexes[id(chain)] = sessions.SessionIndex(chain)
+        _through_sessions([event, *chain], index, identities)
+        return {"score": r.score, "kind": r.kind, "reasons": list(r.reasons), "count": r.count,
+                "first": r.first, "last": r.last, "event": event, "story": explain.story(chain or [event]),
+                "chain": chain}
+
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for g in groups:
+        t = totals.setdefault((str(g["target_kind"]), str(g["target_id"])), {**g, "events": 0})
+        t["events"] += int(g["count"])
     return {
         "target": target,
         "related": names,
+        "matches": [m.as_dict() for m in targets.matches(target, totals.values())],
         "at": at,
         "window_seconds": window.total_seconds(),
-        "causes": [
-            {"score": c.score, "event": c.event, "story": c.story, "chain": c.chain} for c in causes
-        ],
+        "candidates": ranked.candidates,
+        "causes": [line(r) for r in ranked.causes],
+        "symptoms": [line(r) for r in ranked.symptoms],
     }
+
+
+def _through_sessions(
+    rows: list[dict[str, Any]], index: sessions.SessionIndex, identities: IdentityMap | None
+) -> None:
+    """Give each row made with a session's credentials its ``session_origin`` (who opened the
+    session, with the strongest assurance proven then, among the events of ``index``;
+    :mod:`pipeline.identity.sessions`) and, when its own actor names nobody, the ``person``
+    behind that origin. Rows already given one are left alone."""
+    for row in rows:
+        if "session_origin" in row:
+            continue
+        origin = index.origin(row)
+        if origin is None or origin.origin.actor == row.get("actor_id"):
+            row["session_origin"] = None
+            continue
+        person = (identities.person_of_ids(origin.origin.actor, origin.origin.principal)
+                  if identities is not None else None)
+        row["session_origin"] = origin.as_dict(person.id if person is not None else None)
+        if person is not None and not row.get("person"):
+            row["person"] = {**(person_summary(person) or {}), "through_session": origin.text(person.id)}
 
 
 def _expand(
@@ -251,10 +423,12 @@ def chain(
         members = _members(store, {root: since}, at=None, limit=limit + 1)[root]
         truncated = len(members) > limit
         members = _detailed(members[:limit], identities)
+        _through_sessions(members, sessions.SessionIndex(members), identities)
         return {"chain_id": root, "events": members, "edges": _edges(store, [str(e["id"]) for e in members]),
                 "truncated": truncated}
     members = _detailed(_component(event_id, _expand(store, start, at=None, depth=depth, cap=limit), limit),
                         identities)
+    _through_sessions(members, sessions.SessionIndex(members), identities)
     edges = []
     by_key: dict[str, list[dict[str, Any]]] = {}
     for e in members:  # already in (time, id) order
@@ -278,6 +452,11 @@ def stored_chains(
     roots = _roots(store, heads)
     members = _members(store, dict(roots.values()), at=at, limit=limit)
     return {eid: members[roots[c][0]] for eid, c in own.items()}
+
+
+def chain_roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:
+    """The current id and head time of each chain (given with its head time as an event saw it)."""
+    return _roots(store, chains) if chains else {}
 
 
 def _roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:

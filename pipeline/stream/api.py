@@ -16,7 +16,7 @@ import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import faust
@@ -31,6 +31,7 @@ from pipeline.store import Store, queries
 from pipeline.store.identities import identity_map
 from pipeline.stream import audit, auth
 from pipeline.stream.alerts_api import register_alerts
+from pipeline.stream.api_incident import register_incident
 from pipeline.stream.api_tokens import register_tokens
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
@@ -197,6 +198,11 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
                 return answer(self, {"error": str(exc)}, 400)
             except CauselogError as exc:
                 return answer(self, {"error": str(exc)}, 503)
+            if q.get("format") == "html":
+                from pipeline.report import why_html
+
+                return self.bytes(why_html(result, generated_at=datetime.now(UTC)).encode(),
+                                  content_type="text/html")
             return answer(self, result)
 
     @app.page("/v1/who")
@@ -218,6 +224,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
     register_tokens(app, ctx)
     register_integrity(app, ctx)
     register_alerts(app, ctx)
+    register_incident(app, ctx)
 
 
 def protect(app: faust.App, settings: Settings) -> None:

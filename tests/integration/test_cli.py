@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 from factories import event_bytes, event_dict
@@ -34,8 +36,13 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
                               check=True).stdout)
     assert why["related"] == ["api", "orders-db"]
     causes = {c["event"]["type"]: c for c in why["causes"]}
-    assert set(causes) == {"db.failed", "db.query", "db.session.started", "config.changed", "deploy.succeeded",
-                           "deploy.created", "iam.role.assumed"} - {"iam.role.assumed"}
+    # The repository acme/api is named `api` too (target.name): its commit, review, merge and CI count.
+    assert set(causes) == {"db.query", "db.session.started", "config.changed", "deploy.succeeded",
+                           "deploy.created", "git.commit", "change.reviewed", "change.merged", "ci.run.success"}
+    # The failure at 02:14 is the symptom, not a cause.
+    assert [s["event"]["type"] for s in why["symptoms"]] == ["db.failed"]
+    assert why["matches"] == [{"kind": "database", "id": "orders-db", "name": "orders-db", "service": "orders-db",
+                               "how": "target.id", "events": 4}]
     ranked = [c["event"]["type"] for c in why["causes"]]
     # The config change outranks everything; deploys outrank the plain session start.
     assert ranked[0] == "config.changed"
@@ -62,6 +69,23 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     assert missing.returncode == 2 and "no event with id" in missing.stderr
     text = stack.cli("why", "orders-db", "--at", "2026-11-27 02:14", check=True).stdout
     assert "config.changed" in text and "reviewers: carol" in text
+    assert "symptom: db.failed" in text
+
+    # The report to share: one HTML file from the CLI, the same page from the API.
+    page = stack.home / "why.html"
+    made = stack.cli("why", "orders-db", "--at", "2026-11-27 02:14", "--html", str(page), check=True)
+    assert "report written to" in made.stderr
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and 'data-type="deploy.created"' in html and "<script" not in html
+    query = urllib.parse.urlencode({"target": "orders-db", "at": "2026-11-27T02:14:00+00:00", "format": "html"})
+    with urllib.request.urlopen(f"{stack.settings.api_url}/v1/why?{query}", timeout=30) as resp:
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert 'data-type="config.changed"' in resp.read().decode()
+    report = json_rows(stack.cli("report", "--since", "2026-11-26", "--until", "2026-11-28", "--json",
+                                 check=True).stdout)
+    kinds = {g["kind"]: g["events"] for g in report["by_kind"]}
+    assert set(kinds) == {"config", "deploy"} and report["summary"]["changes"] == 3
+    assert report["summary"]["reviewed"] == 2  # both deploys have carol's review in their chain
 
     session = json_rows(stack.cli("session", "6560a1b2.3f1", "--json", check=True).stdout)
     assert [r["type"] for r in session] == ["db.session.started", "db.query"]

@@ -108,8 +108,13 @@ def test_bad_lines_go_to_the_dlq_with_reason_and_the_source_goes_on(stack: Stack
         (["github-webhook", "--file", "git/octokit-webhooks"], 153),
         (["github-audit", "iam/elastic-integrations-github-audit/test-organisation-audit-json.excerpt.log"], 71),
         (["postgres-log", "--server", "pg1", "database/pgbadger-fixtures/csv_statement_without_duration.log"], 2),
+        # Directories, walked recursively, for every file source (pretty-printed documents and JSON lines).
+        (["k8s-audit", "--file", "config/falco-k8s-audit"], 51),
+        (["okta", "iam/elastic-integrations-okta-system"], 9),
+        (["github-audit", "iam/elastic-integrations-github-audit"], 71),
     ],
-    ids=["cloudtrail", "github-webhook", "github-audit", "postgres-log"],
+    ids=["cloudtrail", "github-webhook", "github-audit", "postgres-log", "k8s-audit-dir", "okta-dir",
+         "github-audit-dir"],
 )
 def test_real_sample_data_ingests_once(stack: Stack, args: list[str], expected: int) -> None:
     if not DATA.exists():
@@ -122,4 +127,6 @@ def test_real_sample_data_ingests_once(stack: Stack, args: list[str], expected: 
     assert again.returncode == 0 and "0 records -> 0 events" in again.stderr
     msgs = stack.read_topic(stack.settings.topic_changes, expected=expected, timeout=30)
     assert len(msgs) == expected
-    assert len({decode(m.value()).id for m in msgs}) == expected
+    # Two of Falco's trace files repeat another's audit record (same auditID, so the same event id).
+    repeated = 2 if args[0] == "k8s-audit" else 0
+    assert len({decode(m.value()).id for m in msgs}) == expected - repeated

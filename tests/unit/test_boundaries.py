@@ -28,6 +28,7 @@ PURE_PACKAGES = (
     "pipeline.integrity",
     "pipeline.sources",
     "pipeline.identity",
+    "pipeline.report",
 )
 FORBIDDEN = ("confluent_kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "chdb", "kafka")
 

@@ -62,6 +62,7 @@ SHIPPED_TABLES = {"events", "event_links", "event_links_mv", "schema_migrations"
                   "v_link_groups", "chain_edges", "chain_aliases", "v_chain_edges", "v_chain_roots", "v_event_chains", "identities",
                   "checkpoints", "pruned", "holds"}
 SHIPPED_TABLES |= {"alerts", "alert_deliveries"}  # migration 007 (rules engine)
+SHIPPED_TABLES |= {"session_issuers", "session_issuers_mv"}  # 008_incident
 
 
 def tables(store: Store) -> set[str]:

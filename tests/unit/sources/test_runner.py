@@ -133,3 +133,18 @@ def test_fetch_documents_walks_trees_in_order_resumes_and_gunzips(tmp_path: Path
     assert list(files.fetch_documents([tmp_path], docs[1].cursor)) == []
     with pytest.raises(SourceError):
         list(files.fetch_documents([tmp_path / "nope"]))
+
+
+def test_fetch_tree_reads_lines_or_whole_documents_recursively_and_resumes(tmp_path: Path) -> None:
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a.log").write_bytes(b'{"n":1}\n\n{"n":2}\n')
+    (tmp_path / "b" / "pretty.json").write_bytes(b'{\n  "n": 3\n}\n')
+    (tmp_path / "b" / "z.jsonl.gz").write_bytes(gzip.compress(b'{"n":4}\n{"n":5}'))
+    (tmp_path / "b" / "notes.txt").write_bytes(b"not read")
+    recs = list(files.fetch_tree([tmp_path]))
+    assert [orjson.loads(r.payload)["n"] for r in recs] == [1, 2, 3, 4, 5]
+    assert recs[1].origin == f"{tmp_path / 'a.log'}:3" and recs[2].origin == str(tmp_path / "b" / "pretty.json")
+    for n, rec in enumerate(recs):  # resuming after any record yields exactly the rest
+        assert [r.payload for r in files.fetch_tree([tmp_path], rec.cursor)] == [r.payload for r in recs[n + 1:]]
+    with pytest.raises(SourceError, match="nope"):
+        list(files.fetch_tree([tmp_path / "nope"]))
