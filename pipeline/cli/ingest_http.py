@@ -140,7 +140,7 @@ _AUTH_OPTIONS = [
                  help="JSON file of bearer token hashes; tokens with role `ingest` may send "
                       "(see pipeline/sources/http_auth.py)."),
     click.option("--secret-env", metavar="VAR",
-                 help=f"Variable holding an HMAC secret: senders sign the body in {SIGNATURE_HEADER}: sha256=<hex>."),
+                 help="Variable holding an HMAC secret: senders sign the body in X-Causelog-Signature-256: sha256=<hex>."),
     click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE)."),
 ]
 

@@ -11,6 +11,7 @@ is a connector instance, or a class/factory called with the ``-o KEY=VALUE`` opt
 from __future__ import annotations
 
 import importlib
+import time
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -87,10 +88,13 @@ def plugin(s: Settings, spec: str | None, pairs: tuple[str, ...], scope: str | N
     from pipeline.connect import as_connector, run_connector
 
     connector = as_connector(load_spec(spec), _options(pairs))
+    started = time.monotonic()
     report = run_connector(connector, settings=s, follow=follow, interval=interval, scope=scope or s.scope)
+    elapsed = time.monotonic() - started
     why = ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items()))
     err.print(f"{connector.name}: {report.records:,} records -> {report.events:,} events"
-              + (f"; [red]{report.rejected} rejected to the DLQ[/] ({why})" if report.rejected else ""))
+              + (f"; [red]{report.rejected} rejected to the DLQ[/] ({why})" if report.rejected else "")
+              + f" in {elapsed:.1f}s, {report.commits} commits", highlight=False)
     if report.rejected and not follow:
         raise SystemExit(1)
 

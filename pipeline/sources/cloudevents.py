@@ -7,8 +7,10 @@ HTTP protocol binding (cloudevents/spec ``cloudevents/bindings/http-protocol-bin
 - **batched** mode: ``Content-Type: application/cloudevents-batch+json``, a JSON array of such
   events (possibly empty);
 - **binary** mode: any other media type with ``ce-specversion`` present; attributes in
-  ``ce-<name>`` headers (percent-decoded), ``Content-Type`` is ``datacontenttype``, the body
-  is ``data``.
+  ``ce-<name>`` headers (quoted strings unescaped, percent-decoded, invalid UTF-8 refused),
+  ``Content-Type`` is ``datacontenttype`` (a ``ce-datacontenttype`` header is refused), the
+  body is ``data``: JSON for a JSON media type, text for ``text/*`` or a charset, else
+  ``data_base64``.
 
 :func:`media_mode` tells the mode from the headers alone (``None``: not a CloudEvent, or
 another event format such as ``application/cloudevents+xml``: the receiver answers 415).
@@ -26,7 +28,8 @@ Mapping onto the envelope:
   (``com.example.Deploy.Succeeded`` -> ``com.example.deploy.succeeded``; a one-segment type
   gets a ``cloudevents.`` prefix); the original is in ``raw``;
 - ``links``: ``correlationid`` and ``causationid`` (Correlation extension) ->
-  ``request:<value>``; ``traceparent`` (Distributed Tracing extension) -> ``trace:<trace id>``;
+  ``request:<value>``, and an event carrying either also gets ``request:<its own id>`` (the
+  causationid of the events it causes, so cause and effect chain); ``traceparent`` (Distributed Tracing extension) -> ``trace:<trace id>``;
   extension ``links`` (causelog's: typed keys separated by spaces or commas, or a JSON array in
   structured mode, e.g. ``commit:9fceb02d deploy:argocd:api:42``);
 - ``actor`` from the AuthContext extension (``authtype``, ``authid``): ``user``/``app_user``
@@ -59,7 +62,7 @@ from pipeline.sources._normalize import build, parse_time, slug
 from pipeline.sources.diff import structured_diff
 from pipeline.sources.redact import redact
 
-__all__ = ["BATCH", "STRUCTURED", "media_mode", "split", "to_events"]
+__all__ = ["BATCH", "STRUCTURED", "header_value", "media_mode", "split", "to_event", "to_events"]
 
 STRUCTURED = "application/cloudevents+json"
 BATCH = "application/cloudevents-batch+json"
@@ -98,11 +101,27 @@ def _loads(body: bytes, what: str) -> Any:
         raise DecodeError("bad_json", f"the {what} is not JSON: {exc}") from None
 
 
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def header_value(raw: str) -> str:
+    """An attribute from its ``ce-`` header: quoted-string unescaped, then one round of
+    percent-decoding (invalid UTF-8 raises UnicodeDecodeError), per the HTTP binding 3.1.3.2."""
+    value = raw.strip()
+    m = _QUOTED.fullmatch(value)
+    if m:  # older senders may quote values (RFC 7230 3.2.6)
+        value = re.sub(r"\\(.)", r"\1", m.group(1))
+    return unquote(value, errors="strict") if "%" in value else value
+
+
 def _binary(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    if "ce-datacontenttype" in headers:
+        raise DecodeError("invalid_value", "binary mode carries datacontenttype in Content-Type; a "
+                                           "ce-datacontenttype header must not be present", field="$.datacontenttype")
     event: dict[str, Any] = {}
     for name, value in headers.items():
         if name.startswith("ce-") and len(name) > 3:
-            event[name[3:]] = unquote(value.strip(), errors="strict") if "%" in value else value.strip()
+            event[name[3:]] = header_value(value)
     media = headers.get("content-type")
     if media:
         event["datacontenttype"] = media.strip()
@@ -175,7 +194,10 @@ def _str(ce: dict[str, Any], name: str) -> str:
 
 
 def _links(ce: dict[str, Any], at: str) -> list[str]:
-    links = [f"request:{v}" for v in (_str(ce, "correlationid"), _str(ce, "causationid")) if v]
+    flow = [v for v in (_str(ce, "correlationid"), _str(ce, "causationid")) if v]
+    # An event taking part in a correlated flow may be the cause of later ones, whose causationid
+    # is this event's id: that id is a key too, so cause and effect share it.
+    links = [f"request:{v}" for v in ([*flow, ce["id"].strip()] if flow else [])]
     m = re.fullmatch(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", _str(ce, "traceparent").lower())
     if m and set(m.group(1)) != {"0"}:
         links.append(f"trace:{m.group(1)}")
@@ -193,6 +215,8 @@ def _links(ce: dict[str, Any], at: str) -> list[str]:
 
 def _actor(ce: dict[str, Any]) -> dict[str, Any]:
     authtype, authid = _str(ce, "authtype").lower(), _str(ce, "authid")
+    if authtype == "system" and not authid:
+        authid = "system"  # the platform itself acted (a TTL expiry, a scheduled job)
     if not authid or authtype in ("", "unauthenticated", "unknown"):
         return {"id": "unknown", "kind": "unknown", "assurance": "none", "principal": authid}
     kind = "human" if authtype in _HUMAN else "service" if authtype in _SERVICE else "unknown"

@@ -261,3 +261,24 @@ def test_curl_cloudevents_land_in_the_timeline_and_refusals_produce_nothing(stac
     assert sorted(header(m, "field") or "" for m in dlq) == ["$.specversion", "$[1].type"]
     text = stack.cli("timeline", "--since", "2026-11-27 01:00", "--until", "2026-11-27 02:00", check=True).stdout
     assert "deploy.succeeded" in text and "dave@acme.io" in text
+
+
+def test_webhook_mapping_imports_saved_bodies_once(stack: Stack, tmp_path: Path) -> None:
+    bodies = tmp_path / "jenkins"
+    bodies.mkdir()
+    for n, (phase, status) in enumerate([("STARTED", None), ("COMPLETED", "SUCCESS"), ("FINALIZED", "SUCCESS")]):
+        build = {"full_url": "http://ci.acme.io/job/api/7/", "number": 7, "phase": phase, "timestamp": 1795740000000,
+                 "duration": 61000, "url": "job/api/7/", "scm": {"commit": SHA, "branch": "origin/main"}}
+        if status:
+            build["status"] = status
+        (bodies / f"{n}.json").write_text(json.dumps({"name": "api", "url": "job/api/", "build": build}))
+    (bodies / "3.json").write_text(json.dumps({"name": "api", "build": {"phase": "COMPLETED"}}))  # no number
+    first = stack.cli("ingest", "webhook", "--map", "jenkins", "--file", str(bodies))
+    assert first.returncode == 1 and "4 records -> 3 events" in first.stderr and "missing_field 1" in first.stderr
+    again = stack.cli("ingest", "webhook", "--map", "jenkins", "--file", str(bodies))
+    assert again.returncode == 0 and "0 records -> 0 events" in again.stderr
+    events = [decode(m.value()) for m in stack.read_topic(stack.settings.topic_changes, expected=3, timeout=30)]
+    assert sorted(e.type for e in events) == ["ci.run.completed", "ci.run.finalized", "ci.run.started"]
+    assert all(e.links == (f"commit:{SHA}",) for e in events)
+    [dead] = stack.read_topic(stack.settings.topic_dlq, expected=1, timeout=20)
+    assert header(dead, "field") == "id[1]" and header(dead, "origin").endswith("3.json")

@@ -96,7 +96,7 @@ def test_structured_event_maps_onto_the_envelope(sink: Sink) -> None:
     assert (e.actor.id, e.actor.kind, e.actor.assurance) == ("dave@acme.io", "human", "claimed")
     assert (e.target.kind, e.target.id, e.target.environment) == ("service", "api", "prod")
     assert e.subject == "api" and e.scope == "acme"
-    assert set(e.links) == {"request:rel-2026-11-27", "request:build-881", f"trace:{TRACE}",
+    assert set(e.links) == {"request:rel-2026-11-27", "request:build-881", "request:A234-1234-1234", f"trace:{TRACE}",
                             "commit:9fceb02d0ae598e95dc970b74767f19372d61af8", "deploy:deploybot:881"}
     assert e.raw["type"] == "com.acme.Deploy.Succeeded"
     assert e.raw["data"]["password"].startswith("redacted:sha256:")  # secrets never stored
@@ -152,6 +152,26 @@ def test_binary_mode_non_json_data(sink: Sink, content_type: str, body: bytes, s
     assert receiver(sink).handle(body, binary_headers(**{"Content-Type": content_type})).status == 200
     [e] = events(sink)
     assert {k: e.raw[k] for k in stored} == stored
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    ("Euro%20%E2%82%AC%20%F0%9F%98%80", "Euro € 😀"),          # the spec's example
+    ("caf%c3%a9", "café"),                                      # lower-case hex accepted
+    ('"quoted \\"value\\" 100%25"', 'quoted "value" 100%'),  # older senders quote
+    ("plain/value", "plain/value"),
+])
+def test_header_values_are_unquoted_and_percent_decoded(raw: str, value: str) -> None:
+    assert ce.header_value(raw) == value
+
+
+def test_overlong_utf8_in_a_header_is_rejected(sink: Sink) -> None:
+    resp = receiver(sink).handle(b"{}", binary_headers(**{"ce-subject": "x%C0%A0y"}))
+    assert (resp.status, resp.body["error"]) == (400, "invalid_value") and sink.topic("c") == []
+
+
+def test_a_ce_datacontenttype_header_is_refused_in_binary_mode(sink: Sink) -> None:
+    resp = receiver(sink).handle(b"{}", binary_headers(**{"ce-datacontenttype": "application/json"}))
+    assert (resp.status, resp.body["field"]) == (400, "$.datacontenttype")
 
 
 def test_binary_mode_invalid_json_data_is_dead_lettered_as_its_structured_form(sink: Sink) -> None:
@@ -274,6 +294,20 @@ def test_authcontext_and_unknown_actor() -> None:
     assert (anon.actor.id, anon.actor.assurance) == ("unknown", "none")
     key = ce.to_event(structured(authtype="api_key", authid="key-17"), scope="s", received_at=NOW)
     assert (key.actor.id, key.actor.kind) == ("key-17", "service")
+
+
+def test_system_actor_and_causation_chains_cause_and_effect() -> None:
+    system = ce.to_event(structured(authtype="system", authid=None), scope="s", received_at=NOW)
+    assert (system.actor.id, system.actor.kind) == ("system", "service")
+    cause = ce.to_event(structured(id="order-123", correlationid="txn-1", causationid=None, links=None,
+                                   traceparent=None), scope="s", received_at=NOW)
+    effect = ce.to_event(structured(id="pay-9", correlationid=None, causationid="order-123", links=None,
+                                    traceparent=None), scope="s", received_at=NOW)
+    plain = ce.to_event(structured(correlationid=None, causationid=None, links=None, traceparent=None),
+                        scope="s", received_at=NOW)
+    assert set(cause.links) == {"request:txn-1", "request:order-123"}
+    assert set(effect.links) == {"request:order-123", "request:pay-9"}
+    assert plain.links == ()
 
 
 def test_zero_trace_ids_and_bad_traceparents_give_no_trace_link() -> None:
