@@ -49,6 +49,7 @@ Importing this module loads no Kafka client; :func:`run_connector` does, when ca
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import signal
 import sys
@@ -60,7 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 import msgspec
 import orjson
 
-from pipeline.errors import ConfigError, DecodeError
+from pipeline.errors import CauselogError, ConfigError, DecodeError, SourceError
 from pipeline.model import Actor, Event, Target, event_id, to_micros
 from pipeline.sources import _normalize
 from pipeline.sources.diff import structured_diff
@@ -81,6 +82,7 @@ __all__ = [
     "Outcome",
     "Record",
     "Report",
+    "SourceError",
     "Target",
     "actor",
     "as_connector",
@@ -102,6 +104,8 @@ __all__ = [
     "trace_link",
     "traceparent_link",
 ]
+
+log = logging.getLogger("causelog.connect")
 
 API_VERSION = "1.0"
 """Version of this API: the major part changes only with an incompatible change."""
@@ -320,6 +324,10 @@ class MemorySink:
         """The last committed cursor (None before the first commit)."""
         return orjson.dumps(self.cursors[-1]) if self.cursors else None
 
+    def close(self) -> None:
+        """Abort: drop what was sent since the last commit."""
+        self.pending = []
+
 
 # -- running --------------------------------------------------------------------------------
 
@@ -428,36 +436,48 @@ def run_connector(
     connector's). ``progress``: live counter on stderr (default: when stderr is a terminal).
     ``sink`` is for tests; by default a transactional Kafka sink from ``settings`` (default:
     the ``CAUSELOG_*`` environment). Kafka failures raise BusError: nothing of the open chunk is
-    visible and the next run resumes after the last committed one.
+    visible and the next run resumes after the last committed one. A failure inside ``fetch``
+    raises SourceError (``once``) or is logged and retried after ``interval`` from the last
+    committed cursor (``follow``). Exceptions of ``to_events`` other than DecodeError and the
+    record-shape errors (KeyError, IndexError, TypeError, ValueError, AttributeError) are bugs:
+    they stop the run, the open chunk aborted.
     """
     if settings is None:
         from pipeline.settings import load
 
         settings = load()
+    s = settings
     own_sink = sink is None
-    if sink is None:
-        sink = _kafka_sink(connector, settings)
+    current = sink if sink is not None else _kafka_sink(connector, s)
     stop = stop or threading.Event()
     restore = _stop_on_sigterm(stop) if follow else None
     convert = _converter(connector, scope)
+    show = sys.stderr.isatty() if progress is None else progress
     totals = Report()
     try:
-        raw = sink.last_cursor()
-        cursor = None if raw is None else orjson.loads(raw)
-        show = sys.stderr.isatty() if progress is None else progress
+        cursor = _load_cursor(current)
         while True:
             seen: list[RawRecord] = []
-            with _Progress(f"{connector.name}", show) as bar:
-                report = run_source(connector.name, _tracking(connector.fetch(cursor), seen, stop), convert, sink,
-                                    topic=settings.topic_changes, dlq=settings.topic_dlq, chunk_records=chunk_records, chunk_seconds=chunk_seconds,
-                                    on_progress=_chain(bar.tick, on_chunk))
-            if seen:
-                cursor = seen[-1].cursor
-            _add(totals, report)
-            if not follow or stop.is_set():
-                break
-            stop.wait(interval)
-            if stop.is_set():
+            try:
+                with _Progress(connector.name, show) as bar:
+                    report = run_source(connector.name, _tracking(connector, cursor, seen, stop), convert, current,
+                                        topic=s.topic_changes, dlq=s.topic_dlq, chunk_records=chunk_records,
+                                        chunk_seconds=chunk_seconds, on_progress=_chain(bar.tick, on_chunk))
+            except SourceError as exc:
+                _abort(current)  # the open chunk is dropped: it is read again from the committed cursor
+                if not follow:
+                    raise
+                log.warning("%s; retrying in %gs from the last committed cursor", exc, interval)
+                if own_sink:
+                    current = _kafka_sink(connector, s)
+                cursor = _load_cursor(current)
+            else:
+                if seen:
+                    cursor = seen[-1].cursor
+                _add(totals, report)
+                if not follow or stop.is_set():
+                    break
+            if stop.wait(interval):
                 break
     except KeyboardInterrupt:
         pass
@@ -465,19 +485,48 @@ def run_connector(
         if restore is not None:
             restore()
         if own_sink:
-            close = getattr(sink, "close", None)
-            if close is not None:
-                close()
+            _abort(current)
     return totals
 
 
-def _tracking(records: Iterable[RawRecord], seen: list[RawRecord], stop: threading.Event) -> Iterator[RawRecord]:
-    """Pass records through, remembering the last one; end early once ``stop`` is set."""
-    for rec in records:
-        seen[:] = [rec]
-        yield rec
-        if stop.is_set():
-            return
+def _load_cursor(sink: Sink) -> Any:
+    raw = sink.last_cursor()
+    return None if raw is None else orjson.loads(raw)
+
+
+def _abort(sink: Sink) -> None:
+    close = getattr(sink, "close", None)
+    if close is not None:
+        close()
+
+
+def _tracking(connector: Connector, cursor: Any, seen: list[RawRecord],
+              stop: threading.Event) -> Iterator[RawRecord]:
+    """The connector's records, remembering the last one; ends early once ``stop`` is set.
+
+    A failure inside ``fetch`` (network, API error) becomes a SourceError naming the connector.
+    """
+    try:
+        records = iter(connector.fetch(cursor))
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
+                return
+            seen[:] = [rec]
+            yield rec
+            if stop.is_set():
+                return
+    except CauselogError:
+        raise
+    except Exception as exc:  # the connector's I/O failed: one clear line, the run can resume
+        raise SourceError(f"{connector.name}: fetch from cursor {_brief(cursor)} failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = orjson.dumps(value, default=str).decode()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _chain(tick: Callable[[Report, RawRecord], None],

@@ -19,7 +19,7 @@ import click
 from rich.console import Console
 
 from pipeline.cli.options import FOLLOW
-from pipeline.errors import ConfigError
+from pipeline.errors import CauselogError, ConfigError, SourceError
 from pipeline.settings import Settings
 
 GROUP = "causelog.connectors"
@@ -89,7 +89,13 @@ def plugin(s: Settings, spec: str | None, pairs: tuple[str, ...], scope: str | N
 
     connector = as_connector(load_spec(spec), _options(pairs))
     started = time.monotonic()
-    report = run_connector(connector, settings=s, follow=follow, interval=interval, scope=scope or s.scope)
+    try:
+        report = run_connector(connector, settings=s, follow=follow, interval=interval, scope=scope or s.scope)
+    except CauselogError:
+        raise
+    except Exception as exc:  # a bug in the connector: one line, never a traceback
+        raise SourceError(f"connector {connector.name!r} failed: {type(exc).__name__}: {exc} (nothing of the "
+                          "open chunk was committed; a fixed connector resumes from the last commit)") from None
     elapsed = time.monotonic() - started
     why = ", ".join(f"{k} {v}" for k, v in sorted(report.reasons.items()))
     err.print(f"{connector.name}: {report.records:,} records -> {report.events:,} events"

@@ -74,11 +74,12 @@ def _app(i: int, entries: int, bad: int | None = None) -> dict[str, Any]:
 
 @contextmanager
 def argocd_api(apps: list[dict[str, Any]]) -> Iterator[str]:
-    """A stand-in for the Argo CD API server (GET /api/v1/applications with a bearer token)."""
-    body = orjson.dumps({"items": apps})
+    """A stand-in for the Argo CD API server (GET /api/v1/applications with a bearer token);
+    it serves ``apps`` as they are at each request."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            body = orjson.dumps({"items": apps})
             ok = self.path == "/api/v1/applications" and self.headers.get("Authorization") == f"Bearer {TOKEN}"
             self.send_response(200 if ok else 401)
             self.send_header("Content-Length", str(len(body) if ok else 0))
@@ -164,6 +165,54 @@ def test_installed_connector_sends_a_bad_record_to_the_dlq_with_its_origin(stack
     assert json.loads(dead.value())["entry"]["id"] == 3
     events = [decode(m.value()) for m in stack.read_topic(stack.settings.topic_changes, expected=6, timeout=30)]
     assert len(events) == 6 and {e.scope for e in events} == {"acme"}
+
+
+def test_installed_connector_follows_until_sigterm(stack: Stack, example_target: Path) -> None:
+    _plugin_env(stack, example_target)
+    apps = [_app(1, 2)]
+    with argocd_api(apps) as url:
+        cmd = [sys.executable, "-m", "pipeline.cli.main", "ingest", "plugin", "argocd", "-o", f"server={url}",
+               "--follow", "--interval", "0.5"]
+        proc = subprocess.Popen(cmd, env=stack.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert len(stack.read_topic(stack.settings.topic_changes, expected=2, timeout=60)) == 2
+            apps.append(_app(2, 1))  # a new application syncs while the connector follows
+            apps[0]["status"]["history"].append(_app(1, 3)["status"]["history"][-1])
+            msgs = stack.read_topic(stack.settings.topic_changes, expected=4, timeout=60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert "argocd: 4 records -> 4 events" in stderr
+    assert sorted((decode(m.value()).target.name, decode(m.value()).source_seq) for m in msgs) == [
+        ("app-0001", 1), ("app-0001", 2), ("app-0001", 3), ("app-0002", 1)]
+
+
+def test_a_broken_connector_is_one_line_and_commits_nothing(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "broken_connector.py").write_text(
+        "from pipeline import connect as c\n"
+        "class Broken:\n"
+        "    name, instance = 'broken', 'x'\n"
+        "    def __init__(self, fail='fetch'):\n"
+        "        self.fail = fail\n"
+        "    def fetch(self, cursor):\n"
+        "        yield c.record({'n': 1}, cursor=1, origin='n#1')\n"
+        "        if self.fail == 'fetch':\n"
+        "            raise ConnectionError('api down')\n"
+        "    def to_events(self, rec):\n"
+        "        if self.fail == 'convert':\n"
+        "            raise RuntimeError('bug in to_events')\n"
+        "        return [c.envelope(source='broken', identity=[1], type='deploy.done', time=0,\n"
+        "                           actor=c.actor(None), target=c.target('svc', 'x'), action='deploy')]\n")
+    stack.env["PYTHONPATH"] = str(tmp_path)
+    fetch = stack.cli("ingest", "plugin", "broken_connector:Broken")
+    assert fetch.returncode == 2 and "Traceback" not in fetch.stderr
+    assert "broken: fetch from cursor null failed: ConnectionError: api down" in " ".join(fetch.stderr.split())
+    bug = stack.cli("ingest", "plugin", "broken_connector:Broken", "-o", "fail=convert")
+    assert bug.returncode == 2 and "Traceback" not in bug.stderr
+    assert "connector 'broken' failed: RuntimeError: bug in to_events" in " ".join(bug.stderr.split())
+    assert stack.read_topic(stack.settings.topic_dlq, expected=0, timeout=5) == []
+    assert stack.read_topic(stack.settings.topic_changes, expected=0, timeout=5) == []
 
 
 # -- CloudEvents over HTTP -----------------------------------------------------------------------

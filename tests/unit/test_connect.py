@@ -208,3 +208,38 @@ def test_plugin_cli_errors_are_one_line() -> None:
     assert result.exit_code == 2 and "is not KEY=VALUE" in result.output
     result = runner.invoke(cli, ["ingest", "plugin", "--list"])
     assert result.exit_code == 0
+
+
+class Flaky(Numbers):
+    """fetch fails (like an API outage) on the calls listed in ``fail_on``, after yielding 2 records."""
+
+    def __init__(self, n: int, fail_on: set[int]) -> None:
+        super().__init__(n)
+        self.fail_on = fail_on
+
+    def fetch(self, cursor: int | None) -> Iterator[c.Record]:
+        call = len(self.cursors)
+        for k, rec in enumerate(super().fetch(cursor)):
+            if call in self.fail_on and k == 2:
+                raise OSError("connection reset by peer")
+            yield rec
+
+
+def test_a_fetch_failure_is_a_source_error_and_the_open_chunk_is_dropped() -> None:
+    sink = c.MemorySink()
+    with pytest.raises(c.SourceError, match=r"numbers: fetch from cursor null failed: OSError: connection reset"):
+        c.run_connector(Flaky(5, {0}), sink=sink, progress=False, chunk_seconds=3600)
+    assert sink.events == [] and sink.pending == [] and sink.cursors == []
+
+
+def test_a_follower_retries_a_failed_fetch_from_the_committed_cursor() -> None:
+    sink, stop = c.MemorySink(), threading.Event()
+    conn = Flaky(5, {0})
+    timer = threading.Timer(0.6, stop.set)
+    timer.start()
+    report = c.run_connector(conn, sink=sink, follow=True, interval=0.05, stop=stop, progress=False,
+                             chunk_seconds=3600)
+    timer.join()
+    assert conn.cursors[:3] == [None, None, 5]  # failed pass, retry from nothing committed, then polls
+    assert report.records == 5 and sink.cursors[-1] == 5
+    assert len({e.id for e in sink.events}) == 5
