@@ -56,13 +56,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 import orjson
 
 from pipeline.errors import CauselogError, ConfigError, DecodeError, SourceError
 from pipeline.model import Actor, Event, Target, event_id, to_micros
+from pipeline.model.event import ActorKind, Assurance, Outcome
 from pipeline.sources import _normalize
 from pipeline.sources.diff import structured_diff
 from pipeline.sources.redact import redact
@@ -114,9 +115,6 @@ Record = RawRecord
 """One record as ``fetch`` read it: ``payload`` (anything), ``cursor`` (JSON-able, where to resume
 *after* it), ``origin`` (names it in the DLQ and logs), ``original`` (its verbatim bytes, what the
 DLQ keeps). Build one with :func:`record`."""
-
-Assurance = Literal["none", "claimed", "authenticated", "mfa", "signed"]
-Outcome = Literal["success", "failure", "unknown"]
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
@@ -176,7 +174,7 @@ def parse_time(value: Any, *, field: str = "$.time") -> datetime:
 def actor(
     id: str | None,
     *,
-    kind: Literal["human", "service", "unknown"] = "human",
+    kind: ActorKind = "human",
     assurance: Assurance = "claimed",
     display: str = "",
     principal: str | None = None,
