@@ -243,3 +243,19 @@ def test_a_follower_retries_a_failed_fetch_from_the_committed_cursor() -> None:
     assert conn.cursors[:3] == [None, None, 5]  # failed pass, retry from nothing committed, then polls
     assert report.records == 5 and sink.cursors[-1] == 5
     assert len({e.id for e in sink.events}) == 5
+
+
+def test_public_api_surface_is_stable() -> None:
+    """The names of API_VERSION 1: removing or renaming one is a major (incompatible) change."""
+    assert set(c.__all__) >= {
+        "API_VERSION", "Actor", "Assurance", "Connector", "DecodeError", "Event", "MemorySink", "Outcome",
+        "Record", "Report", "SourceError", "Target", "actor", "as_connector", "change_link", "commit_link",
+        "deploy_link", "diff", "envelope", "event_id", "parse_time", "record", "redact", "reject",
+        "request_link", "run_connector", "session_link", "target", "to_micros", "trace_link", "traceparent_link",
+    }
+    import inspect
+
+    params = inspect.signature(c.run_connector).parameters
+    assert list(params)[0] == "connector"
+    assert {"settings", "follow", "interval", "scope", "stop", "progress", "sink"} <= set(params)
+    assert all(p.kind is p.KEYWORD_ONLY for name, p in params.items() if name != "connector")
