@@ -331,3 +331,47 @@ def test_webhook_mapping_imports_saved_bodies_once(stack: Stack, tmp_path: Path)
     assert all(e.links == (f"commit:{SHA}",) for e in events)
     [dead] = stack.read_topic(stack.settings.topic_dlq, expected=1, timeout=20)
     assert header(dead, "field") == "id[1]" and header(dead, "origin").endswith("3.json")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_argocd_notification_through_the_shipped_mapping(stack: Stack, tmp_path: Path) -> None:
+    from pipeline.sources.http_auth import hash_token
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps([{"name": "argocd", "sha256": hash_token("argo-token"), "roles": ["ingest"]}]))
+    port = free_port()
+    log = (tmp_path / "webhook.log").open("ab")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "ingest", "webhook", "--map", "argocd",
+                             "--listen", f"127.0.0.1:{port}", "--token-file", str(tokens)],
+                            env=stack.env, stdout=log, stderr=subprocess.STDOUT)
+    body = {"app": "api", "namespace": "argocd", "project": "default", "uid": "u-1", "phase": "Failed",
+            "message": "one or more objects failed to apply", "startedAt": "2026-11-27T01:20:00Z",
+            "finishedAt": "2026-11-27T01:21:10Z", "revision": SHA, "initiatedBy": "carol@acme.io",
+            "automated": "false", "health": "Degraded", "sync": "OutOfSync", "repoURL": "https://github.com/acme/api",
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": "prod"},
+            "url": "https://argocd.acme.io/applications/api"}
+
+    def curl(*args: str) -> int:
+        done = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/",
+                               *args], capture_output=True, text=True, timeout=30)
+        return int(done.stdout or 0)
+
+    try:
+        deadline = time.monotonic() + 30
+        while curl("-X", "GET") != 404:  # up (GET / is not a route; /health is)
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "webhook.log").read_text()
+            time.sleep(0.2)
+        json_body = ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+        assert curl(*json_body) == 401
+        assert curl("-H", "Authorization: Bearer argo-token", *json_body) == 200
+        assert curl("-H", "Authorization: Bearer argo-token", *json_body) == 200  # redelivery: same id
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        log.close()
+    msgs = stack.read_topic(stack.settings.topic_changes, expected=2, timeout=30)
+    events = [decode(m.value()) for m in msgs]
+    assert len(events) == 2 and events[0].id == events[1].id
+    e = events[0]
+    assert (e.type, e.outcome, e.actor.id, e.target.id) == ("deploy.failed", "failure", "carol@acme.io", "argocd/api")
+    assert e.links == (f"commit:{SHA}", f"deploy:argocd:argocd/api:{SHA}")
