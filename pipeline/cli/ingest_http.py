@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError, DecodeError
 from pipeline.model import Event
 from pipeline.settings import Settings
 from pipeline.sources import cloudevents as ce
-from pipeline.sources.http_auth import SIGNATURE_HEADER, bearer_check, load_token_hashes, request_authorizer
+from pipeline.sources.http_auth import SIGNATURE_HEADER, TokenFile, load_token_hashes, request_authorizer
 from pipeline.sources.receiver import Kind, Request, Response
 from pipeline.sources.runner import RawRecord
 
@@ -128,17 +128,16 @@ def authorizer(secret_env: str | None, token_file: Path | None) -> Any:
         secret = value.encode()
     bearer = None
     if token_file is not None:
-        hashes = load_token_hashes(token_file)
-        if not hashes:
+        if not load_token_hashes(token_file):
             raise ConfigError(f"token file {token_file} holds no token with role ingest")
-        bearer = bearer_check(hashes)
+        bearer = TokenFile(token_file)
     return request_authorizer(secret=secret, bearer=bearer)
 
 
 _AUTH_OPTIONS = [
     click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="JSON file of bearer token hashes; tokens with role `ingest` may send "
-                      "(see pipeline/sources/http_auth.py)."),
+                      "(see pipeline/sources/http_auth.py). Re-read when it changes."),
     click.option("--secret-env", metavar="VAR",
                  help="Variable holding an HMAC secret: senders sign the body in X-Causelog-Signature-256: sha256=<hex>."),
     click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE)."),

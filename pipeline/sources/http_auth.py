@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -29,7 +31,9 @@ import orjson
 
 from pipeline.errors import ConfigError
 
-__all__ = ["SIGNATURE_HEADER", "bearer_check", "hash_token", "load_token_hashes", "request_authorizer"]
+__all__ = ["SIGNATURE_HEADER", "TokenFile", "bearer_check", "hash_token", "load_token_hashes", "request_authorizer"]
+
+log = logging.getLogger("causelog.receiver")
 
 SIGNATURE_HEADER = "x-causelog-signature-256"
 ROLE = "ingest"
@@ -82,6 +86,41 @@ def load_token_hashes(path: Path, role: str = ROLE) -> list[str]:
             raise ConfigError(f"token file {path}: entry {i} ({entry.get('name', '?')}) has no sha256 hash")
         out.append(value)
     return out
+
+
+class TokenFile:
+    """``authorize(token) -> bool`` against a token file, re-read when it changes (a token added or
+    revoked takes effect without restarting the receiver). A file that becomes unreadable or
+    invalid keeps the last good hashes (and :attr:`error` says why) rather than locking everyone
+    out or letting everyone in."""
+
+    def __init__(self, path: Path, role: str = ROLE) -> None:
+        self.path, self.role = path, role
+        self.error: str | None = None
+        self._stamp = self._stat()
+        self._check = bearer_check(load_token_hashes(path, role))  # ConfigError at start: fail fast
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    def __call__(self, token: str) -> bool:
+        stamp = self._stat()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._stamp = stamp
+                    try:
+                        self._check = bearer_check(load_token_hashes(self.path, self.role))
+                        self.error = None
+                    except ConfigError as exc:
+                        self.error = str(exc)
+                        log.warning("%s; the tokens read before stay in force", exc)
+        return self._check(token)
 
 
 def _signed(secret: bytes, body: bytes, header: str | None) -> bool:

@@ -344,3 +344,25 @@ def test_a_receiver_needs_credentials_to_check(tmp_path: Any, monkeypatch: pytes
     empty.write_text("[]")
     with pytest.raises(ConfigError, match="no token with role ingest"):
         authorizer(None, empty)
+
+
+def test_token_file_is_reread_when_it_changes_and_a_broken_edit_keeps_the_last_good(tmp_path: Any) -> None:
+    import os
+
+    from pipeline.sources.http_auth import TokenFile
+
+    path = tmp_path / "tokens.json"
+
+    def write(doc: Any, stamp: int) -> None:
+        path.write_bytes(doc if isinstance(doc, bytes) else orjson.dumps(doc))
+        os.utime(path, ns=(stamp, stamp))  # distinct mtimes even within one clock tick
+
+    write([{"name": "a", "sha256": hash_token("old"), "roles": ["ingest"]}], 1_000_000_000)
+    check = TokenFile(path)
+    assert check("old") and not check("new")
+    write([{"name": "b", "sha256": hash_token("new"), "roles": ["ingest"]}], 2_000_000_000)
+    assert check("new") and not check("old")  # added and revoked without a restart
+    write(b"{not json", 3_000_000_000)
+    assert check("new") and check.error is not None and "not JSON" in check.error
+    path.unlink()
+    assert check("new")
