@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError, DecodeError
 from pipeline.model import Event
 from pipeline.settings import Settings
 from pipeline.sources import cloudevents as ce
-from pipeline.sources.http_auth import SIGNATURE_HEADER, TokenFile, load_token_hashes, request_authorizer
+from pipeline.sources.http_auth import TokenFile, load_token_hashes, request_authorizer
 from pipeline.sources.receiver import Kind, Request, Response
 from pipeline.sources.runner import RawRecord
 
@@ -36,7 +36,7 @@ DEFAULT_WEBHOOK_LISTEN = "127.0.0.1:8092"
 
 def _unauthorized() -> Response:
     return Response(401, {"error": "unauthorized", "message": "send Authorization: Bearer <token with role ingest> "
-                                                              f"or a {SIGNATURE_HEADER} HMAC of the body"},
+                                                              "or an X-Causelog-Signature-256 HMAC of the body"},
                     {"WWW-Authenticate": 'Bearer realm="causelog ingest"'})
 
 
