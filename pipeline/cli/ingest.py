@@ -351,3 +351,7 @@ ingest.add_command(_config)
 from pipeline.cli import ingest_debezium  # noqa: E402
 
 ingest_debezium.register(ingest)
+
+from pipeline.cli import ingest_plugin  # noqa: E402
+
+ingest_plugin.register(ingest)

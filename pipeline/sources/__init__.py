@@ -13,6 +13,11 @@ Shared building blocks:
   the I/O shells install; normalizers never read it themselves).
 - :mod:`pipeline.sources.diff` -- structured before/after diffs with changed key paths.
 
+Push sources without code: :mod:`~pipeline.sources.cloudevents` (CloudEvents 1.0 HTTP binding),
+:mod:`~pipeline.sources.webhook_map` (declarative JMESPath mappings of any JSON webhook), both
+authenticated by :mod:`~pipeline.sources.http_auth`. Connectors outside causelog use the public
+API :mod:`pipeline.connect`.
+
 Normalizers: :mod:`~pipeline.sources.github` (webhook payloads),
 :mod:`~pipeline.sources.k8s_audit` (Kubernetes API-server audit events) and
 :mod:`~pipeline.sources.terraform` (``terraform show -json`` plans).

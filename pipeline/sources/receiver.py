@@ -111,6 +111,9 @@ class Kind:
     authorize: Callable[[Request], bool] | None = None
     describe: Callable[[Request], str] = lambda req: ""  # for the log line (event, delivery...)
     origin: Callable[[Request], str] = lambda req: f"http:{req.request_id}"  # DLQ origin of a bad body
+    # Checks of the request as a whole before anything is parsed or produced (credentials, media
+    # type): a Response refuses it (4xx, nothing produced, not even to the DLQ), None admits it.
+    admit: Callable[[Request], Response | None] | None = None
 
 
 @dataclass
@@ -209,6 +212,11 @@ class Receiver:
             self._count("refused")
             return Response(401, {"error": "unauthorized", "message": "missing or invalid signature"},
                             note="refused", label=self.kind.describe(req))
+        refusal = self.kind.admit(req) if self.kind.admit is not None else None
+        if refusal is not None:
+            self._count("refused")
+            refusal.note, refusal.label = refusal.note or "refused", self.kind.describe(req)
+            return refusal
         try:
             resp = self._process(req)
         except Exception:  # a bug, not bad input: say so, produce nothing, keep serving

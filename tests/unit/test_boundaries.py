@@ -30,6 +30,9 @@ PURE_PACKAGES = (
     "pipeline.identity",
     "pipeline.report",
 )
+# Single modules held to the same rule: the public connector API (its run_connector imports Kafka
+# only when called, so a connector's pure to_events can be imported and tested without it).
+PURE_MODULES = ("pipeline.connect",)
 FORBIDDEN = ("confluent_kafka", "aiokafka", "faust", "mode", "clickhouse_connect", "chdb", "kafka")
 
 # Run as `python -c CHECKER PREFIX FORBIDDEN_JSON MODULE...`; prints
@@ -142,6 +145,12 @@ def test_pure_package_imports_no_infrastructure_client(package: str) -> None:
     assert not found, f"{package} must stay free of {', '.join(FORBIDDEN)}:\n" + "\n".join(
         f"  {module}: {why}" for module, why in found.items()
     )
+
+
+@pytest.mark.parametrize("module", PURE_MODULES)
+def test_pure_module_imports_no_infrastructure_client(module: str) -> None:
+    found = violations([module])
+    assert not found, f"{module} must stay free of {', '.join(FORBIDDEN)}: {found}"
 
 
 def test_checker_attributes_violations_per_module(tmp_path: Path) -> None:
