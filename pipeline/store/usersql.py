@@ -11,12 +11,12 @@ backslash escapes and doubled quotes, ``".."`` and backticks for identifiers) an
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline.errors import QueryError
+from pipeline.sources import keyed
 
 #: First keywords a user query may start with.
 ALLOWED = ("SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXPLAIN")
@@ -131,8 +131,6 @@ def normalize(sql: str) -> str:
 
 
 def sql_hash(sql: str) -> str:
-    """Hash of a query's full text, for the audit trail (never the text itself).
-
-    One function on purpose: it becomes the deployment's keyed hash (HMAC) when that lands.
-    """
-    return "sha256:" + hashlib.sha256(sql.encode()).hexdigest()
+    """Keyed hash of a query's full text for the audit trail (never the text itself): the
+    deployment's HMAC (:mod:`pipeline.sources.keyed`), so its literals cannot be guessed back."""
+    return keyed.current().tag(sql)

@@ -229,6 +229,9 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
 
 def protect(app: faust.App, settings: Settings) -> None:
     """Put every route of ``app`` behind the token check, then the query audit (in that order)."""
+    from pipeline.hashkey import install
+
+    install(settings)  # audit events carry the deployment's keyed hash of the SQL, never its text
     producer = make_producer(settings)
 
     def send(key: bytes, value: bytes) -> None:

@@ -78,7 +78,12 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
     html = page.read_text()
     assert html.startswith("<!DOCTYPE html>") and 'data-type="deploy.created"' in html and "<script" not in html
     query = urllib.parse.urlencode({"target": "orders-db", "at": "2026-11-27T02:14:00+00:00", "format": "html"})
-    with urllib.request.urlopen(f"{stack.settings.api_url}/v1/why?{query}", timeout=30) as resp:
+    from pipeline.tokens import local_token
+
+    token = local_token(None, stack.settings.admin_token_path)
+    request = urllib.request.Request(f"{stack.settings.api_url}/v1/why?{query}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
         assert resp.headers["Content-Type"].startswith("text/html")
         assert 'data-type="config.changed"' in resp.read().decode()
     report = json_rows(stack.cli("report", "--since", "2026-11-26", "--until", "2026-11-28", "--json",

@@ -57,4 +57,8 @@ def test_normalize_drops_literals_and_keeps_shape() -> None:
 
 def test_sql_hash_is_stable_and_hides_the_text() -> None:
     assert sql_hash("SELECT 1") == sql_hash("SELECT 1") != sql_hash("SELECT 2")
-    assert sql_hash("SELECT 'secret'").startswith("sha256:") and "secret" not in sql_hash("SELECT 'secret'")
+    assert sql_hash("SELECT 'secret'").startswith("hmac-sha256:v1:") and "secret" not in sql_hash("SELECT 'secret'")
+    # Keyed: a plain SHA-256 of the text (a dictionary attack) does not give it back.
+    import hashlib
+
+    assert hashlib.sha256(b"SELECT 'secret'").hexdigest()[:32] not in sql_hash("SELECT 'secret'")
