@@ -36,8 +36,11 @@ import orjson
 
 from pipeline.errors import ConfigError
 
-#: Roles, weakest first: each may do what the ones before it may.
-ROLES = ("reader", "auditor", "admin")
+#: Reading roles, weakest first: each may do what the ones before it may.
+READ_ROLES = ("reader", "auditor", "admin")
+#: Every role. ``ingest`` only sends events to the HTTP receivers (CloudEvents, webhook
+#: mappings): it reads nothing, and no reading role may send.
+ROLES = (*READ_ROLES, "ingest")
 PREFIX = "clt_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
@@ -53,8 +56,10 @@ class Token:
 
 
 def role_allows(role: str, needed: str) -> bool:
-    """True when ``role`` may do what ``needed`` may (admin > auditor > reader)."""
-    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+    """True when ``role`` may do what ``needed`` may (admin > auditor > reader; ``ingest`` only ingests)."""
+    if role == "ingest" or needed == "ingest":
+        return role == needed
+    return role in READ_ROLES and READ_ROLES.index(role) >= READ_ROLES.index(needed)
 
 
 def token_hash(token: str) -> str:

@@ -115,10 +115,16 @@ def webhook_kind(authorize: Any, mapping: Any, scope: str) -> Kind:
     return Kind(f"webhook:{mapping.name}", split=split, convert=convert, admit=admit)
 
 
-def authorizer(secret_env: str | None, token_file: Path | None) -> Any:
-    """The request check from the options; ConfigError when neither is given or usable."""
+def authorizer(secret_env: str | None, token_file: Path | None, default_tokens: Path | None = None) -> Any:
+    """The request check from the options; ConfigError when neither is given or usable.
+
+    Without either option the deployment's token file (``causelog token create --role ingest``)
+    is used when it holds an ``ingest`` token."""
+    if not secret_env and token_file is None and default_tokens is not None and default_tokens.exists():
+        token_file = default_tokens
     if not secret_env and token_file is None:
-        raise ConfigError("--listen needs --token-file FILE (hashes of bearer tokens with role ingest) "
+        raise ConfigError("--listen needs a token with role ingest (`causelog token create --role ingest --name N`), "
+                          "--token-file FILE (hashes of bearer tokens with role ingest) "
                           "and/or --secret-env VAR (HMAC secret): a receiver must know whom to trust")
     secret = None
     if secret_env:
@@ -137,7 +143,8 @@ def authorizer(secret_env: str | None, token_file: Path | None) -> Any:
 _AUTH_OPTIONS = [
     click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="JSON file of bearer token hashes; tokens with role `ingest` may send "
-                      "(see pipeline/sources/http_auth.py). Re-read when it changes."),
+                      "(default: CAUSELOG_TOKENS_FILE, where `causelog token create --role ingest` "
+                      "puts them). Re-read when it changes."),
     click.option("--secret-env", metavar="VAR",
                  help="Variable holding an HMAC secret: senders sign the body in X-Causelog-Signature-256: sha256=<hex>."),
     click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE)."),
@@ -165,7 +172,7 @@ def cloudevents(s: Settings, listen: str, token_file: Path | None, secret_env: s
     """
     from pipeline.cli.ingest_listen import _run
 
-    _run(s, cloudevents_kind(authorizer(secret_env, token_file), scope or s.scope), listen)
+    _run(s, cloudevents_kind(authorizer(secret_env, token_file, s.tokens_path), scope or s.scope), listen)
 
 
 @click.command("webhook")
@@ -192,7 +199,7 @@ def webhook(s: Settings, mapping_spec: str, listen: str | None, paths: tuple[Pat
     if listen:
         from pipeline.cli.ingest_listen import _run
 
-        _run(s, webhook_kind(authorizer(secret_env, token_file), mapping, scope or s.scope), listen)
+        _run(s, webhook_kind(authorizer(secret_env, token_file, s.tokens_path), mapping, scope or s.scope), listen)
         return
     from pipeline.cli.ingest import _run as run_files
     from pipeline.cli.ingest import parse_json

@@ -108,3 +108,29 @@ def test_roles_are_ordered() -> None:
     assert tokens.role_allows("admin", "reader") and tokens.role_allows("auditor", "reader")
     assert not tokens.role_allows("reader", "auditor") and not tokens.role_allows("auditor", "admin")
     assert not tokens.role_allows("root", "reader")
+
+
+def test_ingest_role_only_ingests(tmp_path: Path) -> None:
+    from pipeline.tokens import role_allows
+
+    assert role_allows("ingest", "ingest") and not role_allows("ingest", "reader")
+    assert not any(role_allows(r, "ingest") for r in ("reader", "auditor", "admin"))
+
+
+def test_receivers_trust_ingest_tokens_of_the_deployments_token_file(tmp_path: Path) -> None:
+    from pipeline.cli.ingest_http import authorizer
+    from pipeline.errors import ConfigError
+
+    path = tmp_path / "tokens.json"
+    reader = tokens.create(path, "grafana", "reader")
+    with pytest.raises(ConfigError, match="role ingest"):
+        authorizer(None, None, path)  # a file with no ingest token trusts no one: refused at start
+    sender = tokens.create(path, "argocd", "ingest")
+    check = authorizer(None, None, path)
+
+    def sends(token: str) -> bool:
+        return bool(check({"authorization": f"Bearer {token}"}, b"{}"))
+
+    assert sends(sender) and not sends(reader) and not sends("clt_guess")
+    tokens.revoke(path, "argocd")
+    assert not sends(sender)  # re-read at once
