@@ -250,16 +250,15 @@ class Receiver:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_cloudevents_land_in_the_timeline_and_refusals_produce_nothing(stack: Stack, tmp_path: Path) -> None:
-    from pipeline.sources.http_auth import hash_token
+    from pipeline import tokens as token_store
 
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tokens": [{"name": "deploybot", "sha256": hash_token("s3cret-ingest"),
-                                              "roles": ["ingest"]},
-                                             {"name": "reader", "sha256": hash_token("reader-token"),
-                                              "roles": ["reader"]}]}))
+    # The deployment's own token file, as `causelog token create` writes it.
+    tokens = stack.settings.tokens_path
+    ingest_token = token_store.create(tokens, "deploybot", "ingest")
+    reader_token = token_store.create(tokens, "reader", "reader")
     stack.start_worker()
     receiver = Receiver(stack, tokens)
-    auth = ["-H", "Authorization: Bearer s3cret-ingest"]
+    auth = ["-H", f"Authorization: Bearer {ingest_token}"]
     try:
         # Binary mode: attributes in ce-* headers, the body is the data.
         binary = receiver.curl(receiver.url, *auth, "-H", "ce-specversion: 1.0", "-H", "ce-id: deploy-881",
@@ -284,7 +283,7 @@ def test_curl_cloudevents_land_in_the_timeline_and_refusals_produce_nothing(stac
         # and a batch holding one invalid event (nothing of it stored).
         body = json.dumps(dict(event, id="refused"))
         assert receiver.curl(receiver.url, "-H", "Content-Type: application/cloudevents+json", "-d", body)[0] == 401
-        assert receiver.curl(receiver.url, "-H", "Authorization: Bearer reader-token",
+        assert receiver.curl(receiver.url, "-H", f"Authorization: Bearer {reader_token}",
                              "-H", "Content-Type: application/cloudevents+json", "-d", body)[0] == 401
         assert receiver.curl(receiver.url, *auth, "-H", "Content-Type: text/plain", "-d", body)[0] == 415
         invalid = receiver.curl(receiver.url, *auth, "-H", "Content-Type: application/cloudevents+json",

@@ -223,7 +223,7 @@ def test_reads_are_recorded_as_query_events(secured: Stack) -> None:
                                      ["/v1/who", "success", "authenticated"]], rows
     # Literals never reach the audit trail; the full text is only a hash.
     assert rows[0][3] == "SELECT count() FROM events WHERE actor_id = ?"
-    assert "erin" not in str(rows[:3]) and rows[0][4].startswith("sha256:")
+    assert "erin" not in str(rows[:3]) and rows[0][4].startswith("hmac-sha256:v1:")
     # The README's "who looked up erin" query.
     status, answer = sql(secured, "SELECT actor_id, target_id FROM events WHERE type = 'causelog.query' "
                                   "AND JSONExtractString(envelope, 'raw', 'query', 'actor') LIKE 'erin%' "
