@@ -1,0 +1,81 @@
+"""``GET /metrics`` of a running worker on the shared broker: no token, the text format parsed by
+prometheus_client, totals equal to what was stored, every worker series of the dashboards there."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from factories import event_bytes, malformed_records
+from kafka_stack import Stack
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(url, timeout=30) as resp:  # no Authorization header
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def dashboard_metrics() -> set[str]:
+    """Every ``causelog_*`` metric the Prometheus panels query."""
+    text = (ROOT / "deploy" / "grafana" / "dashboards" / "pipeline-health.json").read_text()
+    return {re.sub(r"_(bucket|sum|count)$", "", n) for n in re.findall(r"\bcauselog_[a-z_]+", text)}
+
+
+def emitted_by(role: str) -> set[str]:
+    rows = re.findall(r"^\| `(causelog_[a-z_]+)` \|.*\| ([a-z ,()]+) \|$",
+                      (ROOT / "deploy" / "grafana" / "README.md").read_text(), flags=re.M)
+    return {name for name, by in rows if role in by or by.strip() == "all"}
+
+
+def names(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> set[str]:
+    return {re.sub(r"_(bucket|sum|count|created)$", "", n) for n, _ in samples}
+
+
+def test_worker_metrics_without_a_token(stack: Stack) -> None:
+    bad = malformed_records(10, stack.settings.max_event_bytes)
+    stack.produce([event_bytes(i) for i in range(500)] + [v for _, v in bad], key=b"")
+    stack.start_worker()
+    counters = stack.wait_records(510)
+    stored = stack.sql("SELECT count() FROM DB.events")[0][0]
+    url = f"http://{stack.settings.api_host}:{stack.settings.api_port}/metrics"
+    # Lag is measured on committed offsets (cached 5 s): wait for the idle checkpoint.
+    deadline = time.monotonic() + 60
+    while True:
+        s = scrape(url)
+        lags = {dict(k[1])["partition"]: v for k, v in s.items() if k[0] == "causelog_consumer_lag_records"}
+        if (lags and not any(lags.values())) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(lags) == 4 and set(lags.values()) == {0}, lags
+    assert s[("causelog_records_stored_total", ())] == stored == counters["stored"] == 500
+    assert s[("causelog_records_consumed_total", ())] == 510
+    rejected = {dict(k[1])["reason"]: v for k, v in s.items() if k[0] == "causelog_records_rejected_total"}
+    assert rejected == {"bad_json": 2, "missing_field": 2, "wrong_type": 2, "invalid_value": 2, "oversized": 2}
+    assert s[("causelog_source_freshness_seconds", (("source", "causelog://test"),))] > 0
+    ages = [v for k, v in s.items() if k[0] == "causelog_oldest_unconsumed_age_seconds"]
+    assert len(ages) == 4 and set(ages) == {0}
+    # A query is timed under its route template; the raw path never becomes a label.
+    stack.stats()
+    s = scrape(url)
+    stack.cli("chain", "no-such-event-id")
+    s = scrape(url)
+    routes = {dict(k[1])["route"]: v for k, v in s.items() if k[0] == "causelog_query_seconds_count"}
+    assert routes.get("/v1/stats", 0) >= 1, routes
+    assert routes.get("/v1/chain/{event_id}", 0) >= 1, routes
+    assert not any("no-such-event-id" in r for r in routes), routes
+    worker = dashboard_metrics() & emitted_by("worker")
+    assert worker - names(s) == set()
+    assert ("causelog_build_info", (("role", "worker"), ("version", next(
+        dict(k[1])["version"] for k in s if k[0] == "causelog_build_info")))) in s
