@@ -16,7 +16,13 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -108,6 +114,60 @@ def serve_metrics(registry: CollectorRegistry, address: str) -> tuple[str, int]:
         raise ConfigError(f"cannot serve metrics on {address}: {exc}") from None
     bound = server.server_address
     return str(bound[0]), int(bound[1])
+
+
+# -- HTTP receivers (pipeline.sources.receiver) -----------------------------------------------------
+
+RECEIVER_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Latency:
+    """``causelog_receiver_request_seconds{receiver}``: request to answer, per receiver."""
+
+    def __init__(self, receiver: str) -> None:
+        self._histogram = Histogram("causelog_receiver_request_seconds", "from a request read to its answer sent",
+                                    ["receiver"], buckets=RECEIVER_SECONDS_BUCKETS, registry=None)
+        self._child = self._histogram.labels(receiver)
+
+    def observe(self, seconds: float) -> None:
+        """Count one answer that took ``seconds``."""
+        self._child.observe(seconds)
+
+    def collect(self) -> Iterable[Metric]:
+        """The histogram's families."""
+        return self._histogram.collect()
+
+
+class ReceiverCollector(Collector):
+    """Requests by status, events produced, DLQ records by reason and latency of one receiver
+    (a :class:`~pipeline.sources.receiver.Receiver`, read at scrape time)."""
+
+    def __init__(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def collect(self) -> Iterator[Metric]:
+        r = self.receiver
+        name = r.kind.name
+        with r._counting:
+            codes, reasons, events = dict(r.codes), dict(r.reasons), r.totals.events
+        req = CounterMetricFamily("causelog_receiver_requests", "HTTP deliveries by status",
+                                  labels=["receiver", "code"])
+        for code, n in sorted(codes.items()):
+            req.add_metric([name, str(code)], n)
+        yield req
+        ev = CounterMetricFamily("causelog_receiver_events", "events produced to the changes topic",
+                                 labels=["receiver"])
+        ev.add_metric([name], events)
+        yield ev
+        yield rejected_family(reasons)
+        yield from r.latency.collect()
+
+
+def receiver_registry(receiver: Any) -> CollectorRegistry:
+    """The registry a receiver serves on its ``GET /metrics``."""
+    registry = new_registry("receiver")
+    registry.register(ReceiverCollector(receiver))
+    return registry
 
 
 # -- long-running sources (``causelog ingest --metrics HOST:PORT <kind> --follow``) ---------------
