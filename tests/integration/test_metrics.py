@@ -4,6 +4,9 @@ prometheus_client, totals equal to what was stored, every worker series of the d
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -78,4 +81,51 @@ def test_worker_metrics_without_a_token(stack: Stack) -> None:
     worker = dashboard_metrics() & emitted_by("worker")
     assert worker - names(s) == set()
     assert ("causelog_build_info", (("role", "worker"), ("version", next(
+        dict(k[1])["version"] for k in s if k[0] == "causelog_build_info")))) in s
+
+
+def test_rules_runner_metrics(stack: Stack, tmp_path: Path) -> None:
+    from confluent_kafka import Producer
+    from kafka_stack import free_port
+
+    from pipeline.rules.engine import Item, encode_item, fmt_us
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yml").write_text(
+        "title: failed login\nid: 11111111-1111-4111-8111-111111111111\nlogsource: {product: causelog}\n"
+        "detection:\n    selection: {type: iam.login, outcome: failure}\n    condition: selection\nlevel: low\n")
+    stack.ensure_topics()
+    p = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "acks": "all"})
+    for i in range(20):
+        env = {"id": f"e{i:03d}", "time": fmt_us(1_764_200_000_000_000 + i * 60_000_000), "type": "iam.login",
+               "outcome": "failure" if i % 2 else "success", "source": "okta://acme", "scope": "acme",
+               "action": "x", "actor": {"id": "u", "assurance": "authenticated"}, "target": {"id": "t"}, "links": []}
+        p.produce(stack.settings.topic_chains, encode_item(Item(event=env, chain_id=f"c{i}", person="u")), key=b"k")
+    assert p.flush(60) == 0
+    port = free_port()
+    env = dict(stack.env, CAUSELOG_RULES=str(tmp_path / "rules"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "rules", "run", "--metrics",
+                             f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        s: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while time.monotonic() < deadline:
+            try:
+                s = scrape(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                s = {}
+            if s.get(("causelog_alerts_total", (("level", "low"),)), 0) >= 10:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert s[("causelog_alerts_total", (("level", "low"),))] == 10
+    from pipeline.rules.loader import load
+
+    rules = len(load([tmp_path / "rules"]))  # the built-in pack and this rule, as the runner loads them
+    assert s[("causelog_rules_evaluated_total", ())] == 20 * rules
+    assert ("causelog_build_info", (("role", "rules"), ("version", next(
         dict(k[1])["version"] for k in s if k[0] == "causelog_build_info")))) in s
