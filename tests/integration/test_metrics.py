@@ -129,3 +129,45 @@ def test_rules_runner_metrics(stack: Stack, tmp_path: Path) -> None:
     assert s[("causelog_rules_evaluated_total", ())] == 20 * rules
     assert ("causelog_build_info", (("role", "rules"), ("version", next(
         dict(k[1])["version"] for k in s if k[0] == "causelog_build_info")))) in s
+
+
+def test_following_source_serves_metrics(stack: Stack, tmp_path: Path) -> None:
+    import orjson
+    from kafka_stack import free_port
+
+    template = ROOT.parent / "shared" / "data" / "config" / "falco-k8s-audit" / "create_configmap.json"
+    if not template.exists():
+        pytest.skip(f"real sample data not found at {template}")
+    base = orjson.loads(template.read_bytes())
+    log = tmp_path / "audit.log"
+    with log.open("wb") as fh:
+        for i in range(30):
+            ev = dict(base, auditID=f"00000000-0000-0000-0000-{i:012d}")
+            ev["objectRef"] = dict(base["objectRef"], name=f"cfg-{i}")
+            fh.write(orjson.dumps(ev) + b"\n")
+        fh.write(b'{"kind": "Event", "auditID": \n')
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "ingest", "--metrics", f"127.0.0.1:{port}",
+                             "k8s-audit", "--file", str(log), "--follow"], env=stack.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        s: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        while time.monotonic() < deadline:
+            try:
+                s = scrape(f"http://127.0.0.1:{port}/metrics")
+            except OSError:
+                s = {}
+            if s.get(("causelog_source_events_total", ()), 0) >= 30:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert s[("causelog_source_events_total", ())] == 30
+    assert s[("causelog_records_rejected_total", (("reason", "bad_json"),))] == 1
+    assert s[("causelog_source_cursor_commits_total", ())] >= 1
+    fresh = {dict(k[1])["source"]: v for k, v in s.items() if k[0] == "causelog_source_freshness_seconds"}
+    assert list(fresh) == ["k8s-audit"] and fresh["k8s-audit"] > 0, fresh  # the envelope's source
+    assert emitted_by("source") - names(s) == set()
