@@ -125,6 +125,7 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
     """
     from datetime import UTC, datetime
 
+    from pipeline.cli.progress import CountingEngine, bar
     from pipeline.cli.timeparse import parse_time
     from pipeline.rules.engine import Engine
     from pipeline.rules.offline import HUNT_SQL, evaluate_items, hunt_items
@@ -136,19 +137,23 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     sql = HUNT_SQL.format(database=s.database)
-    if s.clickhouse_url:
-        from pipeline.store import open_store
+    with bar("rules hunt: reading stored events", quiet=as_json) as reading:
+        reading.add_task("read", total=None)
+        if s.clickhouse_url:
+            from pipeline.store import open_store
 
-        store = open_store(s, create=False)
-        try:
-            rows = store.readonly(sql, params, limit=limit).rows
-        finally:
-            store.close()
-    else:
-        from pipeline.cli import api
+            store = open_store(s, create=False)
+            try:
+                rows = store.readonly(sql, params, limit=limit).rows
+            finally:
+                store.close()
+        else:
+            from pipeline.cli import api
 
-        rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
-    alerts = evaluate_items(Engine(rs), hunt_items(rows))
+            rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
+    with bar("rules hunt: evaluating", quiet=as_json) as progress:
+        task = progress.add_task("hunt", total=len(rows))
+        alerts = evaluate_items(CountingEngine(Engine(rs), progress, task), hunt_items(rows))
     if as_json:
         click.echo(msgspec.json.encode(alerts).decode())
     else:
