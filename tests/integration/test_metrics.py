@@ -102,8 +102,25 @@ def test_rules_runner_metrics(stack: Stack, tmp_path: Path) -> None:
                "action": "x", "actor": {"id": "u", "assurance": "authenticated"}, "target": {"id": "t"}, "links": []}
         p.produce(stack.settings.topic_chains, encode_item(Item(event=env, chain_id=f"c{i}", person="u")), key=b"k")
     assert p.flush(60) == 0
+    # A webhook that takes every notification (2xx), so notifications are counted too.
+    import http.server
+    import threading
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    (tmp_path / "notify.yaml").write_text(
+        f"receivers:\n  - name: ops\n    type: webhook\n    url: http://127.0.0.1:{hook.server_address[1]}/\n")
     port = free_port()
-    env = dict(stack.env, CAUSELOG_RULES=str(tmp_path / "rules"))
+    env = dict(stack.env, CAUSELOG_RULES=str(tmp_path / "rules"), CAUSELOG_NOTIFY=str(tmp_path / "notify.yaml"))
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "rules", "run", "--metrics",
                              f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
@@ -115,14 +132,17 @@ def test_rules_runner_metrics(stack: Stack, tmp_path: Path) -> None:
                 s = scrape(f"http://127.0.0.1:{port}/metrics")
             except OSError:
                 s = {}
-            if s.get(("causelog_alerts_total", (("level", "low"),)), 0) >= 10:
+            if s.get(("causelog_notifications_total", (("notifier", "ops"), ("outcome", "sent"))), 0) >= 10:
                 break
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             time.sleep(0.5)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+        hook.shutdown()
     assert s[("causelog_alerts_total", (("level", "low"),))] == 10
+    assert s[("causelog_notifications_total", (("notifier", "ops"), ("outcome", "sent")))] == 10
+    assert emitted_by("rules") - names(s) == set()
     from pipeline.rules.loader import load
 
     rules = len(load([tmp_path / "rules"]))  # the built-in pack and this rule, as the runner loads them
@@ -171,3 +191,58 @@ def test_following_source_serves_metrics(stack: Stack, tmp_path: Path) -> None:
     fresh = {dict(k[1])["source"]: v for k, v in s.items() if k[0] == "causelog_source_freshness_seconds"}
     assert list(fresh) == ["k8s-audit"] and fresh["k8s-audit"] > 0, fresh  # the envelope's source
     assert emitted_by("source") - names(s) == set()
+
+
+def test_receiver_metrics_on_its_listen_port(stack: Stack) -> None:
+    import http.client
+
+    import orjson
+    from kafka_stack import free_port
+
+    template = ROOT.parent / "shared" / "data" / "config" / "falco-k8s-audit" / "create_configmap.json"
+    if not template.exists():
+        pytest.skip(f"real sample data not found at {template}")
+    items = [orjson.loads(template.read_bytes())]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.main", "ingest", "k8s-audit", "--listen",
+                             f"127.0.0.1:{port}", "--cluster", "it"], env=stack.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    def post(body: bytes) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+        finally:
+            conn.close()
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                scrape(f"http://127.0.0.1:{port}/metrics")
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    proc.stderr.read().decode() if proc.stderr else ""
+                time.sleep(0.2)
+        batch = orjson.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
+        assert post(batch) == 200
+        assert post(batch) == 200
+        assert post(b"{not an event list") == 400
+        s = scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    produced = stack.read_topic(stack.settings.topic_changes, expected=2 * len(items), timeout=30)
+
+    def requests(code: str) -> float:
+        return s[("causelog_receiver_requests_total", (("code", code), ("receiver", "k8s-audit")))]
+
+    assert (requests("200"), requests("400")) == (2, 1)
+    assert s[("causelog_receiver_events_total", (("receiver", "k8s-audit"),))] == len(produced) == 2
+    assert s[("causelog_records_rejected_total", (("reason", "bad_json"),))] == 1
+    assert s[("causelog_receiver_request_seconds_count", (("receiver", "k8s-audit"),))] == 3
+    assert (emitted_by("receiver") & dashboard_metrics()) - names(s) == set()
