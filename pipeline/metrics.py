@@ -10,7 +10,6 @@ receivers and sources use it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -148,8 +147,7 @@ class ReceiverCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         r = self.receiver
         name = r.kind.name
-        with r._counting:
-            codes, reasons, events = dict(r.codes), dict(r.reasons), r.totals.events
+        codes, reasons, events = r.counts()
         req = CounterMetricFamily("causelog_receiver_requests", "HTTP deliveries by status",
                                   labels=["receiver", "code"])
         for code, n in sorted(codes.items()):
@@ -262,7 +260,3 @@ class RulesMetrics(Collector):
             n_.add_metric([notifier, outcome], n)
         yield n_
 
-
-def monotonic_age(last: float | None, since: float, clock: Callable[[], float] = time.monotonic) -> float:
-    """Seconds since ``last`` (or since ``since`` when nothing happened yet)."""
-    return max(0.0, clock() - (last if last is not None else since))

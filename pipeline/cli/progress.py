@@ -8,8 +8,7 @@ command's own summary line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -21,24 +20,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-T = TypeVar("T")
-
 
 def bar(what: str, *, quiet: bool = False, console: Console | None = None) -> Progress:
     """A counting bar (``what``, bar, done/total, time left); disabled when ``quiet`` or off a terminal."""
     console = console or Console(stderr=True)
     return Progress(SpinnerColumn(), TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                     console=console, disable=quiet or not console.is_terminal, transient=True)
-
-
-def tracked(items: Iterable[T], total: int | None, what: str, *, quiet: bool = False,
-            console: Console | None = None) -> Iterator[T]:
-    """Yield ``items``, advancing a :func:`bar` of ``total`` as each one is taken."""
-    with bar(what, quiet=quiet, console=console) as progress:
-        task = progress.add_task(what, total=total)
-        for item in items:
-            yield item
-            progress.advance(task)
 
 
 class CountingEngine:

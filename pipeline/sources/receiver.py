@@ -238,6 +238,11 @@ class Receiver:
             self.codes[status] = self.codes.get(status, 0) + 1
         self.latency.observe(seconds)
 
+    def counts(self) -> tuple[dict[int, int], dict[str, int], int]:
+        """Answers by status, DLQ records by reason and events produced so far (a consistent copy)."""
+        with self._counting:
+            return dict(self.codes), dict(self.reasons), self.totals.events
+
     def _count(self, name: str, n: int = 1) -> None:
         with self._counting:
             setattr(self.totals, name, getattr(self.totals, name) + n)
