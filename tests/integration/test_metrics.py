@@ -246,3 +246,35 @@ def test_receiver_metrics_on_its_listen_port(stack: Stack) -> None:
     assert s[("causelog_records_rejected_total", (("reason", "bad_json"),))] == 1
     assert s[("causelog_receiver_request_seconds_count", (("receiver", "k8s-audit"),))] == 3
     assert (emitted_by("receiver") & dashboard_metrics()) - names(s) == set()
+
+
+def test_lag_probe_measures_committed_offsets_and_produce_times(stack: Stack) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from pipeline.stream.metrics import LagProbe
+
+    stack.ensure_topics()
+    before = time.time()
+    stack.produce([event_bytes(i) for i in range(40)], key=b"")  # keys 0..39: every partition
+    after = time.time()
+    topic = stack.settings.topic_changes
+    c = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": stack.settings.group,
+                  "enable.auto.commit": False})
+    try:
+        highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(4)}
+        assert highs[0] > 2
+        c.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    finally:
+        c.close()
+    probe = LagProbe(stack.settings)
+    try:
+        time.sleep(1.0)
+        start = time.time()
+        measured = probe.measure([0, 1, 2, 3])
+        now = time.time()
+    finally:
+        probe.close()
+    assert {p: lag for p, (lag, _) in measured.items()} == {0: highs[0] - 2, 1: highs[1], 2: highs[2], 3: highs[3]}
+    for p, (lag, age) in measured.items():
+        if lag:  # produced between before and after, measured between start and now
+            assert start - after - 0.01 <= age <= now - before + 0.01, (p, age)
