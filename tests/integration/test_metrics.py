@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from factories import event_bytes, malformed_records
+from factories import event_bytes, event_dict, malformed_records
 from kafka_stack import Stack
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -78,6 +78,11 @@ def test_worker_metrics_without_a_token(stack: Stack) -> None:
     assert routes.get("/v1/stats", 0) >= 1, routes
     assert routes.get("/v1/chain/{event_id}", 0) >= 1, routes
     assert not any("no-such-event-id" in r for r in routes), routes
+    # Nothing of the events (ids, actors, targets) nor of the queries appears anywhere in the text.
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        text = resp.read().decode()
+    for secret in ("no-such-event-id", "@acme.io", "svc-", event_dict(0)["id"], "Bearer"):
+        assert secret not in text, secret
     worker = dashboard_metrics() & emitted_by("worker")
     assert worker - names(s) == set()
     assert ("causelog_build_info", (("role", "worker"), ("version", next(
