@@ -64,6 +64,7 @@ class Changelog:
         self.topic = settings.topic_correlation
         self.timeout = timeout
         self._producer: Producer | None = None
+        self.committed_at: float | None = None  # time.time() of the last committed transaction (/metrics)
 
     @property
     def transactional_id(self) -> str:
@@ -123,6 +124,7 @@ class Changelog:
             if offsets:
                 _retrying(lambda: producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout))
             _retrying(lambda: producer.commit_transaction(self.timeout))
+            self.committed_at = time.time()
         except KafkaException as exc:
             where = ", ".join(f"{self.topic}[{p}]" for p in sorted(records)) or self.topic
             raise BusError(f"correlation checkpoint to {where} failed: {exc}") from exc

@@ -19,12 +19,16 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from pipeline.cli.options import FOLLOW
 from pipeline.errors import DecodeError
 from pipeline.integrity.sourcesig import source_signer
+from pipeline.metrics import SourceMetrics
 from pipeline.model import Event
 from pipeline.settings import Settings
 from pipeline.sources import files
 from pipeline.sources.runner import RawRecord, Report, load_cursor, run_source
 
 err = Console(stderr=True)
+
+#: Key of the ``--metrics`` collector in the click context's ``meta`` (shared with subcommands).
+METRICS_KEY = "causelog.ingest.metrics"
 
 
 def parse_json(rec: RawRecord) -> Any:
@@ -51,6 +55,9 @@ def _run(
 
     install(s)
     ensure_topics(s)
+    metrics: SourceMetrics | None = click.get_current_context().meta.get(METRICS_KEY)
+    if metrics is not None:
+        convert = metrics.watch(convert)
     sink = KafkaSink(s, f"{kind}:{instance}")
     if follow and threading.current_thread() is threading.main_thread():
         # SIGTERM ends a follower like Ctrl-C: summary printed, open transaction aborted.
@@ -74,6 +81,8 @@ def _run(
 
                 report = run_source(kind, fetch(cursor), convert, sink, topic=s.topic_changes, dlq=s.topic_dlq,
                                     on_progress=tick, sign=source_signer(s.source_signing_key))
+            if metrics is not None:
+                metrics.add(report)
             for name in ("records", "events", "rejected", "commits"):
                 setattr(totals, name, getattr(totals, name) + getattr(report, name))
             for reason, n in report.reasons.items():
@@ -102,12 +111,25 @@ def _summary(kind: str, r: Report) -> None:
 
 
 @click.group()
-def ingest() -> None:
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics while the source runs (events sent, "
+                   "rejected by reason, freshness per source, cursor commits); for --follow.")
+@click.pass_context
+def ingest(ctx: click.Context, metrics_address: str | None) -> None:
     """Run a source connector: read its input, send envelopes to Kafka, bad input to the DLQ.
 
     Each source keeps a cursor in Kafka, committed in the same transaction as its events:
     run it again (or after a crash) and it resumes where it stopped, repeating nothing.
     """
+    if metrics_address is not None:
+        from pipeline.metrics import new_registry, serve_metrics
+
+        metrics = SourceMetrics(lambda: datetime.now(UTC))
+        registry = new_registry("source")
+        registry.register(metrics)
+        host, port = serve_metrics(registry, metrics_address)
+        err.print(f"ingest: metrics on http://{host}:{port}/metrics", highlight=False, soft_wrap=True)
+        ctx.meta[METRICS_KEY] = metrics
 
 
 def _scope(s: Settings, scope: str | None) -> str:

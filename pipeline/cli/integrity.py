@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pipeline.cli import api
+from pipeline.cli.progress import bar
 from pipeline.cli.timeparse import parse_time
 from pipeline.errors import CauselogError, IntegrityError
 from pipeline.settings import Settings
@@ -88,18 +89,21 @@ def verify(s: Settings, log: int | None, since: str | None, vkey_files: tuple[Pa
 
     t_since = parse_time(since, datetime.now(UTC)) if since else None
     vkeys = _vkeys(vkey_files)
-    if _through_worker(s):
-        report = api.call(s, "/v1/integrity/verify", {"log": log, "since": t_since.isoformat() if t_since else None,
-                                                      "vkeys": vkeys}, timeout=3600)
-    else:
-        from pipeline.store import integrity
+    with bar("verify: logs", quiet=as_json) as progress:
+        task = progress.add_task("verify", total=None)
+        if _through_worker(s):
+            report = api.call(s, "/v1/integrity/verify", {"log": log, "since": t_since.isoformat() if t_since else None,
+                                                          "vkeys": vkeys}, timeout=3600)
+        else:
+            from pipeline.store import integrity
 
-        store = _local_store(s)
-        try:
-            report = integrity.verify(store, s.topic_changes, trusted(s.signing_key_path, vkeys), log=log,
-                                      since=t_since).to_json()
-        finally:
-            store.close()
+            store = _local_store(s)
+            try:
+                report = integrity.verify(store, s.topic_changes, trusted(s.signing_key_path, vkeys), log=log,
+                                          since=t_since, progress=lambda done, total: progress.update(
+                                              task, completed=done, total=total)).to_json()
+            finally:
+                store.close()
     if as_json:
         click.echo(dumps(report))
     else:

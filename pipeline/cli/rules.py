@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -12,6 +14,9 @@ from rich.markup import escape
 
 from pipeline.errors import ConfigError
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.metrics import RulesMetrics
 
 err = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 400)
@@ -120,6 +125,7 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
     """
     from datetime import UTC, datetime
 
+    from pipeline.cli.progress import CountingEngine, bar
     from pipeline.cli.timeparse import parse_time
     from pipeline.rules.engine import Engine
     from pipeline.rules.offline import HUNT_SQL, evaluate_items, hunt_items
@@ -131,19 +137,23 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     sql = HUNT_SQL.format(database=s.database)
-    if s.clickhouse_url:
-        from pipeline.store import open_store
+    with bar("rules hunt: reading stored events", quiet=as_json) as reading:
+        reading.add_task("read", total=None)
+        if s.clickhouse_url:
+            from pipeline.store import open_store
 
-        store = open_store(s, create=False)
-        try:
-            rows = store.readonly(sql, params, limit=limit).rows
-        finally:
-            store.close()
-    else:
-        from pipeline.cli import api
+            store = open_store(s, create=False)
+            try:
+                rows = store.readonly(sql, params, limit=limit).rows
+            finally:
+                store.close()
+        else:
+            from pipeline.cli import api
 
-        rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
-    alerts = evaluate_items(Engine(rs), hunt_items(rows))
+            rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
+    with bar("rules hunt: evaluating", quiet=as_json) as progress:
+        task = progress.add_task("hunt", total=len(rows))
+        alerts = evaluate_items(CountingEngine(Engine(rs), progress, task), hunt_items(rows))
     if as_json:
         click.echo(msgspec.json.encode(alerts).decode())
     else:
@@ -157,8 +167,10 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
 
 @rules.command("run")
 @click.option("--once", is_flag=True, help="Stop at the end of <prefix>.chains as of the start (a backfill).")
+@click.option("--metrics", "metrics_address", metavar="HOST:PORT",
+              help="Serve Prometheus metrics on http://HOST:PORT/metrics (rules evaluated, alerts, notifications).")
 @click.pass_obj
-def run(s: Settings, once: bool) -> None:
+def run(s: Settings, once: bool, metrics_address: str | None) -> None:
     """Run the rules over <prefix>.chains: alerts to <prefix>.alerts and the alerts table, exactly once.
 
     Rules: the built-in pack and every directory of CAUSELOG_RULES (bad rules are reported and
@@ -174,28 +186,52 @@ def run(s: Settings, once: bool) -> None:
     from pipeline.rules.loader import load, rule_dirs
     from pipeline.rules.notify import load_notify
     from pipeline.stream.notifier import Notifier
-    from pipeline.stream.rules_runner import run_rules
+    from pipeline.stream.rules_runner import RunReport, run_rules
 
     rs = load(rule_dirs(s.rules))
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
-    notifier = Notifier(load_notify(s.notify_path), lambda d: _store(s, "/v1/alerts/deliveries", [d]))
+    live = RunReport()
+    metrics = _serve_metrics(metrics_address, lambda: (live.records - live.rejected) * len(rs))
+
+    def delivered(d: Any) -> None:
+        if metrics is not None:
+            metrics.delivered(d)
+        _store(s, "/v1/alerts/deliveries", [d])
+
+    notifier = Notifier(load_notify(s.notify_path), delivered)
     ensure_topics(s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def committed(alerts: list) -> None:  # type: ignore[type-arg]
+        if metrics is not None:
+            metrics.alerted(alerts)
         _store(s, "/v1/alerts", alerts)
         notifier.submit(alerts)
 
     try:
-        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed)
+        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, report=live)
     except KeyboardInterrupt:
         return
     finally:
         notifier.close()
     err.print(f"rules: {report.records:,} records, {report.alerts:,} alerts, {report.rejected} rejected to the DLQ, "
               f"{report.commits} transactions", highlight=False, soft_wrap=True)
+
+
+def _serve_metrics(address: str | None, evaluated: Callable[[], int]) -> RulesMetrics | None:
+    """With ``--metrics``: the runner's metrics, served from a background thread."""
+    if address is None:
+        return None
+    from pipeline.metrics import RulesMetrics, new_registry, serve_metrics
+
+    metrics = RulesMetrics(evaluated)
+    registry = new_registry("rules")
+    registry.register(metrics)
+    host, port = serve_metrics(registry, address)
+    err.print(f"rules: metrics on http://{host}:{port}/metrics", highlight=False, soft_wrap=True)
+    return metrics
 
 
 def _store(s: Settings, path: str, rows: list) -> None:  # type: ignore[type-arg]

@@ -47,8 +47,10 @@ from types import FrameType
 from typing import Any
 
 import orjson
+from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ConfigError, DecodeError
+from pipeline.metrics import CONTENT_TYPE, Latency, exposition, receiver_registry
 from pipeline.model import Event, encode
 from pipeline.sources.runner import RawRecord, Report, Sink, run_source
 
@@ -168,6 +170,10 @@ class Receiver:
         self.inflight = threading.BoundedSemaphore(max_inflight)
         self.totals = Totals()
         self._counting = threading.Lock()
+        # For /metrics (pipeline.metrics.ReceiverCollector): answers by status, DLQ records by reason.
+        self.codes: dict[int, int] = {}
+        self.reasons: dict[str, int] = {}
+        self.latency = Latency(kind.name)
         self._sink: Sink | None = None
 
     # -- sink ----------------------------------------------------------------------------------
@@ -226,6 +232,17 @@ class Receiver:
         resp.label = self.kind.describe(req)
         return resp
 
+    def answered(self, status: int, seconds: float) -> None:
+        """Count an answer by status and time it (for ``/metrics``)."""
+        with self._counting:
+            self.codes[status] = self.codes.get(status, 0) + 1
+        self.latency.observe(seconds)
+
+    def counts(self) -> tuple[dict[int, int], dict[str, int], int]:
+        """Answers by status, DLQ records by reason and events produced so far (a consistent copy)."""
+        with self._counting:
+            return dict(self.codes), dict(self.reasons), self.totals.events
+
     def _count(self, name: str, n: int = 1) -> None:
         with self._counting:
             setattr(self.totals, name, getattr(self.totals, name) + n)
@@ -263,6 +280,9 @@ class Receiver:
                     raise
                 self._count("events", report.events)
                 self._count("rejected", report.rejected)
+                with self._counting:
+                    for reason, n in report.reasons.items():
+                        self.reasons[reason] = self.reasons.get(reason, 0) + n
         except Exception as exc:
             self._count("failed")
             log.warning("%s: Kafka did not take request %s: %s", self.kind.name, req.request_id, exc)
@@ -327,6 +347,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     receiver: Receiver
+    registry: CollectorRegistry
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -351,6 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         except OSError:
             pass  # the sender hung up; what was committed stays committed
+        self.server.receiver.answered(resp.status, time.monotonic() - started)
         body = resp.body
         log.info("%s %d %s %s %s events=%s rejected=%s %.1fms from %s%s", self.server.receiver.kind.name,
                  resp.status, self.command, self.path, extra or "-", body.get("events", 0), body.get("rejected", 0),
@@ -359,10 +381,24 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         started = time.monotonic()
-        if self.path.split("?", 1)[0] in ("/health", "/healthz"):
+        if self.path.split("?", 1)[0] == "/metrics":
+            self._metrics()
+        elif self.path.split("?", 1)[0] in ("/health", "/healthz"):
             self._send(Response(200, {"ok": True, "kind": self.server.receiver.kind.name}), started)
         else:
             self._send(Response(404, {"error": "not_found", "message": "POST deliveries; GET /health"}), started)
+
+    def _metrics(self) -> None:
+        """The receiver's Prometheus metrics (text format; no credentials, nothing sensitive)."""
+        data = exposition(self.server.registry)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            pass
 
     def _not_allowed(self) -> None:
         self._send(Response(405, {"error": "method_not_allowed", "message": "POST deliveries; GET /health"},
@@ -415,6 +451,7 @@ def make_server(receiver: Receiver, listen: str) -> _Server:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc}") from None
     server.receiver = receiver
+    server.registry = receiver_registry(receiver)
     return server
 
 

@@ -6,7 +6,7 @@ one ``kafka_partition`` of ``<prefix>.changes`` with ``log_index >= 0``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -105,9 +105,11 @@ class Verification:
 
 
 def verify(
-    store: Store, topic: str, verifiers: list[Verifier], *, log: int | None = None, since: datetime | None = None
+    store: Store, topic: str, verifiers: list[Verifier], *, log: int | None = None, since: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Verification:
-    """Check every log (or ``log``) of ``topic`` against its stored checkpoints."""
+    """Check every log (or ``log``) of ``topic`` against its stored checkpoints; ``progress`` is
+    told ``(logs done, logs)`` after each log."""
     if not verifiers:
         raise IntegrityError("no verifier key: give the signing key or a verifier key")
     partitions = [log] if log is not None else logs_of(store, topic)
@@ -116,6 +118,8 @@ def verify(
         rows, unlogged = read_rows(store, topic, p, since)
         reports.append(audit_log(p, rows, read_checkpoints(store, topic, p), verifiers, unlogged,
                                  read_pruned(store, topic, p)))
+        if progress is not None:
+            progress(len(reports), len(partitions))
     return Verification(reports)
 
 

@@ -37,6 +37,8 @@ from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
 from pipeline.stream.integrity_api import register_integrity
 from pipeline.stream.jsonio import dumps
+from pipeline.stream.metrics import register_metrics
+from pipeline.stream.signer import CheckpointSigner
 from pipeline.tokens import TokenFile
 
 log = logging.getLogger("causelog.api")
@@ -51,6 +53,7 @@ class ApiContext:
     counters: Counters
     correlation: Correlation
     reads: ThreadPoolExecutor
+    signer: CheckpointSigner | None = None  # for /metrics (signing age)
 
 
 def register_routes(app: faust.App, ctx: ApiContext) -> None:
@@ -225,6 +228,7 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
     register_integrity(app, ctx)
     register_alerts(app, ctx)
     register_incident(app, ctx)
+    register_metrics(app, ctx)
 
 
 def protect(app: faust.App, settings: Settings) -> None:

@@ -116,7 +116,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             async def on_stop(self) -> None:
                 await asyncio.get_running_loop().run_in_executor(None, consumer.stop)
 
-    register_routes(app, ApiContext(settings, store, counters, correlation, reads))
+    register_routes(app, ApiContext(settings, store, counters, correlation, reads, signer))
     return app
 
 

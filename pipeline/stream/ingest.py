@@ -21,6 +21,7 @@ from pipeline.errors import CauselogError, DecodeError, StoreError
 from pipeline.identity import Join, learn
 from pipeline.integrity.note import Verifier
 from pipeline.integrity.sourcesig import check_envelope
+from pipeline.metrics import note_newest
 from pipeline.model.codec import decode, decode_wire
 from pipeline.store.identities import write_joins
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
@@ -63,11 +64,24 @@ class Counters:
     store_retries: int = 0
     last_batch_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # For /metrics (pipeline.stream.metrics): rejections by reason, newest event time per source,
+    # and an observer of (records, seconds) per batch.
+    rejected_by: dict[str, int] = field(default_factory=dict, repr=False)
+    newest: dict[str, datetime] = field(default_factory=dict, repr=False)
+    observe: Callable[[int, float], None] | None = field(default=None, repr=False)
 
     def snapshot(self) -> dict[str, float]:
-        """A copy without the lock, JSON-ready."""
+        """The running totals (numbers only), JSON-ready."""
         with self.lock:
-            return {k: v for k, v in vars(self).items() if k != "lock"}
+            return {k: v for k, v in vars(self).items() if isinstance(v, int | float)}
+
+    def note(self, prepared: Prepared) -> None:
+        """Metrics of a finished batch (call with the lock held)."""
+        for r in prepared.bad:
+            self.rejected_by[r.error.reason] = self.rejected_by.get(r.error.reason, 0) + 1
+        note_newest(self.newest, (p.event for p in prepared.good))
+        if self.observe is not None:
+            self.observe(prepared.records, time.monotonic() - prepared.started)
 
 
 # Sources whose records prove identity joins (pipeline.identity.learn): only their events are
@@ -118,6 +132,7 @@ class Prepared:
     bad: list[Rejection]
     correlated: Correlated | None = None
     joins: list[Join] | None = None
+    started: float = 0.0  # time.monotonic() when the batch was taken in hand
 
 
 class BatchHandler:
@@ -159,6 +174,7 @@ class BatchHandler:
     def prepare(self, records: Sequence[Record]) -> Prepared:
         """First stage: decode and classify a batch, and correlate it (CPU only, except loading a
         partition's correlation changelog the first time it shows up)."""
+        started = time.monotonic()
         good, bad = split(records, self.max_bytes, self.source_keys)
         correlated = None
         if self.correlation is not None:
@@ -168,7 +184,7 @@ class BatchHandler:
                 (None if rec.position in rejected else next(events).event, rec.position.partition, rec.position.offset)
                 for rec in records
             )
-        return Prepared(len(records), good, bad, correlated, learn_joins(good))
+        return Prepared(len(records), good, bad, correlated, learn_joins(good), started)
 
     def finish(self, prepared: Prepared) -> WriteResult:
         """Second stage: rejections to the DLQ, then the events to the store."""
@@ -186,6 +202,7 @@ class BatchHandler:
             c.rejected += len(bad)
             c.batches += 1
             c.last_batch_at = time.time()
+            c.note(prepared)
         return result
 
     def _write(self, good: list[Pending], correlated: Correlated | None, joins: list[Join]) -> WriteResult:

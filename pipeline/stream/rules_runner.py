@@ -120,8 +120,11 @@ def run_rules(
     timeout: float = 60.0,
     on_alerts: Callable[[list[Alert]], None] | None = None,
     max_batches: int | None = None,
+    report: RunReport | None = None,
 ) -> RunReport:
-    """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as of the start)."""
+    """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as of the start).
+
+    ``report`` (default a new one) is updated after every committed batch: metrics read it live."""
     group = group or f"{settings.group}-rules"
     topic = settings.topic_chains
     st_topic = state_topic(settings, group)
@@ -136,7 +139,7 @@ def run_rules(
         "bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False,
         "enable.auto.offset.store": False, "isolation.level": "read_committed", "auto.offset.reset": "earliest",
     })
-    report = RunReport()
+    report = report if report is not None else RunReport()
     failed: list[str] = []
 
     def delivered(err: object, msg: object) -> None:
