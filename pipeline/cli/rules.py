@@ -174,7 +174,7 @@ def run(s: Settings, once: bool) -> None:
     from pipeline.rules.loader import load, rule_dirs
     from pipeline.rules.notify import load_notify
     from pipeline.stream.notifier import Notifier
-    from pipeline.stream.rules_runner import run_rules
+    from pipeline.stream.rules_runner import RunReport, run_rules
 
     rs = load(rule_dirs(s.rules))
     for p in rs.problems:
@@ -184,12 +184,17 @@ def run(s: Settings, once: bool) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
+    def ready(report: RunReport) -> None:
+        # `causelog up` waits for this line (pipeline.cli.stack.RULES_READY).
+        err.print(f"rules runner ready: {len(rs)} rules over {s.topic_chains} (state restored for "
+                  f"{len(report.restored)} partitions)", highlight=False, soft_wrap=True)
+
     def committed(alerts: list) -> None:  # type: ignore[type-arg]
         _store(s, "/v1/alerts", alerts)
         notifier.submit(alerts)
 
     try:
-        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed)
+        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, on_ready=ready)
     except KeyboardInterrupt:
         return
     finally:

@@ -108,6 +108,29 @@ def _eof(msg: Any) -> bool:
     raise BusError(f"cannot consume {msg.topic()}[{msg.partition()}]: {err}")
 
 
+def _commit_idle(producer: Producer, consumer: Consumer, topic: str, nexts: dict[int, int], timeout: float) -> None:
+    """Idle: commit positions that moved past what was committed without a record (the markers
+    the worker's transactions leave on ``<prefix>.chains``), so the runner's lag reads 0 when it is
+    done. Every record consumed is already committed, so this skips nothing."""
+    try:
+        moved = [tp for tp in consumer.position([TopicPartition(topic, p) for p in nexts])
+                 if tp.offset > nexts[tp.partition]]
+        if not moved:
+            return
+        producer.begin_transaction()
+        try:
+            producer.send_offsets_to_transaction(moved, consumer.consumer_group_metadata(), timeout)
+            producer.commit_transaction(timeout)
+        except KafkaException:
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(timeout)
+            raise
+    except KafkaException as exc:
+        raise BusError(f"cannot commit the rules runner's position on {topic}: {exc}") from exc
+    for tp in moved:
+        nexts[tp.partition] = tp.offset
+
+
 def run_rules(
     settings: Settings,
     engine: Engine,
@@ -120,8 +143,10 @@ def run_rules(
     timeout: float = 60.0,
     on_alerts: Callable[[list[Alert]], None] | None = None,
     max_batches: int | None = None,
+    on_ready: Callable[[RunReport], None] | None = None,
 ) -> RunReport:
-    """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as of the start)."""
+    """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as
+    of the start). ``on_ready`` is called once the state is restored and consuming starts."""
     group = group or f"{settings.group}-rules"
     topic = settings.topic_chains
     st_topic = state_topic(settings, group)
@@ -176,6 +201,8 @@ def run_rules(
             states[p] = decode_state(data) if data else State()
             if data:
                 report.restored[str(p)] = states[p].watermark
+        if on_ready is not None:
+            on_ready(report)
 
         def finished() -> bool:
             if not once:
@@ -198,6 +225,7 @@ def run_rules(
             if not msgs:
                 if finished():
                     break
+                _commit_idle(producer, consumer, topic, nexts, timeout)
                 continue
             # Work on copies: an aborted transaction must leave the committed states untouched.
             work = {p: decode_state(encode_state(s)) for p, s in states.items()
