@@ -7,7 +7,8 @@ Faust's role (worker process, services, web API) and takes whole batches from li
 
 Guarantees: offsets are committed only at a checkpoint, once every batch taken so far is written
 (rejections acknowledged on the DLQ, events and chains stored), in one Kafka transaction with the
-changelog of the correlation state they produced (``<prefix>.correlation.<group>``).
+changelog of the correlation state they produced (``<prefix>.correlation.<group>``) and the
+``<prefix>.chains`` records of the events they stored (for the rules runner).
 Checkpoints run every ``CAUSELOG_CHECKPOINT_SECONDS``, when the input is drained, before a
 partition is revoked and on stop. If a batch cannot be completed the process exits at once without committing, so a restart
 re-reads from the last checkpoint and the store's id dedup keeps one copy. Rebalances happen
