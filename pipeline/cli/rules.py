@@ -194,7 +194,9 @@ def run(s: Settings, once: bool) -> None:
         notifier.submit(alerts)
 
     try:
-        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, on_ready=ready)
+        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, on_ready=ready,
+                           # Killed between a commit and storing its alerts: store them now.
+                           on_restored=lambda alerts: _store(s, "/v1/alerts", alerts))
     except KeyboardInterrupt:
         return
     finally:

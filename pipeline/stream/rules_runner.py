@@ -38,6 +38,8 @@ from pipeline.rules.model import Alert
 from pipeline.settings import Settings
 
 _ALERT_ENCODER = msgspec.json.Encoder()
+# Key, in the state topic, of the alerts of the last transaction that had any (see ``on_restored``).
+LAST_ALERTS_KEY = "last-alerts"
 
 
 @dataclass
@@ -144,9 +146,14 @@ def run_rules(
     on_alerts: Callable[[list[Alert]], None] | None = None,
     max_batches: int | None = None,
     on_ready: Callable[[RunReport], None] | None = None,
+    on_restored: Callable[[list[Alert]], None] | None = None,
 ) -> RunReport:
     """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as
-    of the start). ``on_ready`` is called once the state is restored and consuming starts."""
+    of the start). ``on_ready`` is called once the state is restored and consuming starts.
+
+    ``on_restored`` gets, at start, the alerts of the last committed transaction that had any: a
+    runner killed after its commit but before ``on_alerts`` finished would otherwise never hand
+    them over (``on_alerts`` must be idempotent by alert id: the table is)."""
     group = group or f"{settings.group}-rules"
     topic = settings.topic_chains
     st_topic = state_topic(settings, group)
@@ -201,6 +208,9 @@ def run_rules(
             states[p] = decode_state(data) if data else State()
             if data:
                 report.restored[str(p)] = states[p].watermark
+        last = saved.get(LAST_ALERTS_KEY)
+        if last and on_restored is not None:
+            on_restored(msgspec.json.decode(last, type=list[Alert]))
         if on_ready is not None:
             on_ready(report)
 
@@ -256,6 +266,8 @@ def run_rules(
                     send(settings.topic_alerts, _ALERT_ENCODER.encode(a), a.id.encode())
                 for p, s in work.items():
                     send(st_topic, encode_state(s), f"{topic}[{p}]".encode())
+                if out:
+                    send(st_topic, _ALERT_ENCODER.encode(out), LAST_ALERTS_KEY.encode())
                 offsets = [TopicPartition(topic, p, o) for p, o in sorted(positions.items())]
                 producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout)
                 producer.commit_transaction(timeout)

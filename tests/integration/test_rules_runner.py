@@ -131,6 +131,31 @@ def test_alerts_exactly_once_across_a_restart(stack: Stack, tmp_path: Path) -> N
     assert msgspec.json.decode(msgs[0].value())["rule_id"]
 
 
+def test_alerts_committed_but_not_handed_over_before_a_crash_come_back_at_restart(stack: Stack, tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yml").write_text(RULES)
+    engine = Engine(load([tmp_path / "rules"], builtin=False))
+    records = _items()
+    _produce(stack, [(k, encode_item(i)) for k, i in records])
+
+    class Killed(Exception):
+        pass
+
+    def killed(alerts: list) -> None:  # the process dies right after the commit, before storing
+        raise Killed
+
+    with pytest.raises(Killed):
+        run_rules(stack.settings, engine, batch=7, within=0.5, on_alerts=killed)
+    restored: list = []
+    stored: list = []
+    run_rules(stack.settings, engine, batch=7, within=0.5, once=True, on_alerts=stored.extend,
+              on_restored=restored.extend)
+    assert restored  # the first transaction's alerts, handed over now
+    assert not {a.id for a in restored} & {a.id for a in stored}
+    partition_of = {m.key(): m.partition() for m in stack.read_topic(stack.settings.topic_chains, len(records))}
+    assert {a.id for a in restored} | {a.id for a in stored} == _expected(engine, records, partition_of)
+
+
 # -- through a real worker --------------------------------------------------------------------
 
 UNREVIEWED = "d9a89ab9-fd82-4c19-993c-8f16aa0eadbc"  # built-in: deploy whose chain has no approved review
