@@ -42,7 +42,7 @@ class People:
         try:
             config = load_identities(path)
         except CauselogError as exc:
-            log.error("persons on %s come from learned joins only: %s", "<prefix>.chains", exc)
+            log.error("%s; persons on <prefix>.chains come from learned joins only", exc)
             config = IdentityConfig()
         return cls(config, read_joins(store))
 

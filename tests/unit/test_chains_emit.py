@@ -99,3 +99,13 @@ def test_the_person_is_on_the_record(store: Store) -> None:
     result = handler(store, People(config))([rec(encode(decode_dict(d)), 0)])  # type: ignore[arg-type]
     (item,) = [decode_item(v) for _, v in result.chains[0]]
     assert item.person == "erin"
+
+
+def test_chains_topic_has_the_partitions_of_changes_and_room_for_a_whole_envelope() -> None:
+    from pipeline.bus.kafka import TOPIC_MAX_MESSAGE_BYTES, topic_specs
+    from pipeline.settings import load
+
+    s = load({"CAUSELOG_PARTITIONS": "4"})
+    specs = {t.name: t for t in topic_specs(s, changes_partitions=7)}
+    assert specs[s.topic_chains].partitions == specs[s.topic_changes].partitions == 7
+    assert int(specs[s.topic_chains].config["max.message.bytes"]) > TOPIC_MAX_MESSAGE_BYTES
