@@ -122,3 +122,24 @@ def test_replaying_the_same_input_stores_nothing_twice(stack: Stack) -> None:
     # A new group re-reads everything: the events stored from the very records it re-reads are
     # emitted again (it cannot tell that from a crash before a checkpoint), the duplicates not.
     assert chains_ids(stack, 4_000) == ids + ids
+
+
+def test_the_worker_refuses_a_chains_topic_with_fewer_partitions_than_changes(stack: Stack) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from pipeline.bus.checkpoint import Changelog
+    from pipeline.errors import BusError
+
+    admin = AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap})
+    name = stack.settings.topic_chains
+    admin.delete_topics([name])[name].result(30)
+    deadline = time.monotonic() + 30
+    while True:  # deletion completes asynchronously
+        try:
+            admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    with pytest.raises(BusError, match=rf"{name} has [01] partitions but .*changes has 4"):
+        Changelog(stack.settings).check_partitions()
