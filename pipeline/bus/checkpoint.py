@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from pipeline.bus.kafka import CHAINS_MAX_MESSAGE_BYTES
 from pipeline.correlate.partition import ChangelogRecord
 from pipeline.errors import BusError
 from pipeline.settings import Settings
@@ -90,6 +91,8 @@ class Changelog:
                     # A checkpoint is short; a dead worker's open transaction should not hold
                     # readers (and its partitions' next owner) for long.
                     "transaction.timeout.ms": 30000,
+                    # <prefix>.chains carries whole envelopes (up to the changes topic's limit).
+                    "message.max.bytes": CHAINS_MAX_MESSAGE_BYTES,
                 })
                 producer.init_transactions(self.timeout)
             except KafkaException as exc:
@@ -103,24 +106,30 @@ class Changelog:
         records: Mapping[int, Sequence[ChangelogRecord]],
         offsets: Sequence[TopicPartition] = (),
         group_metadata: Any = None,
+        *,
+        chains: Mapping[int, Sequence[ChangelogRecord]] | None = None,
     ) -> int:
-        """Write ``records`` (per input partition) and, when given, commit the consumer
-        ``offsets`` of ``group_metadata``'s group, all in one transaction. Returns the number of
-        records written; ``BusError`` if the transaction did not commit (nothing of it counts)."""
+        """Write ``records`` (per input partition), the ``chains`` records of the events stored
+        (per input partition, to the same partition of ``<prefix>.chains``, in order) and, when
+        given, commit the consumer ``offsets`` of ``group_metadata``'s group, all in one
+        transaction. Returns the number of changelog records written; ``BusError`` if the
+        transaction did not commit (nothing of it counts)."""
         n = sum(len(r) for r in records.values())
-        if n == 0 and not offsets:
+        chains = chains or {}
+        if n == 0 and not offsets and not any(chains.values()):
             return 0
         producer = self._ready()
         try:
             producer.begin_transaction()
-            for partition, recs in records.items():
-                for key, value in recs:
-                    while True:
-                        try:
-                            producer.produce(self.topic, value=value, key=key, partition=partition)
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
+            for topic, per_partition in ((self.topic, records), (self.settings.topic_chains, chains)):
+                for partition, recs in per_partition.items():
+                    for key, value in recs:
+                        while True:
+                            try:
+                                producer.produce(topic, value=value, key=key, partition=partition)
+                                break
+                            except BufferError:
+                                producer.poll(0.05)
             if offsets:
                 _retrying(lambda: producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout))
             _retrying(lambda: producer.commit_transaction(self.timeout))
@@ -183,11 +192,13 @@ class Changelog:
         finally:
             consumer.close()
         changes = md.topics.get(self.settings.topic_changes)
-        state = md.topics.get(self.topic)
         n_in = len(changes.partitions) if changes is not None else 0
-        n_state = len(state.partitions) if state is not None else 0
-        if n_state < n_in:
-            raise BusError(
-                f"{self.topic} has {n_state} partitions but {self.settings.topic_changes} has {n_in}; "
-                f"add partitions to {self.topic} (kafka-topics.sh --alter --partitions {n_in}) before starting workers"
-            )
+        # The chains records of changes[p] go to chains[p] (same order, same scopes).
+        for name in (self.topic, self.settings.topic_chains):
+            state = md.topics.get(name)
+            n_state = len(state.partitions) if state is not None else 0
+            if n_state < n_in:
+                raise BusError(
+                    f"{name} has {n_state} partitions but {self.settings.topic_changes} has {n_in}; "
+                    f"add partitions to {name} (kafka-topics.sh --alter --partitions {n_in}) before starting workers"
+                )

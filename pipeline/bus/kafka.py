@@ -19,6 +19,9 @@ from pipeline.settings import Settings
 # Room above CAUSELOG_MAX_EVENT_BYTES so an oversized record reaches the worker and is rejected
 # there with a reason, instead of failing at produce time where nobody sees it.
 TOPIC_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A <prefix>.chains record is a whole envelope of <prefix>.changes plus its chain id, person and
+# merged chain ids: room for that tail.
+CHAINS_MAX_MESSAGE_BYTES = TOPIC_MAX_MESSAGE_BYTES + 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ def topic_specs(settings: Settings, changes_partitions: int | None = None) -> li
         TopicSpec(settings.topic_changes, n, dict(keep)),
         # The DLQ keeps everything forever: a rejected record is evidence until someone looks.
         TopicSpec(settings.topic_dlq, 1, dict(keep)),
-        TopicSpec(settings.topic_chains, settings.partitions, dict(keep)),
+        # The worker writes the events stored from changes[p] to chains[p]: same partition count.
+        TopicSpec(settings.topic_chains, n, {"retention.ms": "-1", "max.message.bytes": str(CHAINS_MAX_MESSAGE_BYTES)}),
         TopicSpec(settings.topic_alerts, 1, {"retention.ms": "-1"}),
         # Source cursors: only the latest value per source instance matters.
         TopicSpec(settings.topic_cursors, 1, {"cleanup.policy": "compact"}),

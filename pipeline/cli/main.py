@@ -76,17 +76,23 @@ def up(s: Settings, detach: bool) -> None:
     if created:
         err.print(f"created topics: {', '.join(created)}")
     pid = stack.start_worker(s)
+    rules_pid = stack.start_rules(s)
     err.print(
         f"[green]causelog is up[/] in {time.monotonic() - t0:.1f}s: {brokers} broker(s) at {s.kafka_bootstrap}, "
-        f"worker pid {pid}, API {s.api_url}, store {'chdb:' + str(s.chdb_path) if s.embedded else 'ClickHouse server'}"
+        f"worker pid {pid}, API {s.api_url}, store {'chdb:' + str(s.chdb_path) if s.embedded else 'ClickHouse server'}, "
+        f"rules runner pid {rules_pid}"
     )
     if detach:
-        err.print(f"worker log: {stack.worker_log(s)}; stop with `causelog down`")
+        err.print(f"worker log: {stack.worker_log(s)}, rules log: {stack.rules_log(s)}; stop with `causelog down`")
         return
     err.print("running; press Ctrl-C to stop")
     try:
         signal.signal(signal.SIGTERM, _interrupt)
+        rules_up = True
         while stack.worker_pid(s) is not None:
+            if rules_up and stack.rules_pid(s) is None:
+                rules_up = False  # said once; `causelog status` keeps saying it
+                err.print(f"[red]the rules runner stopped[/]:\n{stack.tail(stack.rules_log(s))}")
             time.sleep(1)
         err.print(f"[red]the worker stopped[/]:\n{stack.tail(stack.worker_log(s))}")
     except KeyboardInterrupt:
@@ -110,6 +116,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def _down(s: Settings) -> None:
+    if stack.stop_rules(s):
+        err.print("rules runner stopped")
     if stack.stop_worker(s):
         err.print("worker stopped")
     if not s.kafka_external:
@@ -119,7 +127,7 @@ def _down(s: Settings) -> None:
 @cli.command()
 @click.pass_obj
 def down(s: Settings) -> None:
-    """Stop the worker and the local broker started by `causelog up` (data is kept)."""
+    """Stop the rules runner, the worker and the local broker started by `causelog up` (data is kept)."""
     _down(s)
 
 
@@ -127,7 +135,7 @@ def down(s: Settings) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def status(s: Settings, as_json: bool) -> None:
-    """Show broker, worker, consumer lag and stored row counts. Exit 1 if anything is down."""
+    """Show broker, worker, rules runner, consumer lag and stored row counts. Exit 1 if anything is down."""
     from pipeline.bus import consumer_lag, wait_for_broker
 
     report: dict[str, Any] = {"kafka": s.kafka_bootstrap, "api": s.api_url}
@@ -150,7 +158,8 @@ def status(s: Settings, as_json: bool) -> None:
         report["tables"] = stats.get("tables")
         report["counters"] = stats.get("worker")
         report["correlation"] = stats.get("correlation")
-    ok = bool(report["brokers"]) and bool(health)
+    report["rules"] = _rules_status(s, bool(report["brokers"]))
+    ok = bool(report["brokers"]) and bool(health) and (report["rules"] is None or report["rules"]["up"])
     if as_json:
         click.echo(dumps(report))
     else:
@@ -160,6 +169,8 @@ def status(s: Settings, as_json: bool) -> None:
         table.add_row("worker", f"[green]up[/] (pid {health['pid']}, {s.api_url})" if health
                       else f"[red]down[/] (no answer on {s.api_url})")
         table.add_row("lag", str(report.get("lag", report.get("lag_error", "-"))))
+        if report["rules"] is not None:
+            table.add_row("rules", _rules_line(s, report["rules"]))
         if report.get("tables"):
             table.add_row("rows", ", ".join(f"{k} {v:,}" for k, v in report["tables"].items()))
         if report.get("counters"):
@@ -172,6 +183,33 @@ def status(s: Settings, as_json: bool) -> None:
                           f"{sum(p['chains'] for p in parts):,} live chains")
         out.print(table)
     sys.exit(0 if ok else 1)
+
+
+def _rules_status(s: Settings, broker: bool) -> dict[str, Any] | None:
+    """The rules runner `causelog up` started: pid, up, and its lag on <prefix>.chains; None if
+    `causelog up` started none (a runner of a deployment elsewhere is not this machine's to see)."""
+    from dataclasses import replace
+
+    from pipeline.bus import consumer_lag
+
+    if not stack.rules_started(s):
+        return None
+    pid = stack.rules_pid(s)
+    out: dict[str, Any] = {"up": pid is not None, "pid": pid, "log": str(stack.rules_log(s))}
+    if broker:
+        try:
+            lag = consumer_lag(replace(s, group=f"{s.group}-rules"), s.topic_chains)
+            out["lag"] = sum(p["lag"] for p in lag.values())
+        except CauselogError as exc:
+            out["lag_error"] = str(exc)
+    return out
+
+
+def _rules_line(s: Settings, r: dict[str, Any]) -> str:
+    lag = r.get("lag", r.get("lag_error", "-"))
+    if r["up"]:
+        return f"[green]up[/] (pid {r['pid']}, lag {lag} on {s.topic_chains})"
+    return f"[red]down[/] (the runner `causelog up` started has exited; see {r['log']})"
 
 
 @cli.command(hidden=False)

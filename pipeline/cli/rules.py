@@ -204,6 +204,11 @@ def run(s: Settings, once: bool, metrics_address: str | None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
+    def ready(report: RunReport) -> None:
+        # `causelog up` waits for this line (pipeline.cli.stack.RULES_READY).
+        err.print(f"rules runner ready: {len(rs)} rules over {s.topic_chains} (state restored for "
+                  f"{len(report.restored)} partitions)", highlight=False, soft_wrap=True)
+
     def committed(alerts: list) -> None:  # type: ignore[type-arg]
         if metrics is not None:
             metrics.alerted(alerts)
@@ -211,7 +216,9 @@ def run(s: Settings, once: bool, metrics_address: str | None) -> None:
         notifier.submit(alerts)
 
     try:
-        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, report=live)
+        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, report=live, on_ready=ready,
+                           # Killed between a commit and storing its alerts: store them now.
+                           on_restored=lambda alerts: _store(s, "/v1/alerts", alerts))
     except KeyboardInterrupt:
         return
     finally:

@@ -1,4 +1,4 @@
-"""Local stack processes: the single-node broker (deploy/kafka/kafka.sh) and the worker."""
+"""Local stack processes: the single-node broker (deploy/kafka/kafka.sh), the worker and the rules runner."""
 
 from __future__ import annotations
 
@@ -119,3 +119,87 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return f"(no log at {path})"
+
+
+# ------------------------------------------------------------------------------- rules runner
+# `causelog up` starts `causelog rules run` next to the worker (DESIGN.md §1), detached, with its
+# own pid file and log; `causelog status` reports it and fails when a runner it started died.
+
+RULES_READY = "rules runner ready"
+
+
+def rules_log(settings: Settings) -> Path:
+    """Where the rules runner started by ``causelog up`` writes its log."""
+    return settings.run_dir / "rules.log"
+
+
+def _rules_pidfile(settings: Settings) -> Path:
+    return settings.run_dir / "rules.pid"
+
+
+def rules_started(settings: Settings) -> bool:
+    """Whether ``causelog up`` started a rules runner that ``causelog down`` has not stopped."""
+    return _rules_pidfile(settings).exists()
+
+
+def rules_pid(settings: Settings) -> int | None:
+    """Pid of the live rules runner started by ``causelog up``, or None (never started, or died)."""
+    try:
+        pid = int(_rules_pidfile(settings).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return pid
+
+
+def start_rules(settings: Settings, *, timeout: float = 120.0) -> int:
+    """Start ``causelog rules run`` in the background; return its pid once it consumes (it says
+    so in its log), or raise ``CauselogError`` with the log's tail if it exits first."""
+    if (pid := rules_pid(settings)) is not None:
+        return pid
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    path = rules_log(settings)
+    start = path.stat().st_size if path.exists() else 0
+    with path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli.main", "rules", "run"],
+            env=_env(settings), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    _rules_pidfile(settings).write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise CauselogError(f"the rules runner exited with code {proc.returncode}:\n{tail(path)}")
+        with path.open("rb") as f:
+            f.seek(start)
+            if RULES_READY.encode() in f.read():
+                return proc.pid
+        time.sleep(0.3)
+    raise CauselogError(f"the rules runner did not start consuming within {timeout:.0f}s:\n{tail(path)}")
+
+
+def stop_rules(settings: Settings, *, timeout: float = 30.0) -> bool:
+    """SIGTERM the rules runner (it finishes its transaction and exits), SIGKILL after
+    ``timeout``; forget it either way. True if one was running."""
+    pid = rules_pid(settings)
+    _rules_pidfile(settings).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    return True

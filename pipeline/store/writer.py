@@ -57,11 +57,17 @@ class Pending(NamedTuple):
 @dataclass(frozen=True)
 class WriteResult:
     """What a write did: rows inserted and events skipped because they were already stored;
-    ``logs``: the integrity logs of the partitions written, to install now that they are stored."""
+    ``logs``: the integrity logs of the partitions written, to install now that they are stored;
+    ``kept``: the records whose event the store holds *from that very record* (inserted now, or
+    by an earlier attempt at the same position before a crash), in batch order -- what the
+    worker emits to ``<prefix>.chains`` (a duplicate of an event stored from elsewhere is not);
+    ``chains``: those records, per input partition, once the worker's batch handler made them."""
 
     inserted: int
     duplicates: int
     logs: dict[int, PartitionLog] = field(default_factory=dict, compare=False)
+    kept: tuple[Pending, ...] = field(default=(), compare=False)
+    chains: dict[int, list[tuple[bytes, bytes]]] = field(default_factory=dict, compare=False)
 
 
 EDGE_COLUMNS = ("scope", "key", "key_type", "from_event", "to_event", "time", "removed")
@@ -232,7 +238,9 @@ class EventWriter:
                 column_oriented=True,
                 token=batch_token((p.position for p in batch), (p.event.id for p in fresh)),
             )
-        return WriteResult(len(fresh), len(batch) - len(fresh), new_logs)
+        kept = tuple(p for p in batch if (stored[p.event.id] == p.position if p.event.id in stored
+                                          else unique[p.event.id] is p))
+        return WriteResult(len(fresh), len(batch) - len(fresh), new_logs, kept)
 
 
 def _log_batch(

@@ -30,6 +30,7 @@ from pipeline.stream.api import ApiContext, register_routes
 from pipeline.stream.consumer import BatchConsumer, exit_now
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import BatchHandler, Counters, Record, Rejection
+from pipeline.stream.people import People
 from pipeline.stream.signer import CheckpointSigner
 
 log = logging.getLogger("causelog.worker")
@@ -75,6 +76,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
         EventWriter(store), send_dlq, max_bytes=settings.max_event_bytes, counters=counters, correlation=correlation,
         integrity=settings.integrity,
         source_keys=load_source_keys(settings.source_keys_file) if settings.source_keys_file else None,
+        people=People.load(store, settings.identities_path),
     )
     signer = CheckpointSigner.for_worker(settings, store) if settings.integrity else None
     # One writer thread: batches land in the order they were taken, one at a time.
@@ -125,8 +127,8 @@ def _handle_and_checkpoint(
 ) -> None:
     """Agent mode: write a batch, then snapshot the correlation state it changed (with the
     integrity logs), then sign the logs that are due: the rows are stored and the logs durable."""
-    handler(records)
-    correlation.checkpoint()
+    result = handler(records)
+    correlation.checkpoint(result.chains)
     if signer is not None:
         signer.committed(correlation.log_heads())
 

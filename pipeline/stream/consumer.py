@@ -7,7 +7,8 @@ Faust's role (worker process, services, web API) and takes whole batches from li
 
 Guarantees: offsets are committed only at a checkpoint, once every batch taken so far is written
 (rejections acknowledged on the DLQ, events and chains stored), in one Kafka transaction with the
-changelog of the correlation state they produced (``<prefix>.correlation.<group>``).
+changelog of the correlation state they produced (``<prefix>.correlation.<group>``) and the
+``<prefix>.chains`` records of the events they stored (for the rules runner).
 Checkpoints run every ``CAUSELOG_CHECKPOINT_SECONDS``, when the input is drained, before a
 partition is revoked and on stop. If a batch cannot be completed the process exits at once without committing, so a restart
 re-reads from the last checkpoint and the store's id dedup keeps one copy. Rebalances happen
@@ -30,7 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.errors import BusError
 from pipeline.settings import Settings
-from pipeline.store.writer import Position
+from pipeline.store.writer import Position, WriteResult
 from pipeline.stream.ingest import BatchHandler, Record
 from pipeline.stream.signer import CheckpointSigner
 
@@ -89,6 +90,9 @@ class BatchConsumer:
         self.assigned: set[int] = set()
         # Offsets of batches written but not committed yet (committed at the next checkpoint).
         self._written: dict[tuple[str, int], int] = {}
+        # <prefix>.chains records of batches written but not committed yet, per input partition
+        # (committed in the same transaction as that partition's offsets).
+        self._chains: dict[int, list[tuple[bytes, bytes]]] = {}
         self._last_checkpoint = time.monotonic()
 
     def start(self) -> None:
@@ -107,12 +111,18 @@ class BatchConsumer:
         future, records = self._inflight
         self._inflight = None
         try:
-            future.result()
+            result = future.result()
         except BaseException as exc:  # anything: the batch must not be committed
             self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
             raise SystemExit(EXIT_BATCH_FAILED) from exc
+        self._written_batch(records, result)
+
+    def _written_batch(self, records: Sequence[Record], result: object) -> None:
+        """A batch is written: its offsets and its chains records become committable."""
         for tp in next_offsets(records):
             self._written[(tp.topic, tp.partition)] = tp.offset
+        for p, recs in (result.chains if isinstance(result, WriteResult) else {}).items():
+            self._chains.setdefault(p, []).extend(recs)
 
     def _checkpoint(self, partitions: set[int] | None = None, *, final: bool = False) -> None:
         """Settle, then commit the correlation changelog and the written offsets (of
@@ -124,8 +134,9 @@ class BatchConsumer:
         commit = [TopicPartition(t, p, o) for (t, p), o in sorted(self._written.items())
                   if partitions is None or p in partitions]
         records = correlation.collect(partitions) if correlation is not None else {}
-        if commit or records:
-            self._commit(commit, records)
+        chains = {p: r for p, r in self._chains.items() if partitions is None or p in partitions}
+        if commit or records or chains:
+            self._commit(commit, records, chains)
         if self.signer is not None and correlation is not None and correlation.changelog is not None:
             # Nothing is being written now: the logs are exactly what was just committed.
             try:
@@ -133,12 +144,14 @@ class BatchConsumer:
             except Exception:  # signing must never stop ingestion; the next round retries
                 log.exception("signing checkpoints failed")
 
-    def _commit(self, commit: list[TopicPartition], records: dict[int, list[tuple[bytes, bytes | None]]]) -> None:
+    def _commit(self, commit: list[TopicPartition], records: dict[int, list[tuple[bytes, bytes | None]]],
+                chains: dict[int, list[tuple[bytes, bytes]]] | None = None) -> None:
         correlation = self.handler.correlation
         assert self._consumer is not None
         try:
             if correlation is not None and correlation.changelog is not None:
-                correlation.changelog.commit(records, commit, self._consumer.consumer_group_metadata())
+                correlation.changelog.commit(records, commit, self._consumer.consumer_group_metadata(),
+                                             chains=chains)
             elif commit:
                 self._consumer.commit(offsets=commit, asynchronous=False)
         except BaseException as exc:
@@ -146,6 +159,8 @@ class BatchConsumer:
             raise SystemExit(EXIT_BATCH_FAILED) from exc
         for tp in commit:
             self._written.pop((tp.topic, tp.partition), None)
+        for p in chains or {}:
+            self._chains.pop(p, None)
 
     def _run(self) -> None:
         s = self.settings
@@ -210,12 +225,14 @@ class BatchConsumer:
             future, records = self._inflight
             self._inflight = None
             try:
-                future.result()
+                self._written_batch(records, future.result())
             except BaseException as exc:
                 self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
         lost = {p.partition for p in partitions}
         for key in [k for k in self._written if k[1] in lost]:
             del self._written[key]
+        for p in lost:
+            self._chains.pop(p, None)
         if self.handler.correlation is not None:
             self.handler.correlation.drop(lost)
         self.assigned -= lost

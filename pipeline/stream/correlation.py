@@ -95,13 +95,14 @@ class Correlation:
                     out[p] = recs
         return out
 
-    def checkpoint(self) -> int:
-        """Agent mode: write the changelog of every owned partition now (no offsets: Faust
-        commits those after). Returns the records written."""
+    def checkpoint(self, chains: dict[int, list[tuple[bytes, bytes]]] | None = None) -> int:
+        """Agent mode: write the changelog of every owned partition now, with the ``chains``
+        records of the batch just stored (no offsets: Faust commits those after, so a crash in
+        between repeats them: at least once). Returns the changelog records written."""
         records = self.collect()
-        if self.changelog is None or not records:
+        if self.changelog is None or not (records or chains):
             return 0
-        return self.changelog.commit(records)
+        return self.changelog.commit(records, chains=chains)
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget the state of partitions this worker no longer owns (the next owner loads it)."""

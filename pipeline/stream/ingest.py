@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -23,9 +23,11 @@ from pipeline.integrity.note import Verifier
 from pipeline.integrity.sourcesig import check_envelope
 from pipeline.metrics import note_newest
 from pipeline.model.codec import decode, decode_wire
+from pipeline.rules.engine import chains_record
 from pipeline.store.identities import write_joins
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
 from pipeline.stream.correlation import Correlation
+from pipeline.stream.people import People
 
 log = logging.getLogger("causelog.worker")
 
@@ -156,8 +158,10 @@ class BatchHandler:
         correlation: Correlation | None = None,
         integrity: bool = True,
         source_keys: Mapping[str, Verifier] | None = None,
+        people: People | None = None,
     ) -> None:
         self.source_keys = source_keys
+        self.people = people or People()
         self.correlation = correlation
         # Logs live with the correlation state (same changelog, same transaction).
         self.integrity = integrity and correlation is not None
@@ -194,6 +198,9 @@ class BatchHandler:
         if bad:
             self.send_dlq(bad)
         result = self._write(good, prepared.correlated, prepared.joins or [])
+        if self.correlation is not None:
+            self.people.learn(prepared.joins or ())
+            result = replace(result, chains=self.chains_records(result.kept, prepared.correlated))
         with self.counters.lock:
             c = self.counters
             c.records += prepared.records
@@ -204,6 +211,22 @@ class BatchHandler:
             c.last_batch_at = time.time()
             c.note(prepared)
         return result
+
+    def chains_records(self, kept: Sequence[Pending], correlated: Correlated | None) -> dict[int, list[tuple[bytes, bytes]]]:
+        """The ``<prefix>.chains`` records of the events a write kept, per input partition, in
+        offset order: key = scope, value = :func:`pipeline.rules.engine.chains_record` (the envelope
+        as received, its chain id, its person, the chain ids it merged)."""
+        c = correlated or Correlated()
+        merged: dict[str, list[str]] = {}
+        for alias in c.aliases:
+            merged.setdefault(alias.event_id, []).append(alias.old_chain_id)
+        out: dict[int, list[tuple[bytes, bytes]]] = {}
+        for p in kept:
+            e = p.event
+            value = chains_record(p.envelope, c.chains.get(e.id), self.people.person(e.actor.id, e.actor.principal),
+                                  merged.get(e.id, ()))
+            out.setdefault(p.position.partition, []).append((e.scope.encode(), value))
+        return out
 
     def _write(self, good: list[Pending], correlated: Correlated | None, joins: list[Join]) -> WriteResult:
         delay = 0.2

@@ -38,6 +38,8 @@ from pipeline.rules.model import Alert
 from pipeline.settings import Settings
 
 _ALERT_ENCODER = msgspec.json.Encoder()
+# Key, in the state topic, of the alerts of the last transaction that had any (see ``on_restored``).
+LAST_ALERTS_KEY = "last-alerts"
 
 
 @dataclass
@@ -108,6 +110,29 @@ def _eof(msg: Any) -> bool:
     raise BusError(f"cannot consume {msg.topic()}[{msg.partition()}]: {err}")
 
 
+def _commit_idle(producer: Producer, consumer: Consumer, topic: str, nexts: dict[int, int], timeout: float) -> None:
+    """Idle: commit positions that moved past what was committed without a record (the markers
+    the worker's transactions leave on ``<prefix>.chains``), so the runner's lag reads 0 when it is
+    done. Every record consumed is already committed, so this skips nothing."""
+    try:
+        moved = [tp for tp in consumer.position([TopicPartition(topic, p) for p in nexts])
+                 if tp.offset > nexts[tp.partition]]
+        if not moved:
+            return
+        producer.begin_transaction()
+        try:
+            producer.send_offsets_to_transaction(moved, consumer.consumer_group_metadata(), timeout)
+            producer.commit_transaction(timeout)
+        except KafkaException:
+            with contextlib.suppress(KafkaException):
+                producer.abort_transaction(timeout)
+            raise
+    except KafkaException as exc:
+        raise BusError(f"cannot commit the rules runner's position on {topic}: {exc}") from exc
+    for tp in moved:
+        nexts[tp.partition] = tp.offset
+
+
 def run_rules(
     settings: Settings,
     engine: Engine,
@@ -121,10 +146,16 @@ def run_rules(
     on_alerts: Callable[[list[Alert]], None] | None = None,
     max_batches: int | None = None,
     report: RunReport | None = None,
+    on_ready: Callable[[RunReport], None] | None = None,
+    on_restored: Callable[[list[Alert]], None] | None = None,
 ) -> RunReport:
-    """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as of the start).
+    """Evaluate ``engine`` over ``<prefix>.chains`` until ``stop`` (or, with ``once``, the end as
+    of the start). ``on_ready`` is called once the state is restored and consuming starts.
 
-    ``report`` (default a new one) is updated after every committed batch: metrics read it live."""
+    ``report`` (default a new one) is updated after every committed batch: metrics read it live.
+    ``on_restored`` gets, at start, the alerts of the last committed transaction that had any: a
+    runner killed after its commit but before ``on_alerts`` finished would otherwise never hand
+    them over (``on_alerts`` must be idempotent by alert id: the table is)."""
     group = group or f"{settings.group}-rules"
     topic = settings.topic_chains
     st_topic = state_topic(settings, group)
@@ -179,6 +210,11 @@ def run_rules(
             states[p] = decode_state(data) if data else State()
             if data:
                 report.restored[str(p)] = states[p].watermark
+        last = saved.get(LAST_ALERTS_KEY)
+        if last and on_restored is not None:
+            on_restored(msgspec.json.decode(last, type=list[Alert]))
+        if on_ready is not None:
+            on_ready(report)
 
         def finished() -> bool:
             if not once:
@@ -201,6 +237,7 @@ def run_rules(
             if not msgs:
                 if finished():
                     break
+                _commit_idle(producer, consumer, topic, nexts, timeout)
                 continue
             # Work on copies: an aborted transaction must leave the committed states untouched.
             work = {p: decode_state(encode_state(s)) for p, s in states.items()
@@ -231,6 +268,8 @@ def run_rules(
                     send(settings.topic_alerts, _ALERT_ENCODER.encode(a), a.id.encode())
                 for p, s in work.items():
                     send(st_topic, encode_state(s), f"{topic}[{p}]".encode())
+                if out:
+                    send(st_topic, _ALERT_ENCODER.encode(out), LAST_ALERTS_KEY.encode())
                 offsets = [TopicPartition(topic, p, o) for p, o in sorted(positions.items())]
                 producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), timeout)
                 producer.commit_transaction(timeout)

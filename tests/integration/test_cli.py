@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import urllib.parse
 import urllib.request
@@ -123,10 +125,22 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
         status = stack.cli("status", "--json")
         assert status.returncode == 0, status.stdout + status.stderr
         report = json_rows(status.stdout)
-        if report["lag"] == 0 or time.monotonic() > deadline:
+        if (report["lag"] == 0 and report["rules"]["lag"] == 0) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert report["tables"]["events"] == 16 and report["lag"] == 0
+    # `causelog up` started the rules runner; it has evaluated every stored event on <prefix>.chains.
+    assert report["rules"]["up"] and report["rules"]["lag"] == 0
+    assert "rules runner ready" in (stack.home / "run" / "rules.log").read_text()
+    json_rows(stack.cli("alerts", "--json", check=True).stdout)
+
+    # A runner that dies shows in `causelog status`, which then fails.
+    os.kill(report["rules"]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while (status := stack.cli("status", "--json")).returncode == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert status.returncode == 1 and json_rows(status.stdout)["rules"]["up"] is False
+    assert "rules" in stack.cli("status").stdout
 
     down = stack.cli("down")
     assert down.returncode == 0 and "worker stopped" in down.stderr
