@@ -19,6 +19,8 @@
 | ``CAUSELOG_IDENTITIES`` | ``$CAUSELOG_HOME/identities.yaml`` | people and the principals they use across systems (see pipeline/identity) |
 | ``CAUSELOG_CHECKPOINT_SECONDS`` | ``5`` | how often the worker commits its correlation changelog (``<prefix>.correlation.<group>``) and its offsets, in one Kafka transaction; a restart re-reads at most this much |
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
+| ``CAUSELOG_STALL_SECONDS`` | ``120`` | ``status`` flags a partition that has lag and whose committed offset has not advanced for this long |
+| ``CAUSELOG_FAULT_STORE_FAIL_UNTIL`` | unset | **test only**: Unix time until which every store write of the worker fails (fault tests) |
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class Settings:
     checkpoint_seconds: float = 5.0
     topology_file: Path | None = None
     identities_file: Path | None = None
+    stall_seconds: float = 120.0
+    fault_store_fail_until: float = 0.0
 
     @property
     def topology_path(self) -> Path:
@@ -195,6 +199,9 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         identities_file=(
             Path(env["CAUSELOG_IDENTITIES"]).expanduser().resolve() if env.get("CAUSELOG_IDENTITIES") else None
         ),
+        stall_seconds=_float(env, "CAUSELOG_STALL_SECONDS", 120.0),
+        fault_store_fail_until=_float(env, "CAUSELOG_FAULT_STORE_FAIL_UNTIL", 0.0)
+        if env.get("CAUSELOG_FAULT_STORE_FAIL_UNTIL") else 0.0,
     )
 
 

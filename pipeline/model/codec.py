@@ -4,6 +4,11 @@
 offending value. ``encode`` is canonical: sorted keys, UTC times with six fractional digits,
 optional fields left out when empty, no whitespace. The same event always encodes to the same
 bytes, which the integrity hash chain relies on.
+
+Nesting is bounded explicitly, before any parser runs: a record nested deeper than
+:data:`MAX_DEPTH` levels (the envelope object is level 1, so ``raw`` and ``diff`` may nest
+``MAX_DEPTH - 1`` = 64 levels) is rejected as ``too_deep``. Without the bound, a 10,000-deep
+record reached Python's recursion limit inside the JSON parsers and killed the caller.
 """
 
 from __future__ import annotations
@@ -38,11 +43,50 @@ WireEvent = msgspec.defstruct(
 _wire_decoder = msgspec.json.Decoder(WireEvent)
 _builtins_decoder = msgspec.json.Decoder()
 
+#: Deepest nesting of ``{``/``[`` a record may have (the envelope object counts as 1).
+MAX_DEPTH = 65
+
+# A JSON string (unrolled loop: linear on any input); brackets inside strings do not nest.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# Numbers msgspec rejects when it builds Python objects (more digits than Python converts,
+# exponents past a double) but accepts inside a Raw; a hit sends the record through ``decode``.
+_SUSPECT_NUMBER = re.compile(rb"\d{1000}|[eE][+-]?\d{3}")
+_OPEN_CLOSE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
 _AT = re.compile(r" - at `(?P<path>[^`]+)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _WRONG_TYPE = re.compile(r"^Expected `[^`]+`, got `[^`]+`")
 _POST_INIT = re.compile(r"^`(?P<name>[a-z_]+)` must ")
+
+
+def check_depth(data: bytes | str, limit: int = MAX_DEPTH) -> None:
+    """Raise ``DecodeError("too_deep")`` if ``data`` nests ``{``/``[`` deeper than ``limit``.
+
+    Runs in C-speed passes (regex, translate, replace) and never recurses. Brackets inside
+    strings are ignored; an unbalanced (truncated) document is measured generously, so it
+    fails here only if it could be deeper than ``limit``.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if data.count(b"[") + data.count(b"{") <= limit:  # the common case: cannot be deeper
+        return
+    brackets = _STRING.sub(b"", data).translate(_OPEN_CLOSE, _NOT_BRACKETS)
+    # Each pass removes every innermost pair, so a balanced document empties after exactly
+    # its depth in passes.
+    depth = 0
+    while brackets and depth <= limit:
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            break
+        brackets = shorter
+        depth += 1
+    # What is left cannot pair up (a truncated record): count its openers as further levels.
+    depth += brackets.count(b"[")
+    if depth > limit:
+        raise DecodeError("too_deep", f"record nests more than {limit} levels of objects/arrays "
+                          f"(raw and diff may nest {limit - 1})")
 
 
 def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
@@ -51,6 +95,7 @@ def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
         if size > max_bytes:
             raise DecodeError("oversized", f"record is {size} bytes, the limit is {max_bytes}")
+    check_depth(data)
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -75,13 +120,14 @@ def decode_wire(data: bytes, *, max_bytes: int | None = None) -> Any:
     """
     if max_bytes is not None and len(data) > max_bytes:
         decode(data, max_bytes=max_bytes)
+    check_depth(data)
     try:
         wire = _wire_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         decode(data, max_bytes=max_bytes)
         raise AssertionError("decode accepted what decode_wire rejected") from None
     diff = bytes(wire.diff).lstrip()  # type: ignore[attr-defined]
-    if not (diff.startswith(b"{") or diff == b"null"):
+    if not (diff.startswith(b"{") or diff == b"null") or _SUSPECT_NUMBER.search(data):
         decode(data, max_bytes=max_bytes)
     return wire
 

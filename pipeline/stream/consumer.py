@@ -9,10 +9,24 @@ Guarantees: offsets are committed only at a checkpoint, once every batch taken s
 (rejections acknowledged on the DLQ, events and chains stored), in one Kafka transaction with the
 changelog of the correlation state they produced (``<prefix>.correlation.<group>``).
 Checkpoints run every ``CAUSELOG_CHECKPOINT_SECONDS``, when the input is drained, before a
-partition is revoked and on stop. If a batch cannot be completed the process exits at once without committing, so a restart
-re-reads from the last checkpoint and the store's id dedup keeps one copy. Rebalances happen
+partition is revoked and on stop. Rebalances happen
 inside ``consume()``, between batches, so no batch is ever in flight when partitions move.
 ``isolation.level=read_committed`` hides records of aborted source transactions.
+
+Failures (see README, "What the worker does with bad input"):
+
+- a bad record never stops the loop: :mod:`pipeline.stream.ingest` rejects it to the DLQ;
+- store write failures are retried with backoff inside the batch (nothing is committed meanwhile);
+- a Kafka failure (broker gone, a checkpoint transaction that cannot commit, the group session
+  lost while the broker was away) **rewinds**: the consumer is closed without committing, the
+  correlation state is dropped, and after a backoff a fresh consumer rejoins the group and
+  re-reads from the last checkpoint (the store's id dedup keeps one copy). Before, a checkpoint
+  blocked in ``send_offsets_to_transaction`` for a group generation that no longer existed kept
+  the worker up and idle forever after a broker restart;
+- anything else (a bug) stops the process with exit code 75 after logging the cause, so a
+  supervisor restarts it; the ingest thread never dies silently.
+
+:attr:`BatchConsumer.health` says what is wrong, for ``GET /health``.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from pipeline.errors import BusError
+from pipeline.errors import BusError, CauselogError
 from pipeline.settings import Settings
 from pipeline.store.writer import Position
 from pipeline.stream.ingest import BatchHandler, Record
@@ -87,6 +101,14 @@ class BatchConsumer:
         # Offsets of batches written but not committed yet (committed at the next checkpoint).
         self._written: dict[tuple[str, int], int] = {}
         self._last_checkpoint = time.monotonic()
+        # Health: why ingestion is not running or not progressing (None: it is), since when, and
+        # per partition the wall time its committed offset last advanced.
+        self.failure: str | None = None
+        self.problem: str | None = None
+        self.problem_since: float | None = None
+        self.committed_at: dict[int, float] = {}
+        self.rewinds = 0
+        self._no_commit = False  # set while a failed consumer closes: its callbacks must not commit
 
     def start(self) -> None:
         """Start consuming in the background."""
@@ -97,6 +119,17 @@ class BatchConsumer:
         self._stop.set()
         self._thread.join(timeout)
 
+    def health(self) -> list[str]:
+        """What is wrong with ingestion right now (empty: it runs)."""
+        problems = []
+        if self.failure is not None:
+            problems.append(f"ingest loop stopped: {self.failure}")
+        elif self._thread.ident is not None and not self._thread.is_alive() and not self._stop.is_set():
+            problems.append("ingest loop is not running (thread ended)")
+        if self.problem is not None and self.problem_since is not None:
+            problems.append(f"ingest paused for {time.time() - self.problem_since:.0f}s, retrying: {self.problem}")
+        return problems
+
     def _settle(self) -> None:
         """Wait for the batch being written (abort if it failed); its offsets become committable."""
         if self._inflight is None:
@@ -106,8 +139,7 @@ class BatchConsumer:
         try:
             future.result()
         except BaseException as exc:  # anything: the batch must not be committed
-            self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
-            raise SystemExit(EXIT_BATCH_FAILED) from exc
+            raise BatchFailed(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}") from exc
         for tp in next_offsets(records):
             self._written[(tp.topic, tp.partition)] = tp.offset
 
@@ -128,21 +160,69 @@ class BatchConsumer:
                 correlation.changelog.commit(records, commit, self._consumer.consumer_group_metadata())
             elif commit:
                 self._consumer.commit(offsets=commit, asynchronous=False)
-        except BaseException as exc:
-            self.abort(f"checkpoint of {len(commit)} partitions failed: {exc!r}")
-            raise SystemExit(EXIT_BATCH_FAILED) from exc
+        except (KafkaException, BusError) as exc:
+            # The changelog records collected above are gone with the aborted transaction: the
+            # in-memory state is ahead of the changelog, so the caller must rewind.
+            raise BusError(f"checkpoint of {len(commit)} partitions failed: {exc}") from exc
+        now = time.time()
         for tp in commit:
             self._written.pop((tp.topic, tp.partition), None)
+            self.committed_at[tp.partition] = now
 
     def _run(self) -> None:
+        """Consume until stopped; rewind after a Kafka failure, stop the process on anything else."""
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                return
+            except (KafkaException, CauselogError) as exc:
+                if not _recoverable(exc):
+                    self._fail(f"{exc!r}", exc)
+                    return
+                self._rewind(exc)
+                self._stop.wait(delay)
+                delay = min(30.0, delay * 2)
+            except BaseException as exc:  # a bug: say so, and let a supervisor restart us
+                self._fail(f"{exc!r}", exc)
+                return
+
+    def _fail(self, reason: str, exc: BaseException) -> None:
+        log.critical("ingest loop failed", exc_info=exc)
+        self.failure = reason
+        self.abort(f"ingest loop failed: {reason}")
+
+    def _rewind(self, exc: BaseException) -> None:
+        """Forget everything not checkpointed: the next consumer re-reads it from the last
+        checkpoint (written rows are deduplicated by id, chains recomputed identically)."""
+        self.rewinds += 1
+        if self.problem is None:
+            self.problem_since = time.time()
+        self.problem = str(exc)
+        log.error("ingest paused, re-reading from the last checkpoint after a backoff: %s", exc)
+        if self._inflight is not None:
+            future, _ = self._inflight
+            self._inflight = None
+            with contextlib.suppress(BaseException):
+                future.result()
+        self._written.clear()
+        correlation = self.handler.correlation
+        if correlation is not None:
+            correlation.drop(list(correlation.correlators))
+            if correlation.changelog is not None:
+                correlation.changelog.reset()
+        self.assigned.clear()
+
+    def _consume(self) -> None:
         s = self.settings
+        self._no_commit = False
         try:
             consumer = self._consumer = Consumer(consumer_config(s))
             consumer.subscribe([s.topic_changes], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                on_lost=self._on_lost)
         except KafkaException as exc:
-            self.abort(f"cannot subscribe to {s.topic_changes} on {s.kafka_bootstrap}: {exc}")
-            return
+            raise BusError(f"cannot subscribe to {s.topic_changes} on {s.kafka_bootstrap}: {exc}") from exc
+        clean = False
         try:
             while not self._stop.is_set():
                 records = self._take(consumer)
@@ -154,14 +234,19 @@ class BatchConsumer:
                 idle = not records and (self._inflight is not None or bool(self._written))
                 if idle or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds:
                     self._checkpoint()
+                    if self.problem is not None and self.assigned:
+                        log.warning("ingest resumed after %.0fs", time.time() - (self.problem_since or 0))
+                        self.problem = self.problem_since = None
             self._checkpoint()
-        except (KafkaException, BusError) as exc:
-            self.abort(f"Kafka consumer failed: {exc}")
-        except SystemExit:
-            return
+            clean = True
         finally:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                consumer.close()
+            if clean:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    consumer.close()
+            else:
+                # Leave without committing anything; the group hands the partitions out again.
+                self._no_commit = True
+                _close_quietly(consumer)
 
     def _take(self, consumer: Consumer) -> list[Record]:
         s = self.settings
@@ -184,7 +269,8 @@ class BatchConsumer:
         # Runs inside consume() on the ingest thread: checkpoint and commit what we wrote while
         # we still own it; the next owner loads that changelog.
         revoked = {p.partition for p in partitions}
-        self._checkpoint(revoked)
+        if not self._no_commit:
+            self._checkpoint(revoked)
         if self.handler.correlation is not None:
             self.handler.correlation.drop(revoked)
         self.assigned -= revoked
@@ -193,13 +279,14 @@ class BatchConsumer:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost (not revoked): committing is no longer possible; the new owner re-reads, the
         # store's id dedup keeps one copy. The write in hand still has to finish first.
-        if self._inflight is not None:
+        if self._inflight is not None and not self._no_commit:
             future, records = self._inflight
             self._inflight = None
             try:
                 future.result()
             except BaseException as exc:
-                self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
+                raise BatchFailed(f"batch of {len(records)} records from {records[0].position} failed: "
+                                  f"{exc!r}") from exc
         lost = {p.partition for p in partitions}
         for key in [k for k in self._written if k[1] in lost]:
             del self._written[key]
@@ -207,6 +294,32 @@ class BatchConsumer:
             self.handler.correlation.drop(lost)
         self.assigned -= lost
         log.warning("lost %s", sorted(p.partition for p in partitions))
+
+
+class BatchFailed(CauselogError):
+    """A batch could not be written; nothing of it is committed."""
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """Kafka trouble a fresh consumer can get past (a broker away, a lost group session);
+    anything else is a bug that restarting in place would only repeat."""
+    while isinstance(exc, BatchFailed) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    # Even a fatal client error (a fenced producer, say) is cured by the fresh clients a rewind makes.
+    return isinstance(exc, KafkaException | BusError)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    """Close without blocking on a broker that is away (closing leaves the group when it can)."""
+    done = threading.Event()
+
+    def close() -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            consumer.close()
+        done.set()
+
+    threading.Thread(target=close, name="causelog-consumer-close", daemon=True).start()
+    done.wait(15)
 
 
 def next_offsets(records: Sequence[Record]) -> list[TopicPartition]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from pipeline.correlate.partition import Correlated
-from pipeline.errors import CauselogError, DecodeError, StoreError
+from pipeline.errors import DecodeError, StoreError
 from pipeline.identity import Join, learn
 from pipeline.model.codec import decode, decode_wire
 from pipeline.store.identities import write_joins
@@ -60,9 +60,12 @@ class Counters:
     batches: int = 0
     store_retries: int = 0
     last_batch_at: float = 0.0
+    # Set while store writes fail (cleared by the next successful write): for /health.
+    store_failing_since: float = 0.0
+    store_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def snapshot(self) -> dict[str, float]:
+    def snapshot(self) -> dict[str, float | str]:
         """A copy without the lock, JSON-ready."""
         with self.lock:
             return {k: v for k, v in vars(self).items() if k != "lock"}
@@ -73,21 +76,39 @@ class Counters:
 _JOIN_SOURCES = ("github", "okta", "cloudtrail")
 
 
+def internal_error(exc: BaseException) -> DecodeError:
+    """The DLQ error of a record whose handling raised something unexpected (a bug, not bad
+    input): reason ``internal_error`` with the exception's type and text."""
+    return DecodeError("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
+
+
 def learn_joins(good: Sequence[Pending]) -> list[Join]:
     """Identity joins proven by a batch's events (GitHub, Okta and CloudTrail records, and
     git actors with a GitHub no-reply address)."""
+    return learn_each(good)[0]
+
+
+def learn_each(good: Sequence[Pending]) -> tuple[list[Join], dict[Position, DecodeError]]:
+    """:func:`learn_joins`, one record at a time: also the records it failed on, with why."""
     found: set[Join] = set()
+    failed: dict[Position, DecodeError] = {}
     for p in good:
         e = p.event
-        if e.source.partition("://")[0] in _JOIN_SOURCES:
-            found.update(learn(decode(p.envelope)))
-        elif "noreply.github.com" in e.actor.id or "noreply.github.com" in e.actor.principal:
-            found.update(learn(e))
-    return sorted(found)
+        try:
+            if e.source.partition("://")[0] in _JOIN_SOURCES:
+                found.update(learn(decode(p.envelope)))
+            elif "noreply.github.com" in e.actor.id or "noreply.github.com" in e.actor.principal:
+                found.update(learn(e))
+        except DecodeError as exc:
+            failed[p.position] = exc
+        except Exception as exc:  # one record must never stop the partition
+            failed[p.position] = internal_error(exc)
+    return sorted(found), failed
 
 
 def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], list[Rejection]]:
-    """Decode every record: valid ones to write, the others with their error."""
+    """Decode every record: valid ones to write, the others with their error. An unexpected
+    exception while decoding one record rejects that record (``internal_error``)."""
     good: list[Pending] = []
     bad: list[Rejection] = []
     for rec in records:
@@ -98,6 +119,9 @@ def split(records: Sequence[Record], max_bytes: int) -> tuple[list[Pending], lis
             good.append(Pending(decode_wire(rec.value, max_bytes=max_bytes), rec.value, rec.position))
         except DecodeError as exc:
             bad.append(Rejection(rec, exc))
+        except Exception as exc:  # RecursionError, MemoryError on one huge record, a bug...
+            log.exception("decoding %s raised", rec.position)
+            bad.append(Rejection(rec, internal_error(exc)))
     return good, bad
 
 
@@ -131,8 +155,11 @@ class BatchHandler:
         max_backoff: float = 10.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         correlation: Correlation | None = None,
+        fail_store_until: float = 0.0,
     ) -> None:
         self.correlation = correlation
+        # Test only (CAUSELOG_FAULT_STORE_FAIL_UNTIL): store writes fail until this Unix time.
+        self.fail_store_until = fail_store_until
         self.writer = writer
         self.send_dlq = send_dlq
         self.max_bytes = max_bytes
@@ -147,15 +174,34 @@ class BatchHandler:
         """First stage: decode and classify a batch, and correlate it (CPU only, except loading a
         partition's correlation changelog the first time it shows up)."""
         good, bad = split(records, self.max_bytes)
+        joins, failed = learn_each(good)
         correlated = None
         if self.correlation is not None:
-            rejected = {r.record.position for r in bad}
-            events = iter(good)
+            rejected = {r.record.position for r in bad} | set(failed)
+            events = {p.position: p.event for p in good}
+            topic = records[0].position.topic if records else ""
+
+            def on_error(partition: int, offset: int, exc: Exception) -> None:
+                pos = Position(topic, partition, offset)
+                log.error("correlating %s raised %r; rejecting it", pos, exc)
+                failed[pos] = internal_error(exc)
+
             correlated = self.correlation.correlate(
-                (None if rec.position in rejected else next(events).event, rec.position.partition, rec.position.offset)
-                for rec in records
+                ((None if rec.position in rejected else events[rec.position], rec.position.partition,
+                  rec.position.offset) for rec in records),
+                on_error=on_error,
             )
-        return Prepared(len(records), good, bad, correlated, learn_joins(good))
+        if failed:
+            # Records that failed after decoding go to the DLQ like undecodable ones.
+            by_position = {r.position: r for r in records}
+            bad = sorted([*bad, *(Rejection(by_position[pos], err) for pos, err in failed.items())],
+                         key=lambda r: r.record.position)
+            if correlated is not None:
+                for p in good:
+                    if p.position in failed:
+                        correlated.chains.pop(p.event.id, None)
+            good = [p for p in good if p.position not in failed]
+        return Prepared(len(records), good, bad, correlated, joins)
 
     def finish(self, prepared: Prepared) -> WriteResult:
         """Second stage: rejections to the DLQ, then the events to the store."""
@@ -180,16 +226,25 @@ class BatchHandler:
         c = correlated or Correlated()
         while True:
             try:
+                if time.time() < self.fail_store_until:
+                    raise StoreError("injected store failure (CAUSELOG_FAULT_STORE_FAIL_UNTIL, test only)")
                 if joins:
                     write_joins(self.writer.store, joins)
-                return self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
-                                         aliases=c.aliases)
+                result = self.writer.write(good, now=self.clock(), chains=c.chains, heads=c.heads, edges=c.edges,
+                                           aliases=c.aliases)
             except StoreError as exc:
                 first = good[0].position if good else "-"
                 log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)
                 with self.counters.lock:
                     self.counters.store_retries += 1
+                    self.counters.store_failing_since = self.counters.store_failing_since or time.time()
+                    self.counters.store_error = str(exc)[:500]
                 time.sleep(delay)
                 delay = min(self.max_backoff, delay * 2)
-            except CauselogError:
-                raise
+                continue
+            if self.counters.store_failing_since:
+                log.warning("store writes succeed again")
+                with self.counters.lock:
+                    self.counters.store_failing_since = 0.0
+                    self.counters.store_error = ""
+            return result
