@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+import orjson
 import pytest
 from factories import event_bytes
 from fault_stack import OwnBroker
@@ -51,11 +52,19 @@ def test_broker_down_20s_mid_stream_then_everything_stored_once(fstack: Stack, o
     assert f"sent {N:,} events".encode() in err
     fstack.wait_rows(N, timeout=180)
     assert fstack.sql("SELECT count(), uniqExact(id) FROM DB.events") == [[N, N]]
-    # The worker caught up by itself: no lag left, same process, healthy.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = fstack.cli("status", "--json")
-        if status.returncode == 0 and '"lag":0' in status.stdout.replace(" ", ""):
-            break
+    # The worker caught up by itself: no lag left, the same process, healthy.
+    wait_status_ok(fstack)
+    assert all(w.poll() is None for w in fstack.workers), fstack.log_tail()
+
+
+def wait_status_ok(stack: Stack, timeout: float = 60) -> dict:
+    """Wait until `causelog status --json` exits 0 with lag 0; return its report."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = stack.cli("status", "--json")
+        report = orjson.loads(status.stdout) if status.stdout.strip() else {}
+        if status.returncode == 0 and report.get("lag") == 0:
+            return report
+        if time.monotonic() > deadline:
+            raise AssertionError(f"status {status.returncode}: {status.stdout}{status.stderr}\n{stack.log_tail()}")
         time.sleep(1)
-    assert status.returncode == 0, status.stdout + status.stderr + fstack.log_tail()
