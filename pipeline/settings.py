@@ -21,6 +21,7 @@
 | ``CAUSELOG_INGEST`` | ``batch`` | how the worker consumes: ``batch`` (confluent-kafka batches) or ``agent`` (a Faust agent, slower) |
 | ``CAUSELOG_STALL_SECONDS`` | ``120`` | ``status`` flags a partition that has lag and whose committed offset has not advanced for this long |
 | ``CAUSELOG_FAULT_STORE_FAIL_UNTIL`` | unset | **test only**: Unix time until which every store write of the worker fails (fault tests) |
+| ``CAUSELOG_FAULT_KILL_IN_CHECKPOINT`` | unset | **test only**: the worker SIGKILLs itself inside its N-th checkpoint transaction (fault tests) |
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Settings:
     identities_file: Path | None = None
     stall_seconds: float = 120.0
     fault_store_fail_until: float = 0.0
+    fault_kill_in_checkpoint: int = 0
 
     @property
     def topology_path(self) -> Path:
@@ -202,6 +204,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         stall_seconds=_float(env, "CAUSELOG_STALL_SECONDS", 120.0),
         fault_store_fail_until=_float(env, "CAUSELOG_FAULT_STORE_FAIL_UNTIL", 0.0)
         if env.get("CAUSELOG_FAULT_STORE_FAIL_UNTIL") else 0.0,
+        fault_kill_in_checkpoint=_int(env, "CAUSELOG_FAULT_KILL_IN_CHECKPOINT", 0, minimum=0),
     )
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,6 +70,7 @@ class Changelog:
         self.topic = settings.topic_correlation
         self.timeout = timeout
         self._producer: Producer | None = None
+        self._commits = 0
 
     @property
     def transactional_id(self) -> str:
@@ -133,6 +136,11 @@ class Changelog:
                             break
                         except BufferError:
                             producer.poll(0.05)
+            self._commits += 1
+            if self._commits == self.settings.fault_kill_in_checkpoint:
+                # Test only (CAUSELOG_FAULT_KILL_IN_CHECKPOINT): die with the transaction open.
+                producer.flush(self.timeout)
+                os.kill(os.getpid(), signal.SIGKILL)
             # Short waits: after a broker restart the consumer's group generation may be gone, and
             # the consumer cannot rejoin while its thread waits here; failing fast lets the worker
             # rewind (pipeline.stream.consumer) instead of waiting on a generation that is gone.
