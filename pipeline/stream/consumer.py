@@ -34,8 +34,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -109,6 +111,10 @@ class BatchConsumer:
         self.committed_at: dict[int, float] = {}
         self.rewinds = 0
         self._no_commit = False  # set while a failed consumer closes: its callbacks must not commit
+        # Watchdog: when the loop last went round, and what it is doing.
+        self.beat = time.monotonic()
+        self.phase = "starting"
+        self._stack_logged = False
 
     def start(self) -> None:
         """Start consuming in the background."""
@@ -128,7 +134,27 @@ class BatchConsumer:
             problems.append("ingest loop is not running (thread ended)")
         if self.problem is not None and self.problem_since is not None:
             problems.append(f"ingest paused for {time.time() - self.problem_since:.0f}s, retrying: {self.problem}")
+        stuck = time.monotonic() - self.beat
+        if (self.failure is None and self._thread.is_alive() and stuck > self.stuck_after
+                and not self.handler.counters.store_failing_since):
+            problems.append(f"ingest loop stuck for {stuck:.0f}s in {self.phase}")
+            if not self._stack_logged and self._thread.ident is not None:
+                self._stack_logged = True
+                frame = sys._current_frames().get(self._thread.ident)
+                where = "".join(traceback.format_stack(frame)) if frame is not None else "?"
+                log.error("ingest loop stuck for %.0fs in %s:\n%s", stuck, self.phase, where)
         return problems
+
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without a round of the loop (store retries aside) after which it counts as stuck:
+        longer than any bounded wait inside it (a checkpoint gives up after 20 s)."""
+        return max(60.0, 6 * self.settings.checkpoint_seconds)
+
+    def _at(self, phase: str) -> None:
+        self.phase = phase
+        self.beat = time.monotonic()
+        self._stack_logged = False
 
     def _settle(self) -> None:
         """Wait for the batch being written (abort if it failed); its offsets become committable."""
@@ -225,14 +251,18 @@ class BatchConsumer:
         clean = False
         try:
             while not self._stop.is_set():
+                self._at("consume (and rebalance callbacks)")
                 records = self._take(consumer)
+                self._at("prepare (decode, correlate)")
                 prepared = self.handler.prepare(records) if records else None
+                self._at("waiting for the previous batch's write")
                 self._settle()
                 if prepared is not None:
                     self._inflight = (self._writes.submit(self.handler.finish, prepared), records)
                 # Also checkpoint as soon as the input is drained, so an idle worker has no lag.
                 idle = not records and (self._inflight is not None or bool(self._written))
                 if idle or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds:
+                    self._at("checkpoint (changelog transaction)")
                     self._checkpoint()
                     if self.problem is not None and self.assigned:
                         log.warning("ingest resumed after %.0fs", time.time() - (self.problem_since or 0))

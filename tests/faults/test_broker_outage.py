@@ -66,5 +66,10 @@ def wait_status_ok(stack: Stack, timeout: float = 60) -> dict:
         if status.returncode == 0 and report.get("lag") == 0:
             return report
         if time.monotonic() > deadline:
+            import os
+            import signal
+            for w in stack.workers:
+                os.kill(w.pid, signal.SIGUSR1)
+            time.sleep(3)
             raise AssertionError(f"status {status.returncode}: {status.stdout}{status.stderr}\n{stack.log_tail()}")
         time.sleep(1)

@@ -51,7 +51,9 @@ def fuzz(target: Target, inputs: int) -> Outcome:
         except Exception as exc:  # a crash: remember a few, keep going
             out.crashes += 1
             if len(out.first) < 3:
-                out.first.append(f"{type(exc).__name__}: {exc} <- {value!r:.300}\n"
+                shown = repr(value)
+                shown = shown if len(shown) <= 600 else shown[:300] + " ... " + shown[-300:]
+                out.first.append(f"{type(exc).__name__}: {exc} <- {shown}\n"
                                  + "".join(traceback.format_exception(exc)[-3:]))
 
     run()

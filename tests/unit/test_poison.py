@@ -212,3 +212,13 @@ def test_a_batch_of_every_kind_of_poison_never_raises(store: Store) -> None:
     assert result.inserted == 3
     assert len(dlq.sent) == len(poison)
     assert all(r.error.reason != "internal_error" for r in dlq.sent), [r.error.message for r in dlq.sent]
+
+
+def test_invalid_utf8_inside_raw_is_refused_by_the_worker_too() -> None:
+    # Found by the fuzzer: msgspec skips a Raw value without checking its bytes.
+    data = with_raw(b'{"su\xffbject": 1}')
+    with pytest.raises(DecodeError) as full:
+        decode(data)
+    with pytest.raises(DecodeError) as wire:
+        decode_wire(data)
+    assert full.value.reason == wire.value.reason == "bad_json"
