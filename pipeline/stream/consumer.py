@@ -117,8 +117,22 @@ class BatchConsumer:
         self._stack_logged = False
 
     def start(self) -> None:
-        """Start consuming in the background."""
+        """Start consuming in the background, and the watchdog that stops a stuck loop."""
         self._thread.start()
+        threading.Thread(target=self._watch, name="causelog-ingest-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Exit (75, via ``abort``) when the loop has been stuck past :attr:`stuck_after`: every
+        wait inside it is bounded, so a loop that does not come round is wedged in a client
+        library, and a restart (which fences the open transaction) is what gets it going again."""
+        while not self._stop.wait(5.0):
+            if self.failure is not None or not self._thread.is_alive():
+                return
+            problems = [p for p in self.health() if p.startswith("ingest loop stuck")]
+            if problems and time.monotonic() - self.beat > 1.5 * self.stuck_after:
+                self.failure = problems[0]
+                self.abort(problems[0])
+                return
 
     def stop(self, timeout: float = 60.0) -> None:
         """Finish the batches in hand, commit them, leave the group."""
@@ -135,8 +149,12 @@ class BatchConsumer:
         if self.problem is not None and self.problem_since is not None:
             problems.append(f"ingest paused for {time.time() - self.problem_since:.0f}s, retrying: {self.problem}")
         stuck = time.monotonic() - self.beat
-        if (self.failure is None and self._thread.is_alive() and stuck > self.stuck_after
-                and not self.handler.counters.store_failing_since):
+        correlation = self.handler.correlation
+        # Waits with their own reporting: store retries, and loading a partition's changelog
+        # (which may legitimately take long, and fails on its own when it stops progressing).
+        excused = bool(self.handler.counters.store_failing_since) or (
+            correlation is not None and correlation.loading is not None)
+        if self.failure is None and self._thread.is_alive() and stuck > self.stuck_after and not excused:
             problems.append(f"ingest loop stuck for {stuck:.0f}s in {self.phase}")
             if not self._stack_logged and self._thread.ident is not None:
                 self._stack_logged = True
@@ -324,6 +342,13 @@ class BatchConsumer:
             self.handler.correlation.drop(lost)
         self.assigned -= lost
         log.warning("lost %s", sorted(p.partition for p in partitions))
+        if not self._no_commit:
+            # The group session expired (a broker outage longer than session.timeout.ms). Rather
+            # than go on in a half-known state (the consumer keeps fetching from its position, the
+            # checkpoint's group generation is gone), rewind: a fresh consumer rejoins and reads
+            # from the last checkpoint, with the correlation state that belongs to it.
+            raise BusError(f"partitions {sorted(lost)} of {self.settings.topic_changes} lost "
+                           "(consumer group session expired)")
 
 
 class BatchFailed(CauselogError):

@@ -47,6 +47,7 @@ class Correlation:
         self.correlators: dict[int, PartitionCorrelator] = {}
         self._lock = threading.RLock()
         self.restored: dict[int, int] = {}  # partition -> offset its restored state covered
+        self.loading: int | None = None  # the partition whose changelog is being read, if any
 
     def correlate(
         self,
@@ -66,7 +67,11 @@ class Correlation:
         if self.changelog is None:
             return PartitionCorrelator(partition, self.config)
         started = time.monotonic()
-        records = self.changelog.load(partition)
+        self.loading = partition
+        try:
+            records = self.changelog.load(partition)
+        finally:
+            self.loading = None
         try:
             pc = PartitionCorrelator.from_changelog(partition, records, self.config)
         except ValueError as exc:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
@@ -37,3 +39,36 @@ class OwnBroker:
 
     def stop(self) -> None:
         self._sh("stop")
+
+
+class Supervisor:
+    """Restarts the stack's worker when it exits with 75 (EX_TEMPFAIL), like systemd's
+    ``Restart=on-failure`` would; any other exit code is recorded as a failure."""
+
+    def __init__(self, stack: Any) -> None:
+        self.stack = stack
+        self.restarts = 0
+        self.bad_exits: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            for proc in list(self.stack.workers):
+                code = proc.poll()
+                if code is None:
+                    continue
+                self.stack.workers.remove(proc)
+                if code != 75:
+                    self.bad_exits.append(code)
+                    continue
+                self.restarts += 1
+                self.stack.start_worker()

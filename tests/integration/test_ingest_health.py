@@ -12,7 +12,7 @@ from factories import event_bytes
 from kafka_stack import Stack
 
 from pipeline.stream.consumer import BatchConsumer
-from pipeline.stream.ingest import BatchHandler, Record
+from pipeline.stream.ingest import BatchHandler, Counters, Record
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +22,7 @@ class BuggyHandler(BatchHandler):
 
     def __init__(self) -> None:
         self.correlation = None
+        self.counters = Counters()
 
     def prepare(self, records: Sequence[Record]) -> object:  # type: ignore[override]
         raise RecursionError("maximum recursion depth exceeded while deserializing an object")

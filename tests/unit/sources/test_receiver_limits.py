@@ -34,11 +34,13 @@ def k8s_with_request_object(obj: Any) -> bytes:
     return event_list(item)
 
 
-def test_k8s_batch_with_a_10000_deep_request_object_is_400_too_deep_and_nothing_produced() -> None:
-    # The regression of issue 14: this answered 500 "internal error".
+@pytest.mark.parametrize("depth", [300, 900, 10_000])
+def test_k8s_batch_with_a_deeply_nested_request_object_is_400_too_deep_and_nothing_produced(depth: int) -> None:
+    # The regression of issue 14: depths between orjson's and Python's limits answered 500
+    # "internal error" (a RecursionError), deeper ones were dead-lettered whole as bad_json.
     sinks = Sinks()
     r = k8s_receiver(sinks)
-    item = orjson.dumps(audit_event("a1"))[:-1] + b',"requestObject":' + b'{"a":' * 10_000 + b"1" + b"}" * 10_000 + b"}"
+    item = orjson.dumps(audit_event("a1"))[:-1] + b',"requestObject":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}"
     body = b'{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[' + item + b"]}"
     resp = r.handle(body, {"Content-Type": "application/json"})
     assert resp.status == 400
