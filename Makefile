@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install kafka-jars run up down status test unit integration security lint bench clean helm helm-check
+.PHONY: help install kafka-jars run up down status test unit integration security faults fuzz lint bench clean helm helm-check
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,7 +40,7 @@ status:  ## broker, worker, lag, rows
 	$(VENV)/bin/causelog status
 
 # pytest exits 5 when it collected nothing; that is a failure of the suite, not a pass.
-test: install kafka-jars  ## unit + corpus + integration + security tests (starts its own Kafka broker)
+test: install kafka-jars  ## unit + corpus + integration + security + fault + fuzz smoke tests (start their own Kafka brokers)
 	$(PY) -m pytest -q -ra --durations=10 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
@@ -52,6 +52,14 @@ integration: install kafka-jars  ## integration tests only
 
 security: install kafka-jars  ## access-control probes and query limits (a real broker and worker; part of `make test`)
 	$(PY) -m pytest -q tests/security
+
+faults: install kafka-jars  ## fault suite only (stops and restarts a broker of its own; ~4 min)
+	$(PY) -m pytest -q tests/faults
+
+# Inputs per fuzz target; `make test` runs the same targets with 1,000 each (tests/fuzz).
+FUZZ_INPUTS ?= 100000
+fuzz: install  ## every fuzz target with FUZZ_INPUTS inputs: prints inputs tried and crashes per target
+	$(PY) tests/fuzz/runner.py --inputs $(FUZZ_INPUTS)
 
 lint: install  ## ruff + mypy
 	$(VENV)/bin/ruff check pipeline tests

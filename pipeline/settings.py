@@ -35,6 +35,9 @@
 | ``CAUSELOG_SOURCE_SIGNING_KEY`` | unset | key (Go note format) with which sources sign each envelope |
 | ``CAUSELOG_SOURCE_KEYS`` | unset | worker: ``<source prefix> <verifier key>`` lines; those sources must sign |
 | ``CAUSELOG_RETENTION`` | ``$CAUSELOG_HOME/retention.yaml`` | retention per event type used by ``causelog prune`` |
+| ``CAUSELOG_STALL_SECONDS`` | ``120`` | ``status`` flags a partition that has lag and whose committed offset has not advanced for this long |
+| ``CAUSELOG_FAULT_STORE_FAIL_UNTIL`` | unset | **test only**: Unix time until which every store write of the worker fails (fault tests) |
+| ``CAUSELOG_FAULT_KILL_IN_CHECKPOINT`` | unset | **test only**: the worker SIGKILLs itself inside its N-th checkpoint transaction (fault tests) |
 """
 
 from __future__ import annotations
@@ -153,6 +156,9 @@ class Settings:
     def notify_path(self) -> Path:
         """Where ``causelog rules run`` reads its notification receivers (``notify.yaml``)."""
         return self.notify_file or self.home / "notify.yaml"
+    stall_seconds: float = 120.0
+    fault_store_fail_until: float = 0.0
+    fault_kill_in_checkpoint: int = 0
 
     @property
     def topology_path(self) -> Path:
@@ -286,6 +292,10 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         retention_file=_path(env, "CAUSELOG_RETENTION"),
         rules=env.get("CAUSELOG_RULES", ""),
         notify_file=Path(env["CAUSELOG_NOTIFY"]).expanduser().resolve() if env.get("CAUSELOG_NOTIFY") else None,
+        stall_seconds=_float(env, "CAUSELOG_STALL_SECONDS", 120.0),
+        fault_store_fail_until=_float(env, "CAUSELOG_FAULT_STORE_FAIL_UNTIL", 0.0)
+        if env.get("CAUSELOG_FAULT_STORE_FAIL_UNTIL") else 0.0,
+        fault_kill_in_checkpoint=_int(env, "CAUSELOG_FAULT_KILL_IN_CHECKPOINT", 0, minimum=0),
     )
 
 

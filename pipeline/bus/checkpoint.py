@@ -17,8 +17,11 @@ generation (KIP-447).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +36,9 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("causelog.checkpoint")
 T = TypeVar("T")
+
+# Seconds one transactional call of a checkpoint may take before the checkpoint counts as failed.
+COMMIT_TIMEOUT = 10.0
 
 
 _NOT_READY = frozenset({
@@ -66,6 +72,7 @@ class Changelog:
         self.timeout = timeout
         self._producer: Producer | None = None
         self.committed_at: float | None = None  # time.time() of the last committed transaction (/metrics)
+        self._commits = 0
 
     @property
     def transactional_id(self) -> str:
@@ -101,6 +108,15 @@ class Changelog:
             self._producer = producer
         return self._producer
 
+    def reset(self) -> None:
+        """Forget the producer (after a failed transaction or a broker restart): the next
+        commit starts a fresh one with the same transactional id, which fences this one and
+        aborts whatever transaction it left open."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                producer.purge()
+
     def commit(
         self,
         records: Mapping[int, Sequence[ChangelogRecord]],
@@ -130,9 +146,20 @@ class Changelog:
                                 break
                             except BufferError:
                                 producer.poll(0.05)
+            self._commits += 1
+            if self._commits == self.settings.fault_kill_in_checkpoint:
+                # Test only (CAUSELOG_FAULT_KILL_IN_CHECKPOINT): die with the transaction open.
+                producer.flush(self.timeout)
+                os.kill(os.getpid(), signal.SIGKILL)
+            # Short waits: after a broker restart the consumer's group generation may be gone, and
+            # the consumer cannot rejoin while its thread waits here; failing fast lets the worker
+            # rewind (pipeline.stream.consumer) instead of waiting on a generation that is gone.
+            wait = min(self.timeout, COMMIT_TIMEOUT)
+            deadline = time.monotonic() + 2 * wait
             if offsets:
-                _retrying(lambda: producer.send_offsets_to_transaction(list(offsets), group_metadata, self.timeout))
-            _retrying(lambda: producer.commit_transaction(self.timeout))
+                _retrying(lambda: producer.send_offsets_to_transaction(list(offsets), group_metadata, wait),
+                          deadline=deadline)
+            _retrying(lambda: producer.commit_transaction(wait), deadline=deadline)
             self.committed_at = time.time()
         except KafkaException as exc:
             where = ", ".join(f"{self.topic}[{p}]" for p in sorted(records)) or self.topic

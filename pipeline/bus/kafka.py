@@ -10,7 +10,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.errors import BusError
@@ -200,5 +208,34 @@ def consumer_lag(settings: Settings, topic: str | None = None, timeout: float = 
         return out
     except KafkaException as exc:
         raise BusError(f"cannot read offsets of {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def oldest_unconsumed(settings: Settings, lag: dict[int, dict[str, int]], topic: str | None = None,
+                      timeout: float = 5.0) -> dict[int, float]:
+    """Per partition with lag: the timestamp (Unix seconds) of its oldest unconsumed record,
+    the one at the group's committed offset. Partitions whose record did not arrive in
+    ``timeout`` are left out."""
+    topic = topic or settings.topic_changes
+    wanted = {p: max(v["committed"], v["high"] - v["lag"]) for p, v in lag.items() if v["lag"] > 0}
+    if not wanted:
+        return {}
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": f"{settings.group}-status",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    out: dict[int, float] = {}
+    try:
+        consumer.assign([TopicPartition(topic, p, o) for p, o in wanted.items()])
+        deadline = time.monotonic() + timeout
+        while len(out) < len(wanted) and time.monotonic() < deadline:
+            for m in consumer.consume(100, 0.2):
+                p = m.partition()
+                if m.error() is None and p is not None and p not in out:
+                    kind, ts = m.timestamp()
+                    if kind != TIMESTAMP_NOT_AVAILABLE:
+                        out[p] = ts / 1000
+        return out
+    except KafkaException as exc:
+        raise BusError(f"cannot read {topic}: {exc}") from exc
     finally:
         consumer.close()

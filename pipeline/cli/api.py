@@ -60,3 +60,24 @@ def healthy(settings: Settings, timeout: float = 2.0) -> dict[str, Any] | None:
         return call(settings, "/health", timeout=timeout)
     except CauselogError:
         return None
+
+
+def health(settings: Settings, timeout: float = 2.0) -> dict[str, Any] | None:
+    """The worker's /health answer whether healthy (200) or not (503, with ``problems``), or
+    None when nothing answers."""
+    req = urllib.request.Request(settings.api_url + "/health")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            body = orjson.loads(exc.read())
+        except orjson.JSONDecodeError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        body.setdefault("ok", False)
+        body.setdefault("problems", [f"/health answered {exc.code}"])
+        return body
+    except (urllib.error.URLError, ConnectionError, TimeoutError, orjson.JSONDecodeError):
+        return None

@@ -82,7 +82,8 @@ def cloudevents_kind(authorize: Any, scope: str) -> Kind:
         mode = ce.media_mode(req.headers) or "-"
         return f"mode={mode} type={_short(req.header('ce-type'))} id={_short(req.header('ce-id'))}"
 
-    return Kind("cloudevents", split=split, convert=convert, admit=admit, describe=describe, origin=origin)
+    return Kind("cloudevents", split=split, convert=convert, admit=admit, describe=describe, origin=origin,
+                content_types=())  # binary mode carries any media type; admit judges it
 
 
 def _is_json(media: str | None) -> bool:

@@ -18,8 +18,17 @@ import orjson
 
 from pipeline.errors import ConfigError, DecodeError
 from pipeline.model import Event
+from pipeline.model.codec import check_depth
 from pipeline.settings import Settings
-from pipeline.sources.receiver import Kind, Receiver, Request, parse_listen, serve, verify_github_signature
+from pipeline.sources.receiver import (
+    MAX_BODY_DEPTH,
+    Kind,
+    Receiver,
+    Request,
+    parse_listen,
+    serve,
+    verify_github_signature,
+)
 from pipeline.sources.runner import RawRecord
 
 DEFAULT_GITHUB_LISTEN = "127.0.0.1:8089"
@@ -29,6 +38,7 @@ log = logging.getLogger("causelog.receiver")
 
 
 def _loads(body: bytes, what: str) -> Any:
+    check_depth(body, MAX_BODY_DEPTH)  # a form-encoded GitHub payload is only seen here
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -77,7 +87,7 @@ def github_kind(secret: bytes, scope: str) -> Kind:
         return f"event={_short(req.header('x-github-event'))} delivery={_short(req.header('x-github-delivery'))}"
 
     return Kind("github-webhook", split=split, convert=convert, authorize=authorize, describe=describe,
-                origin=origin)
+                origin=origin, content_types=("application/json", "application/x-www-form-urlencoded"))
 
 
 # -- Kubernetes audit ------------------------------------------------------------------------
@@ -136,7 +146,8 @@ def _run(s: Settings, kind: Kind, listen: str) -> None:
 
     t = serve(receiver, listen, ready=ready)
     log.info("%s: stopped after %d requests: %d events, %d rejected to the DLQ, %d refused (401), "
-             "%d Kafka failures (503)", kind.name, t.requests, t.events, t.rejected, t.refused, t.failed)
+             "%d invalid (4xx, nothing produced), %d failures (503/500)", kind.name, t.requests, t.events,
+             t.rejected, t.refused, t.invalid, t.failed)
 
 
 def read_secret(secret_env: str | None, environ: dict[str, str] | None = None) -> bytes:

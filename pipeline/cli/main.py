@@ -135,7 +135,13 @@ def down(s: Settings) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def status(s: Settings, as_json: bool) -> None:
-    """Show broker, worker, rules runner, consumer lag and stored row counts. Exit 1 if anything is down."""
+    """Show broker, worker, rules runner, consumer lag and stored row counts. Exit 1 if anything is down.
+
+    The worker counts as down when its /health says ingestion is not running (the reasons are
+    shown); per partition, the lag and the age of the oldest unconsumed record are shown, and a
+    partition with lag whose committed offset has not advanced for CAUSELOG_STALL_SECONDS is
+    flagged as stalled (also exit 1).
+    """
     from pipeline.bus import consumer_lag, wait_for_broker
 
     report: dict[str, Any] = {"kafka": s.kafka_bootstrap, "api": s.api_url}
@@ -144,45 +150,90 @@ def status(s: Settings, as_json: bool) -> None:
     except CauselogError as exc:
         report["brokers"] = 0
         report["broker_error"] = str(exc)
-    health = api.healthy(s)
+    health = api.health(s)
     report["worker"] = health
+    healthy = bool(health and health.get("ok"))
     if report["brokers"]:
         try:
             lag = consumer_lag(s)
             report["lag"] = sum(p["lag"] for p in lag.values())
-            report["partitions"] = lag
+            report["partitions"] = _partition_report(s, lag, health)
         except CauselogError as exc:
             report["lag_error"] = str(exc)
     if health:
-        stats = api.call(s, "/v1/stats")
-        report["tables"] = stats.get("tables")
-        report["counters"] = stats.get("worker")
-        report["correlation"] = stats.get("correlation")
+        try:
+            stats = api.call(s, "/v1/stats")
+            report["tables"] = stats.get("tables")
+            report["counters"] = stats.get("worker")
+            report["correlation"] = stats.get("correlation")
+        except CauselogError as exc:
+            report["stats_error"] = str(exc)
     report["rules"] = _rules_status(s, bool(report["brokers"]))
-    ok = bool(report["brokers"]) and bool(health) and (report["rules"] is None or report["rules"]["up"])
+    stalled = sorted(p for p, v in (report.get("partitions") or {}).items() if v.get("stalled"))
+    rules_ok = report["rules"] is None or report["rules"]["up"]
+    ok = bool(report["brokers"]) and healthy and not stalled and rules_ok
     if as_json:
         click.echo(dumps(report))
     else:
-        table = Table(show_header=False, box=None)
-        table.add_row("broker", f"[green]up[/] ({report['brokers']} at {s.kafka_bootstrap})" if report["brokers"]
-                      else f"[red]down[/] ({report.get('broker_error')})")
-        table.add_row("worker", f"[green]up[/] (pid {health['pid']}, {s.api_url})" if health
-                      else f"[red]down[/] (no answer on {s.api_url})")
-        table.add_row("lag", str(report.get("lag", report.get("lag_error", "-"))))
-        if report["rules"] is not None:
-            table.add_row("rules", _rules_line(s, report["rules"]))
-        if report.get("tables"):
-            table.add_row("rows", ", ".join(f"{k} {v:,}" for k, v in report["tables"].items()))
-        if report.get("counters"):
-            c = report["counters"]
-            table.add_row("worker totals", f"records {c['records']:,}, stored {c['stored']:,}, "
-                          f"duplicates {c['duplicates']:,}, rejected {c['rejected']:,}")
-        if report.get("correlation"):
-            parts = report["correlation"]
-            table.add_row("correlation", f"{len(parts)} partitions, {sum(p['live_keys'] for p in parts):,} live keys, "
-                          f"{sum(p['chains'] for p in parts):,} live chains")
-        out.print(table)
+        _print_status(s, report, health, stalled)
     sys.exit(0 if ok else 1)
+
+
+def _partition_report(s: Settings, lag: dict[int, dict[str, int]], health: dict[str, Any] | None) -> dict[int, Any]:
+    """Per partition: offsets, lag, age of the oldest unconsumed record, stalled or not."""
+    from pipeline.bus.kafka import oldest_unconsumed
+
+    now = time.time()
+    try:
+        oldest = oldest_unconsumed(s, lag)
+    except CauselogError:
+        oldest = {}
+    committed_at = {int(p): t for p, t in ((health or {}).get("committed_at") or {}).items()}
+    out: dict[int, Any] = {}
+    for p, v in sorted(lag.items()):
+        row: dict[str, Any] = dict(v)
+        age = now - oldest[p] if p in oldest else None
+        row["oldest_unconsumed_age_s"] = None if age is None else round(max(0.0, age), 1)
+        since_commit = now - committed_at[p] if p in committed_at else None
+        # Stalled: records wait longer than the limit and nothing was committed for as long.
+        row["stalled"] = bool(v["lag"] > 0 and age is not None and age > s.stall_seconds
+                              and (since_commit is None or since_commit > s.stall_seconds))
+        out[p] = row
+    return out
+
+
+def _print_status(s: Settings, report: dict[str, Any], health: dict[str, Any] | None, stalled: list[int]) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_row("broker", f"[green]up[/] ({report['brokers']} at {s.kafka_bootstrap})" if report["brokers"]
+                  else f"[red]down[/] ({escape(str(report.get('broker_error')))})")
+    if health is None:
+        table.add_row("worker", f"[red]down[/] (no answer on {s.api_url})")
+    elif health.get("ok"):
+        table.add_row("worker", f"[green]up[/] (pid {health.get('pid')}, {s.api_url})")
+    else:
+        problems = "; ".join(str(p) for p in health.get("problems") or [])
+        table.add_row("worker", f"[red]not ingesting[/] (pid {health.get('pid')}): {escape(problems)}")
+    table.add_row("lag", str(report.get("lag", report.get("lag_error", "-"))))
+    if report.get("rules") is not None:
+        table.add_row("rules", _rules_line(s, report["rules"]))
+    for p, v in (report.get("partitions") or {}).items():
+        if not v["lag"]:
+            continue
+        age = v["oldest_unconsumed_age_s"]
+        flag = f" [red]STALLED (no progress for over {s.stall_seconds:.0f}s)[/]" if v["stalled"] else ""
+        table.add_row(f"  partition {p}", f"lag {v['lag']:,}, oldest unconsumed "
+                      f"{'-' if age is None else f'{age:.0f}s'} old{flag}")
+    if report.get("tables"):
+        table.add_row("rows", ", ".join(f"{k} {v:,}" for k, v in report["tables"].items()))
+    if report.get("counters"):
+        c = report["counters"]
+        table.add_row("worker totals", f"records {c['records']:,}, stored {c['stored']:,}, "
+                      f"duplicates {c['duplicates']:,}, rejected {c['rejected']:,}")
+    if report.get("correlation"):
+        parts = report["correlation"]
+        table.add_row("correlation", f"{len(parts)} partitions, {sum(p['live_keys'] for p in parts):,} live keys, "
+                      f"{sum(p['chains'] for p in parts):,} live chains")
+    out.print(table)
 
 
 def _rules_status(s: Settings, broker: bool) -> dict[str, Any] | None:

@@ -63,7 +63,7 @@ def worker_pid(settings: Settings) -> int | None:
 
 def start_worker(settings: Settings, *, timeout: float = 120.0) -> int:
     """Start the worker in the background and wait until its API answers; return its pid."""
-    if (pid := worker_pid(settings)) is not None and api.healthy(settings):
+    if (pid := worker_pid(settings)) is not None and api.health(settings) is not None:
         return pid
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = worker_log(settings).open("ab")

@@ -30,7 +30,7 @@ Only what changed is written, so a checkpoint costs what the batch touched, not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -254,9 +254,14 @@ def correlate_batch(
     correlators: dict[int, PartitionCorrelator],
     records: Iterable[tuple[Scoped | None, int, int]],
     config: CorrelationConfig | None = None,
+    on_error: Callable[[int, int, Exception], None] | None = None,
 ) -> Correlated:
     """Correlate ``(event or None, partition, offset)`` records in order; ``None`` marks a record
-    that was rejected (it still counts as processed). Creates missing partition correlators."""
+    that was rejected (it still counts as processed). Creates missing partition correlators.
+
+    With ``on_error``, an exception while correlating one event is handed to it as
+    ``(partition, offset, exception)``, the record counts as processed and the batch goes on
+    (one bad record must not stop its partition); without, it propagates."""
     out = Correlated()
     for event, partition, offset in records:
         pc = correlators.get(partition)
@@ -264,8 +269,14 @@ def correlate_batch(
             pc = correlators[partition] = PartitionCorrelator(partition, config)
         if event is None:
             pc.advance(offset)
-        else:
+        elif on_error is None:
             pc.correlate(event, offset, out)
+        else:
+            try:
+                pc.correlate(event, offset, out)
+            except Exception as exc:
+                pc.advance(offset)
+                on_error(partition, offset, exc)
     return out
 
 

@@ -4,6 +4,11 @@
 offending value. ``encode`` is canonical: sorted keys, UTC times with six fractional digits,
 optional fields left out when empty, no whitespace. The same event always encodes to the same
 bytes, which the integrity hash chain relies on.
+
+Nesting is bounded explicitly, before any parser runs: a record nested deeper than
+:data:`MAX_DEPTH` levels (the envelope object is level 1, so ``raw`` and ``diff`` may nest
+``MAX_DEPTH - 1`` = 64 levels) is rejected as ``too_deep``. Without the bound, a 10,000-deep
+record reached Python's recursion limit inside the JSON parsers and killed the caller.
 """
 
 from __future__ import annotations
@@ -38,11 +43,59 @@ WireEvent = msgspec.defstruct(
 _wire_decoder = msgspec.json.Decoder(WireEvent)
 _builtins_decoder = msgspec.json.Decoder()
 
+#: Deepest nesting of ``{``/``[`` a record may have (the envelope object counts as 1).
+MAX_DEPTH = 65
+
+# Numbers msgspec rejects when it builds Python objects (more digits than Python converts,
+# exponents past a double) but accepts inside a Raw; a hit sends the record through ``decode``.
+# One translate (digits -> "0", e/E -> "e", signs kept, the rest blanked) and a few substring
+# searches keep this under a microsecond or two a record.
+_NUMBERISH = bytes(
+    ord("0") if chr(b).isdigit() and b < 128 else ord("e") if b in b"eE" else b if b in b"+-" else ord(" ")
+    for b in range(256)
+)
+_LONG_DIGITS = b"0" * 1000
+# What the depth scan keeps of a record: brackets and the quotes that delimit strings.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_OPEN_CLOSE = bytes.maketrans(b"{}", b"[]")
+
 _AT = re.compile(r" - at `(?P<path>[^`]+)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _WRONG_TYPE = re.compile(r"^Expected `[^`]+`, got `[^`]+`")
 _POST_INIT = re.compile(r"^`(?P<name>[a-z_]+)` must ")
+
+
+def check_depth(data: bytes | str, limit: int = MAX_DEPTH) -> None:
+    """Raise ``DecodeError("too_deep")`` if ``data`` nests ``{``/``[`` deeper than ``limit``.
+
+    Runs in C-speed passes (translate, split, replace) and never recurses. Brackets inside
+    strings are ignored; an unbalanced (truncated) document is measured generously, so it
+    fails here only if it could be deeper than ``limit``.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if data.count(b"[") + data.count(b"{") <= limit:  # the common case: cannot be deeper
+        return
+    if b"\\" in data:  # escaped backslashes and quotes never delimit a string
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    # Brackets outside strings only, all of one kind (depth is what counts, not pairing kinds).
+    # Split on quotes, the even pieces lie outside strings (cheaper than a regex substitution).
+    brackets = b"".join(data.translate(None, _NOT_STRUCTURE).split(b'"')[::2]).translate(_OPEN_CLOSE)
+    # Each pass removes every innermost pair, so a balanced document empties after exactly
+    # its depth in passes.
+    depth = 0
+    while brackets and depth <= limit:
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            break
+        brackets = shorter
+        depth += 1
+    # What is left cannot pair up (a truncated record): count its openers as further levels.
+    depth += brackets.count(b"[")
+    if depth > limit:
+        raise DecodeError("too_deep", f"record nests more than {limit} levels of objects/arrays "
+                          f"(raw and diff may nest {limit - 1})")
 
 
 def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
@@ -51,6 +104,7 @@ def decode(data: bytes | str, *, max_bytes: int | None = None) -> Event:
         size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
         if size > max_bytes:
             raise DecodeError("oversized", f"record is {size} bytes, the limit is {max_bytes}")
+    check_depth(data)
     try:
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
@@ -75,15 +129,37 @@ def decode_wire(data: bytes, *, max_bytes: int | None = None) -> Any:
     """
     if max_bytes is not None and len(data) > max_bytes:
         decode(data, max_bytes=max_bytes)
+    check_depth(data)
     try:
         wire = _wire_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         decode(data, max_bytes=max_bytes)
         raise AssertionError("decode accepted what decode_wire rejected") from None
     diff = bytes(wire.diff).lstrip()  # type: ignore[attr-defined]
-    if not (diff.startswith(b"{") or diff == b"null"):
+    if not (diff.startswith(b"{") or diff == b"null") or _odd_numbers(data) or not _utf8(data):
         decode(data, max_bytes=max_bytes)
     return wire
+
+
+def _utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 (msgspec does not check the bytes of a Raw value it skips)."""
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _odd_numbers(data: bytes) -> bool:
+    """Whether ``data`` may hold a number that only a full decode can judge (a three-digit
+    exponent, a run of 1,000 digits); false positives just cost that decode."""
+    shape = data.translate(_NUMBERISH)
+    # A JSON exponent follows a digit: one search settles almost every record.
+    if b"0e" in shape and (b"e000" in shape or b"e+000" in shape or b"e-000" in shape):
+        return True
+    return len(data) >= 1000 and _LONG_DIGITS in shape
 
 
 def decode_dict(obj: dict[str, Any]) -> Event:

@@ -134,6 +134,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from pipeline.errors import DecodeError
 from pipeline.model import Event, event_id
 from pipeline.sources._normalize import build, dig, fail, first_time, need, require_dict, slug
 from pipeline.sources.redact import redact
@@ -207,7 +208,9 @@ _CSV_COLUMNS = {
 def _python_literal(text: str) -> Any:
     try:
         return ast.literal_eval(text) if text and text.strip() else None
-    except (ValueError, SyntaxError):
+    # Outside text: unhashable keys (TypeError), nesting too deep for the parser (MemoryError,
+    # RecursionError) are as unreadable as a syntax error.
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return None
 
 
@@ -223,7 +226,11 @@ def records_from_csv(text: str | Iterable[str], *, event_source: str | None = No
     """
     reader = csv.DictReader(io.StringIO(text) if isinstance(text, str) else text)
     out: list[dict[str, Any]] = []
-    for row in reader:
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DecodeError("invalid_value", f"not readable as CSV at line {reader.line_num}: {exc}", field="$") from None
+    for row in rows:
         rec: dict[str, Any] = {new: row.get(old) or None for old, new in _CSV_COLUMNS.items()}
         identity = _python_literal(row.get("User ID") or "")
         rec["userIdentity"] = identity if isinstance(identity, dict) else {"type": "Unknown"}

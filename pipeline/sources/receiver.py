@@ -8,8 +8,10 @@ The generic part lives here; a receiver kind only supplies :class:`Kind`: an opt
 Per request, in this order:
 
 1. ``GET /health`` -> 200. Anything but POST -> 405. No ``Content-Length`` -> 411; a body above
-   ``max_body`` -> 413 (not read); too many requests in flight -> 503.
+   ``max_body`` (:data:`MAX_BODY_BYTES`) -> 413 (not read); too many requests in flight -> 503.
 2. ``authorize`` before anything is parsed or produced: refused -> 401, nothing produced.
+   A ``Content-Type`` the kind does not take -> 415; a body nested deeper than
+   :data:`MAX_BODY_DEPTH` -> 400 ``too_deep``. Both are counted (``invalid``) and produce nothing.
 3. ``split`` + ``convert`` outside the sink lock (pure work runs in parallel).
 4. Under the lock (one transactional producer per receiver), everything the request yields
    goes through :func:`~pipeline.sources.runner.run_source` as **one** Kafka transaction:
@@ -22,6 +24,8 @@ Per request, in this order:
    everything it held was rejected to the DLQ (a malformed body, a payload of the wrong shape).
    A batch with some bad items (Kubernetes) stores the good ones, dead-letters the others and
    answers 200 with ``"rejected": n``: retrying would not make the bad items better.
+   500 only for a fault of the receiver itself (a bug), logged with the request id, which the
+   answer carries too; nothing is produced.
 
 This module imports no Kafka client: the sink is injected (a factory, so a failed transactional
 producer can be replaced).
@@ -52,10 +56,12 @@ from prometheus_client import CollectorRegistry
 from pipeline.errors import ConfigError, DecodeError
 from pipeline.metrics import CONTENT_TYPE, Latency, exposition, receiver_registry
 from pipeline.model import Event, encode
+from pipeline.model.codec import MAX_DEPTH, check_depth
 from pipeline.sources.runner import RawRecord, Report, Sink, run_source
 
 __all__ = [
     "MAX_BODY_BYTES",
+    "MAX_BODY_DEPTH",
     "Kind",
     "Receiver",
     "Response",
@@ -68,6 +74,12 @@ log = logging.getLogger("causelog.receiver")
 
 MAX_BODY_BYTES = 25 * 1024 * 1024
 """GitHub caps webhook payloads at 25 MB; Kubernetes audit batches stay far below."""
+
+MAX_BODY_DEPTH = MAX_DEPTH + 1
+"""Deepest nesting of objects/arrays a request body may have: a Kubernetes batch holds its audit
+events two levels down, and an event's ``raw`` may nest 64 levels (pipeline.model.codec)."""
+
+JSON_TYPES = ("application/json",)
 
 # Records (events, DLQ values) must fit a Kafka message: 4 MiB topics, minus room for headers.
 DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024 - 64 * 1024
@@ -116,6 +128,8 @@ class Kind:
     # Checks of the request as a whole before anything is parsed or produced (credentials, media
     # type): a Response refuses it (4xx, nothing produced, not even to the DLQ), None admits it.
     admit: Callable[[Request], Response | None] | None = None
+    # A request with another Content-Type gets 415; () when ``admit`` judges media types itself.
+    content_types: tuple[str, ...] = JSON_TYPES
 
 
 @dataclass
@@ -139,6 +153,7 @@ class Totals:
     rejected: int = 0
     refused: int = 0
     failed: int = 0
+    invalid: int = 0  # 4xx for the body itself: wrong content type, too deep, too large
 
 
 class Receiver:
@@ -197,9 +212,27 @@ class Receiver:
 
     # -- requests ------------------------------------------------------------------------------
     def too_large(self, length: int) -> Response | None:
+        """413 for a body above ``max_body`` (counted), else None."""
         if length > self.max_body:
+            self._count("invalid")
             return Response(413, {"error": "too_large", "message": f"body is {length} bytes, the limit is "
-                                                                     f"{self.max_body}"})
+                                                                     f"{self.max_body}"}, note="too_large")
+        return None
+
+    def unacceptable(self, req: Request) -> Response | None:
+        """415 for a Content-Type the kind does not take, 400 for a body nested too deep (both
+        counted, nothing produced), else None. A missing Content-Type is taken as JSON."""
+        given = (req.header("content-type") or "").split(";")[0].strip().lower()
+        if given and self.kind.content_types and given not in self.kind.content_types and not given.endswith("+json"):
+            self._count("invalid")
+            return Response(415, {"error": "unsupported_media_type",
+                                  "message": f"Content-Type {given[:100]!r} is not accepted; send "
+                                             f"{' or '.join(self.kind.content_types)}"}, note="content type")
+        try:
+            check_depth(req.body, MAX_BODY_DEPTH)
+        except DecodeError as exc:
+            self._count("invalid")
+            return Response(400, {"ok": False, "error": exc.reason, "message": exc.message}, note=exc.reason)
         return None
 
     def busy(self) -> Response:
@@ -223,12 +256,18 @@ class Receiver:
             self._count("refused")
             refusal.note, refusal.label = refusal.note or "refused", self.kind.describe(req)
             return refusal
+        bad = self.unacceptable(req)
+        if bad is not None:
+            bad.label = self.kind.describe(req)
+            return bad
         try:
             resp = self._process(req)
         except Exception:  # a bug, not bad input: say so, produce nothing, keep serving
             log.exception("%s: request %s failed", self.kind.name, req.request_id)
-            resp = Response(500, {"error": "internal_error", "message": f"request {req.request_id} failed; see the "
-                                                                         "receiver's log"}, note="internal error")
+            self._count("failed")
+            resp = Response(500, {"error": "internal_error", "request_id": req.request_id,
+                                  "message": f"request {req.request_id} failed; see the receiver's log"},
+                            note=f"internal error (request {req.request_id})")
         resp.label = self.kind.describe(req)
         return resp
 

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,8 @@ class ApiContext:
     correlation: Correlation
     reads: ThreadPoolExecutor
     signer: CheckpointSigner | None = None  # for /metrics (signing age)
+    # Problems of the ingest loop and per-partition commit times (see pipeline.stream.app).
+    ingest_health: Callable[[], dict[str, Any]] | None = None
 
 
 def register_routes(app: faust.App, ctx: ApiContext) -> None:
@@ -78,7 +81,12 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
     @app.page("/health")
     class Health(View):
         async def get(self, request: Request) -> Response:
-            return answer(self, {"ok": True, "pid": os.getpid(), "store": store.where, "group": settings.group})
+            # 503 with the reasons whenever ingestion is not running or not progressing, so a
+            # supervisor (and `causelog status`) never reads "up" from a worker that does nothing.
+            ingest = ctx.ingest_health() if ctx.ingest_health is not None else {"problems": []}
+            body = {"ok": not ingest["problems"], "pid": os.getpid(), "store": store.where,
+                    "group": settings.group, **ingest}
+            return answer(self, body, 200 if body["ok"] else 503)
 
     @app.page("/v1/stats")
     class Stats(View):

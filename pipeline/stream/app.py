@@ -77,8 +77,10 @@ def build_app(settings: Settings, store: Store) -> faust.App:
         integrity=settings.integrity,
         source_keys=load_source_keys(settings.source_keys_file) if settings.source_keys_file else None,
         people=People.load(store, settings.identities_path),
+        fail_store_until=settings.fault_store_fail_until,
     )
     signer = CheckpointSigner.for_worker(settings, store) if settings.integrity else None
+    consumer: BatchConsumer | None = None
     # One writer thread: batches land in the order they were taken, one at a time.
     writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
     reads = ThreadPoolExecutor(4, thread_name_prefix="causelog-query")
@@ -103,7 +105,7 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             correlation.drop({tp.partition for tp in revoked if tp.topic == settings.topic_changes})
 
     else:
-        consumer = BatchConsumer(settings, handler, signer=signer)
+        batch = consumer = BatchConsumer(settings, handler, signer=signer)
         # No Faust agent consumes in this mode; without this Faust would try to join a group
         # with an empty subscription.
         app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False)
@@ -113,12 +115,24 @@ def build_app(settings: Settings, store: Store) -> faust.App:
             """Runs the batch consumer for as long as the worker runs."""
 
             async def on_start(self) -> None:
-                consumer.start()
+                batch.start()
 
             async def on_stop(self) -> None:
-                await asyncio.get_running_loop().run_in_executor(None, consumer.stop)
+                await asyncio.get_running_loop().run_in_executor(None, batch.stop)
 
-    register_routes(app, ApiContext(settings, store, counters, correlation, reads, signer))
+    def ingest_health() -> dict[str, Any]:
+        """What is wrong with ingestion (``problems``, empty when it runs) and per partition the
+        wall time its committed offset last advanced, for ``GET /health``."""
+        problems = consumer.health() if consumer is not None else []
+        c = counters.snapshot()
+        if c["store_failing_since"]:
+            problems.append(f"store writes failing for {time.time() - float(c['store_failing_since']):.0f}s, "
+                            f"retrying: {c['store_error']}")
+        committed = dict(consumer.committed_at) if consumer is not None else {}
+        return {"problems": problems, "committed_at": committed,
+                "rewinds": consumer.rewinds if consumer is not None else 0}
+
+    register_routes(app, ApiContext(settings, store, counters, correlation, reads, signer, ingest_health))
     return app
 
 

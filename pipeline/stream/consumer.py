@@ -10,10 +10,24 @@ Guarantees: offsets are committed only at a checkpoint, once every batch taken s
 changelog of the correlation state they produced (``<prefix>.correlation.<group>``) and the
 ``<prefix>.chains`` records of the events they stored (for the rules runner).
 Checkpoints run every ``CAUSELOG_CHECKPOINT_SECONDS``, when the input is drained, before a
-partition is revoked and on stop. If a batch cannot be completed the process exits at once without committing, so a restart
-re-reads from the last checkpoint and the store's id dedup keeps one copy. Rebalances happen
+partition is revoked and on stop. Rebalances happen
 inside ``consume()``, between batches, so no batch is ever in flight when partitions move.
 ``isolation.level=read_committed`` hides records of aborted source transactions.
+
+Failures (see README, "What the worker does with bad input"):
+
+- a bad record never stops the loop: :mod:`pipeline.stream.ingest` rejects it to the DLQ;
+- store write failures are retried with backoff inside the batch (nothing is committed meanwhile);
+- a Kafka failure (broker gone, a checkpoint transaction that cannot commit, the group session
+  lost while the broker was away) **rewinds**: the consumer is closed without committing, the
+  correlation state is dropped, and after a backoff a fresh consumer rejoins the group and
+  re-reads from the last checkpoint (the store's id dedup keeps one copy). Before, a checkpoint
+  blocked in ``send_offsets_to_transaction`` for a group generation that no longer existed kept
+  the worker up and idle forever after a broker restart;
+- anything else (a bug) stops the process with exit code 75 after logging the cause, so a
+  supervisor restarts it; the ingest thread never dies silently.
+
+:attr:`BatchConsumer.health` says what is wrong, for ``GET /health``.
 """
 
 from __future__ import annotations
@@ -21,15 +35,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from pipeline.errors import BusError
+from pipeline.errors import BusError, CauselogError
 from pipeline.settings import Settings
 from pipeline.store.writer import Position, WriteResult
 from pipeline.stream.ingest import BatchHandler, Record
@@ -94,15 +110,76 @@ class BatchConsumer:
         # (committed in the same transaction as that partition's offsets).
         self._chains: dict[int, list[tuple[bytes, bytes]]] = {}
         self._last_checkpoint = time.monotonic()
+        # Health: why ingestion is not running or not progressing (None: it is), since when, and
+        # per partition the wall time its committed offset last advanced.
+        self.failure: str | None = None
+        self.problem: str | None = None
+        self.problem_since: float | None = None
+        self.committed_at: dict[int, float] = {}
+        self.rewinds = 0
+        self._no_commit = False  # set while a failed consumer closes: its callbacks must not commit
+        # Watchdog: when the loop last went round, and what it is doing.
+        self.beat = time.monotonic()
+        self.phase = "starting"
+        self._stack_logged = False
 
     def start(self) -> None:
-        """Start consuming in the background."""
+        """Start consuming in the background, and the watchdog that stops a stuck loop."""
         self._thread.start()
+        threading.Thread(target=self._watch, name="causelog-ingest-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Exit (75, via ``abort``) when the loop has been stuck past :attr:`stuck_after`: every
+        wait inside it is bounded, so a loop that does not come round is wedged in a client
+        library, and a restart (which fences the open transaction) is what gets it going again."""
+        while not self._stop.wait(5.0):
+            if self.failure is not None or not self._thread.is_alive():
+                return
+            problems = [p for p in self.health() if p.startswith("ingest loop stuck")]
+            if problems and time.monotonic() - self.beat > 1.5 * self.stuck_after:
+                self.failure = problems[0]
+                self.abort(problems[0])
+                return
 
     def stop(self, timeout: float = 60.0) -> None:
         """Finish the batches in hand, commit them, leave the group."""
         self._stop.set()
         self._thread.join(timeout)
+
+    def health(self) -> list[str]:
+        """What is wrong with ingestion right now (empty: it runs)."""
+        problems = []
+        if self.failure is not None:
+            problems.append(f"ingest loop stopped: {self.failure}")
+        elif self._thread.ident is not None and not self._thread.is_alive() and not self._stop.is_set():
+            problems.append("ingest loop is not running (thread ended)")
+        if self.problem is not None and self.problem_since is not None:
+            problems.append(f"ingest paused for {time.time() - self.problem_since:.0f}s, retrying: {self.problem}")
+        stuck = time.monotonic() - self.beat
+        correlation = self.handler.correlation
+        # Waits with their own reporting: store retries, and loading a partition's changelog
+        # (which may legitimately take long, and fails on its own when it stops progressing).
+        excused = bool(self.handler.counters.store_failing_since) or (
+            correlation is not None and correlation.loading is not None)
+        if self.failure is None and self._thread.is_alive() and stuck > self.stuck_after and not excused:
+            problems.append(f"ingest loop stuck for {stuck:.0f}s in {self.phase}")
+            if not self._stack_logged and self._thread.ident is not None:
+                self._stack_logged = True
+                frame = sys._current_frames().get(self._thread.ident)
+                where = "".join(traceback.format_stack(frame)) if frame is not None else "?"
+                log.error("ingest loop stuck for %.0fs in %s:\n%s", stuck, self.phase, where)
+        return problems
+
+    @property
+    def stuck_after(self) -> float:
+        """Seconds without a round of the loop (store retries aside) after which it counts as stuck:
+        longer than any bounded wait inside it (a checkpoint gives up after 20 s)."""
+        return max(60.0, 6 * self.settings.checkpoint_seconds)
+
+    def _at(self, phase: str) -> None:
+        self.phase = phase
+        self.beat = time.monotonic()
+        self._stack_logged = False
 
     def _settle(self) -> None:
         """Wait for the batch being written (abort if it failed); its offsets become committable."""
@@ -113,8 +190,7 @@ class BatchConsumer:
         try:
             result = future.result()
         except BaseException as exc:  # anything: the batch must not be committed
-            self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
-            raise SystemExit(EXIT_BATCH_FAILED) from exc
+            raise BatchFailed(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}") from exc
         self._written_batch(records, result)
 
     def _written_batch(self, records: Sequence[Record], result: object) -> None:
@@ -154,42 +230,100 @@ class BatchConsumer:
                                              chains=chains)
             elif commit:
                 self._consumer.commit(offsets=commit, asynchronous=False)
-        except BaseException as exc:
-            self.abort(f"checkpoint of {len(commit)} partitions failed: {exc!r}")
-            raise SystemExit(EXIT_BATCH_FAILED) from exc
+        except (KafkaException, BusError) as exc:
+            # The changelog records collected above are gone with the aborted transaction: the
+            # in-memory state is ahead of the changelog, so the caller must rewind.
+            raise BusError(f"checkpoint of {len(commit)} partitions failed: {exc}") from exc
+        now = time.time()
         for tp in commit:
             self._written.pop((tp.topic, tp.partition), None)
+            self.committed_at[tp.partition] = now
         for p in chains or {}:
             self._chains.pop(p, None)
 
     def _run(self) -> None:
+        """Consume until stopped; rewind after a Kafka failure, stop the process on anything else."""
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                self._consume()
+                return
+            except (KafkaException, CauselogError) as exc:
+                if not _recoverable(exc):
+                    self._fail(f"{exc!r}", exc)
+                    return
+                self._rewind(exc)
+                self._stop.wait(delay)
+                delay = min(30.0, delay * 2)
+            except BaseException as exc:  # a bug: say so, and let a supervisor restart us
+                self._fail(f"{exc!r}", exc)
+                return
+
+    def _fail(self, reason: str, exc: BaseException) -> None:
+        log.critical("ingest loop failed", exc_info=exc)
+        self.failure = reason
+        self.abort(f"ingest loop failed: {reason}")
+
+    def _rewind(self, exc: BaseException) -> None:
+        """Forget everything not checkpointed: the next consumer re-reads it from the last
+        checkpoint (written rows are deduplicated by id, chains recomputed identically)."""
+        self.rewinds += 1
+        if self.problem is None:
+            self.problem_since = time.time()
+        self.problem = str(exc)
+        log.error("ingest paused, re-reading from the last checkpoint after a backoff: %s", exc)
+        if self._inflight is not None:
+            future, _ = self._inflight
+            self._inflight = None
+            with contextlib.suppress(BaseException):
+                future.result()
+        self._written.clear()
+        self._chains.clear()
+        correlation = self.handler.correlation
+        if correlation is not None:
+            correlation.drop(list(correlation.correlators))
+            if correlation.changelog is not None:
+                correlation.changelog.reset()
+        self.assigned.clear()
+
+    def _consume(self) -> None:
         s = self.settings
+        self._no_commit = False
         try:
             consumer = self._consumer = Consumer(consumer_config(s))
             consumer.subscribe([s.topic_changes], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                on_lost=self._on_lost)
         except KafkaException as exc:
-            self.abort(f"cannot subscribe to {s.topic_changes} on {s.kafka_bootstrap}: {exc}")
-            return
+            raise BusError(f"cannot subscribe to {s.topic_changes} on {s.kafka_bootstrap}: {exc}") from exc
+        clean = False
         try:
             while not self._stop.is_set():
+                self._at("consume (and rebalance callbacks)")
                 records = self._take(consumer)
+                self._at("prepare (decode, correlate)")
                 prepared = self.handler.prepare(records) if records else None
+                self._at("waiting for the previous batch's write")
                 self._settle()
                 if prepared is not None:
                     self._inflight = (self._writes.submit(self.handler.finish, prepared), records)
                 # Also checkpoint as soon as the input is drained, so an idle worker has no lag.
                 idle = not records and (self._inflight is not None or bool(self._written))
                 if idle or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds:
+                    self._at("checkpoint (changelog transaction)")
                     self._checkpoint()
+                    if self.problem is not None and self.assigned:
+                        log.warning("ingest resumed after %.0fs", time.time() - (self.problem_since or 0))
+                        self.problem = self.problem_since = None
             self._checkpoint(final=True)
-        except (KafkaException, BusError) as exc:
-            self.abort(f"Kafka consumer failed: {exc}")
-        except SystemExit:
-            return
+            clean = True
         finally:
-            with contextlib.suppress(KafkaException, RuntimeError):
-                consumer.close()
+            if clean:
+                with contextlib.suppress(KafkaException, RuntimeError):
+                    consumer.close()
+            else:
+                # Leave without committing anything; the group hands the partitions out again.
+                self._no_commit = True
+                _close_quietly(consumer)
 
     def _take(self, consumer: Consumer) -> list[Record]:
         s = self.settings
@@ -212,7 +346,8 @@ class BatchConsumer:
         # Runs inside consume() on the ingest thread: checkpoint and commit what we wrote while
         # we still own it; the next owner loads that changelog.
         revoked = {p.partition for p in partitions}
-        self._checkpoint(revoked, final=True)
+        if not self._no_commit:
+            self._checkpoint(revoked, final=True)
         if self.handler.correlation is not None:
             self.handler.correlation.drop(revoked)
         self.assigned -= revoked
@@ -221,13 +356,14 @@ class BatchConsumer:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost (not revoked): committing is no longer possible; the new owner re-reads, the
         # store's id dedup keeps one copy. The write in hand still has to finish first.
-        if self._inflight is not None:
+        if self._inflight is not None and not self._no_commit:
             future, records = self._inflight
             self._inflight = None
             try:
                 self._written_batch(records, future.result())
             except BaseException as exc:
-                self.abort(f"batch of {len(records)} records from {records[0].position} failed: {exc!r}")
+                raise BatchFailed(f"batch of {len(records)} records from {records[0].position} failed: "
+                                  f"{exc!r}") from exc
         lost = {p.partition for p in partitions}
         for key in [k for k in self._written if k[1] in lost]:
             del self._written[key]
@@ -237,6 +373,39 @@ class BatchConsumer:
             self.handler.correlation.drop(lost)
         self.assigned -= lost
         log.warning("lost %s", sorted(p.partition for p in partitions))
+        if not self._no_commit:
+            # The group session expired (a broker outage longer than session.timeout.ms). Rather
+            # than go on in a half-known state (the consumer keeps fetching from its position, the
+            # checkpoint's group generation is gone), rewind: a fresh consumer rejoins and reads
+            # from the last checkpoint, with the correlation state that belongs to it.
+            raise BusError(f"partitions {sorted(lost)} of {self.settings.topic_changes} lost "
+                           "(consumer group session expired)")
+
+
+class BatchFailed(CauselogError):
+    """A batch could not be written; nothing of it is committed."""
+
+
+def _recoverable(exc: BaseException) -> bool:
+    """Kafka trouble a fresh consumer can get past (a broker away, a lost group session);
+    anything else is a bug that restarting in place would only repeat."""
+    while isinstance(exc, BatchFailed) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    # Even a fatal client error (a fenced producer, say) is cured by the fresh clients a rewind makes.
+    return isinstance(exc, KafkaException | BusError)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    """Close without blocking on a broker that is away (closing leaves the group when it can)."""
+    done = threading.Event()
+
+    def close() -> None:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            consumer.close()
+        done.set()
+
+    threading.Thread(target=close, name="causelog-consumer-close", daemon=True).start()
+    done.wait(15)
 
 
 def next_offsets(records: Sequence[Record]) -> list[TopicPartition]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pipeline.bus.checkpoint import Changelog
 from pipeline.correlate.config import CorrelationConfig
@@ -51,22 +51,32 @@ class Correlation:
         self.logs: dict[int, PartitionLog] = {}
         self._lock = threading.RLock()
         self.restored: dict[int, int] = {}  # partition -> offset its restored state covered
+        self.loading: int | None = None  # the partition whose changelog is being read, if any
 
-    def correlate(self, records: Iterable[tuple[Scoped | None, int, int]]) -> Correlated:
-        """Correlate ``(event or None if rejected, partition, offset)`` records in order."""
+    def correlate(
+        self,
+        records: Iterable[tuple[Scoped | None, int, int]],
+        on_error: Callable[[int, int, Exception], None] | None = None,
+    ) -> Correlated:
+        """Correlate ``(event or None if rejected, partition, offset)`` records in order
+        (``on_error``: see :func:`~pipeline.correlate.partition.correlate_batch`)."""
         records = list(records)
         with self._lock:
             for partition in {p for _, p, _ in records}:
                 if partition not in self.correlators:
                     self.correlators[partition] = self._load(partition)
-            return correlate_batch(self.correlators, records, self.config)
+            return correlate_batch(self.correlators, records, self.config, on_error)
 
     def _load(self, partition: int) -> PartitionCorrelator:
         if self.changelog is None:
             self.logs[partition] = PartitionLog(partition)
             return PartitionCorrelator(partition, self.config)
         started = time.monotonic()
-        records = self.changelog.load(partition)
+        self.loading = partition
+        try:
+            records = self.changelog.load(partition)
+        finally:
+            self.loading = None
         try:
             records, self.logs[partition] = split_changelog(partition, records)
             pc = PartitionCorrelator.from_changelog(partition, records, self.config)

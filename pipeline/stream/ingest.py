@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from pipeline.correlate.partition import Correlated
-from pipeline.errors import CauselogError, DecodeError, StoreError
+from pipeline.errors import DecodeError, StoreError
 from pipeline.identity import Join, learn
 from pipeline.integrity.note import Verifier
 from pipeline.integrity.sourcesig import check_envelope
@@ -65,6 +65,9 @@ class Counters:
     batches: int = 0
     store_retries: int = 0
     last_batch_at: float = 0.0
+    # Set while store writes fail (cleared by the next successful write): for /health.
+    store_failing_since: float = 0.0
+    store_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # For /metrics (pipeline.stream.metrics): rejections by reason, newest event time per source,
     # and an observer of (records, seconds) per batch.
@@ -72,10 +75,10 @@ class Counters:
     newest: dict[str, datetime] = field(default_factory=dict, repr=False)
     observe: Callable[[int, float], None] | None = field(default=None, repr=False)
 
-    def snapshot(self) -> dict[str, float]:
-        """The running totals (numbers only), JSON-ready."""
+    def snapshot(self) -> dict[str, float | str]:
+        """The running totals and the store's failure state (numbers and strings), JSON-ready."""
         with self.lock:
-            return {k: v for k, v in vars(self).items() if isinstance(v, int | float)}
+            return {k: v for k, v in vars(self).items() if isinstance(v, int | float | str)}
 
     def note(self, prepared: Prepared) -> None:
         """Metrics of a finished batch (call with the lock held)."""
@@ -91,24 +94,42 @@ class Counters:
 _JOIN_SOURCES = ("github", "okta", "cloudtrail")
 
 
+def internal_error(exc: BaseException) -> DecodeError:
+    """The DLQ error of a record whose handling raised something unexpected (a bug, not bad
+    input): reason ``internal_error`` with the exception's type and text."""
+    return DecodeError("internal_error", f"{type(exc).__name__}: {exc}"[:2000])
+
+
 def learn_joins(good: Sequence[Pending]) -> list[Join]:
     """Identity joins proven by a batch's events (GitHub, Okta and CloudTrail records, and
     git actors with a GitHub no-reply address)."""
+    return learn_each(good)[0]
+
+
+def learn_each(good: Sequence[Pending]) -> tuple[list[Join], dict[Position, DecodeError]]:
+    """:func:`learn_joins`, one record at a time: also the records it failed on, with why."""
     found: set[Join] = set()
+    failed: dict[Position, DecodeError] = {}
     for p in good:
         e = p.event
-        if e.source.partition("://")[0] in _JOIN_SOURCES:
-            found.update(learn(decode(p.envelope)))
-        elif "noreply.github.com" in e.actor.id or "noreply.github.com" in e.actor.principal:
-            found.update(learn(e))
-    return sorted(found)
+        try:
+            if e.source.partition("://")[0] in _JOIN_SOURCES:
+                found.update(learn(decode(p.envelope)))
+            elif "noreply.github.com" in e.actor.id or "noreply.github.com" in e.actor.principal:
+                found.update(learn(e))
+        except DecodeError as exc:
+            failed[p.position] = exc
+        except Exception as exc:  # one record must never stop the partition
+            failed[p.position] = internal_error(exc)
+    return sorted(found), failed
 
 
 def split(
     records: Sequence[Record], max_bytes: int, source_keys: Mapping[str, Verifier] | None = None
 ) -> tuple[list[Pending], list[Rejection]]:
     """Decode every record: valid ones to write, the others with their error. With
-    ``source_keys``, events of a source that must sign need a valid connector signature."""
+    ``source_keys``, events of a source that must sign need a valid connector signature. An
+    unexpected exception while decoding one record rejects that record (``internal_error``)."""
     good: list[Pending] = []
     bad: list[Rejection] = []
     for rec in records:
@@ -122,6 +143,9 @@ def split(
             good.append(Pending(event, rec.value, rec.position))
         except DecodeError as exc:
             bad.append(Rejection(rec, exc))
+        except Exception as exc:  # RecursionError, MemoryError on one huge record, a bug...
+            log.exception("decoding %s raised", rec.position)
+            bad.append(Rejection(rec, internal_error(exc)))
     return good, bad
 
 
@@ -159,12 +183,15 @@ class BatchHandler:
         integrity: bool = True,
         source_keys: Mapping[str, Verifier] | None = None,
         people: People | None = None,
+        fail_store_until: float = 0.0,
     ) -> None:
         self.source_keys = source_keys
         self.people = people or People()
         self.correlation = correlation
         # Logs live with the correlation state (same changelog, same transaction).
         self.integrity = integrity and correlation is not None
+        # Test only (CAUSELOG_FAULT_STORE_FAIL_UNTIL): store writes fail until this Unix time.
+        self.fail_store_until = fail_store_until
         self.writer = writer
         self.send_dlq = send_dlq
         self.max_bytes = max_bytes
@@ -180,15 +207,34 @@ class BatchHandler:
         partition's correlation changelog the first time it shows up)."""
         started = time.monotonic()
         good, bad = split(records, self.max_bytes, self.source_keys)
+        joins, failed = learn_each(good)
         correlated = None
         if self.correlation is not None:
-            rejected = {r.record.position for r in bad}
-            events = iter(good)
+            rejected = {r.record.position for r in bad} | set(failed)
+            events = {p.position: p.event for p in good}
+            topic = records[0].position.topic if records else ""
+
+            def on_error(partition: int, offset: int, exc: Exception) -> None:
+                pos = Position(topic, partition, offset)
+                log.error("correlating %s raised %r; rejecting it", pos, exc)
+                failed[pos] = internal_error(exc)
+
             correlated = self.correlation.correlate(
-                (None if rec.position in rejected else next(events).event, rec.position.partition, rec.position.offset)
-                for rec in records
+                ((None if rec.position in rejected else events[rec.position], rec.position.partition,
+                  rec.position.offset) for rec in records),
+                on_error=on_error,
             )
-        return Prepared(len(records), good, bad, correlated, learn_joins(good), started)
+        if failed:
+            # Records that failed after decoding go to the DLQ like undecodable ones.
+            by_position = {r.position: r for r in records}
+            bad = sorted([*bad, *(Rejection(by_position[pos], err) for pos, err in failed.items())],
+                         key=lambda r: r.record.position)
+            if correlated is not None:
+                for p in good:
+                    if p.position in failed:
+                        correlated.chains.pop(p.event.id, None)
+            good = [p for p in good if p.position not in failed]
+        return Prepared(len(records), good, bad, correlated, joins, started)
 
     def finish(self, prepared: Prepared) -> WriteResult:
         """Second stage: rejections to the DLQ, then the events to the store."""
@@ -233,6 +279,8 @@ class BatchHandler:
         c = correlated or Correlated()
         while True:
             try:
+                if time.time() < self.fail_store_until:
+                    raise StoreError("injected store failure (CAUSELOG_FAULT_STORE_FAIL_UNTIL, test only)")
                 if joins:
                     write_joins(self.writer.store, joins)
                 logs = self.correlation.log_snapshot() if self.integrity and self.correlation else None
@@ -240,13 +288,19 @@ class BatchHandler:
                                            aliases=c.aliases, logs=logs)
                 if logs is not None and self.correlation is not None:
                     self.correlation.install_logs(result.logs)
-                return result
             except StoreError as exc:
                 first = good[0].position if good else "-"
                 log.error("store write of %d events from %s failed, retrying in %.1fs: %s", len(good), first, delay, exc)
                 with self.counters.lock:
                     self.counters.store_retries += 1
+                    self.counters.store_failing_since = self.counters.store_failing_since or time.time()
+                    self.counters.store_error = str(exc)[:500]
                 time.sleep(delay)
                 delay = min(self.max_backoff, delay * 2)
-            except CauselogError:
-                raise
+                continue
+            if self.counters.store_failing_since:
+                log.warning("store writes succeed again")
+                with self.counters.lock:
+                    self.counters.store_failing_since = 0.0
+                    self.counters.store_error = ""
+            return result
