@@ -10,6 +10,7 @@ import orjson
 from pipeline.correlate import explain, ranking, targets
 from pipeline.correlate.topology import Topology
 from pipeline.identity import IdentityMap, Person, annotate, person_summary, sessions
+from pipeline.store import chain_roots as roots_table
 from pipeline.store.client import QueryResult, Store
 
 TIMELINE_COLUMNS = (
@@ -461,30 +462,8 @@ def chain_roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[st
 
 def _roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:
     """The current id and head time of each chain (given with its head time as the event saw it):
-    aliases followed to the end, one query per merge level."""
-    db = store.database
-    alias: dict[str, tuple[str, datetime]] = {}
-    asked: set[str] = set()
-    frontier = set(chains)
-    while frontier:
-        asked |= frontier
-        # GROUP BY rather than DISTINCT: ClickHouse then reads the table by its sort key.
-        rows = store.query(
-            f"SELECT old_chain_id, new_chain_id, any(new_head_time) FROM {db}.chain_aliases "
-            "WHERE old_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
-            {"ids": sorted(frontier)},
-        ).rows
-        alias.update((str(o), (str(n), t)) for o, n, t in rows)
-        frontier = {str(n) for _, n, _ in rows} - asked
-    out = {}
-    for c, head in chains.items():
-        r = c
-        for _ in range(len(alias) + 1):  # aliases never cycle; bound the walk anyway
-            if r not in alias:
-                break
-            r, head = alias[r]
-        out[c] = (r, head)
-    return out
+    one lookup in ``chain_roots``, where the writer resolved every merge (009_chain_roots.sql)."""
+    return roots_table.roots(store, chains)
 
 
 def _members(
@@ -517,24 +496,8 @@ def _members(
 
 
 def _merged_into(store: Store, roots: set[str]) -> dict[str, str]:
-    """Every chain id merged (transitively) into one of ``roots``, mapped to its root: one query
-    per level of merges."""
-    db = store.database
-    owner = {r: r for r in roots}
-    frontier = set(roots)
-    while frontier:
-        # GROUP BY (not DISTINCT) lets ClickHouse use the projection ordered by new_chain_id.
-        level = store.query(
-            f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases "
-            "WHERE new_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
-            {"ids": sorted(frontier)},
-        ).rows
-        frontier = set()
-        for old, new in level:
-            if str(old) not in owner:
-                owner[str(old)] = owner[str(new)]
-                frontier.add(str(old))
-    return owner
+    """Every chain id merged (transitively) into one of ``roots``, mapped to its root: one lookup."""
+    return roots_table.members_of(store, roots)
 
 
 def _edges(store: Store, event_ids: list[str]) -> list[dict[str, Any]]:

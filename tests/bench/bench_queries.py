@@ -250,6 +250,10 @@ def copy_sql(db: str, k: int, period_days: int, cut: datetime, part_cut: datetim
         f"INSERT INTO {db}.chain_aliases (scope, old_chain_id, new_chain_id, new_head_time, event_id, time) "
         f"SELECT scope, concat(old_chain_id, {sfx}), concat(new_chain_id, {sfx}), new_head_time + {shift}, "
         f"concat(event_id, {sfx}), time + {shift} FROM {db}.chain_aliases WHERE {where}",
+        # The roots of the chains merged by the aliases copied above (009_chain_roots).
+        f"INSERT INTO {db}.chain_roots (scope, chain_id, root_id, root_time) "
+        f"SELECT scope, concat(chain_id, {sfx}), concat(root_id, {sfx}), root_time + {shift} FROM {db}.chain_roots "
+        f"WHERE chain_id IN (SELECT old_chain_id FROM {db}.chain_aliases WHERE {where})",
     ]
 
 
@@ -308,6 +312,10 @@ def label(sql: str) -> str:
         return "roots (chain_aliases by old id)"
     if "WHERE new_chain_id IN" in sql:
         return "aliased-in (chain_aliases by new id)"
+    if "chain_roots WHERE chain_id IN" in sql:
+        return "roots (chain_roots by chain id)"
+    if "chain_roots WHERE root_id IN" in sql:
+        return "merged-in (chain_roots by root id)"
     if "WHERE chain_id IN" in sql:
         return "members (events by chain_id)"
     if "chain_edges" in sql:
@@ -480,7 +488,8 @@ def print_size(size: int, res: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = res["tables"]
-    rows = ", ".join(f"{k} {t[k]['rows']:,}" for k in ("events", "event_links", "chain_edges", "chain_aliases") if k in t)
+    rows = ", ".join(f"{k} {t[k]['rows']:,}" for k in ("events", "event_links", "chain_edges", "chain_aliases", "chain_roots")
+                     if k in t)
     parts = ", ".join(f"{k} {v['parts']}" for k, v in t.items() if v["parts"])
     table = Table(
         title=f"{res['events']:,} stored events (size {size:,})", box=box.SIMPLE_HEAVY,
