@@ -86,15 +86,16 @@ def current(store: Store, chains: Iterable[str]) -> dict[str, tuple[str, int]]:
 
 
 def roots(store: Store, chains: Mapping[str, datetime]) -> dict[str, tuple[str, datetime]]:
-    """The current id and head time of each chain (given with its head time as an event saw it)."""
+    """The current id and head time (aware, UTC) of each chain (given with its head time as an
+    event saw it)."""
     found = current(store, chains)
     out: dict[str, tuple[str, datetime]] = {}
     for c, head in chains.items():
         if c in found:
             r, t = found[c]
             out[c] = (r, _EPOCH + timedelta(microseconds=t))
-        else:
-            out[c] = (c, head)
+        else:  # ClickHouse returns naive UTC datetimes: answer aware ones throughout
+            out[c] = (c, head if head.tzinfo is not None else head.replace(tzinfo=UTC))
     return out
 
 
