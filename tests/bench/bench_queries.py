@@ -76,6 +76,8 @@ import orjson  # noqa: E402
 
 from pipeline.correlate.partition import PartitionCorrelator, correlate_batch  # noqa: E402
 from pipeline.correlate.topology import Topology  # noqa: E402
+from pipeline.identity import IdentityMap  # noqa: E402
+from pipeline.identity.config import IdentityConfig  # noqa: E402
 from pipeline.model.codec import decode_wire  # noqa: E402
 from pipeline.settings import load  # noqa: E402
 from pipeline.store import EventWriter, Pending, Position, Store, migrate, open_store, queries  # noqa: E402
@@ -308,6 +310,14 @@ def label(sql: str) -> str:
         return "grouped candidates (events by time, target_names)"
     if "WHERE id IN" in sql:
         return "details (events by id)"
+    if "session_issuers" in sql:
+        return "issued sessions (session_issuers by actor)"
+    if "DISTINCT arrayJoin(links)" in sql:
+        return "sessions taken part in (events by actor, time)"
+    if "hasAny(links" in sql:
+        return "others in those sessions (events by time, links)"
+    if "argMin(event_id" in sql:
+        return "session openers (event_links by key)"
     if "WHERE old_chain_id IN" in sql:
         return "roots (chain_aliases by old id)"
     if "WHERE new_chain_id IN" in sql:
@@ -452,6 +462,19 @@ def run_queries(store: Store, meta: dict, repeat: int, warmup: int, seed: int) -
         res["top3"] = top3
         res["changes_in_top3"] = {"config.changed", "deploy.created"} <= set(top3)
         out.append(res)
+        # A person behind three principals (GitHub, git, one of the mix's PostgreSQL roles, so
+        # thousands of own events and ~100 sessions in the window), asked an hour after the
+        # incident as "now": their own events and everything done in sessions they opened.
+        people = {f"p{i}": {"principals": ["github:bob", "git:bob@acme.example", f"postgres:payments:app{i}"]}
+                  for i in range(20)}
+        maps = [IdentityMap.build(IdentityConfig.from_obj({"people": {p: v}})) for p, v in people.items()]
+        now = MIX_AT + timedelta(hours=1)
+        out.append(measure(
+            "who PERSON --since 7d (mix: 3 principals)", store,
+            [partial(queries.who, actor=f"p{k % 20}", since=now - timedelta(days=7), until=now,
+                     identities=maps[k % 20]) for k in range(n)],
+            warmup, lambda r: len(r.rows),
+        ))
     return out
 
 
@@ -586,12 +609,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  base build: {meta['base_build']}")
     big = results.get(max(results)) if results else None
     why = big["queries"][0] if big else None
-    who = next((q for q in big["queries"] if q["query"].startswith("who")), None) if big else None
+    who = next((q for q in big["queries"] if q["query"].startswith("who PERSON")), None) if big else None
+    who = who or (next((q for q in big["queries"] if q["query"].startswith("who")), None) if big else None)
+    mix = next((q for q in big["queries"] if q["query"].startswith("why payments-db")), None) if big else None
     line = (f"why p50 {why['p50_ms']} ms (< {TARGET_WHY_P50_MS:.0f}), p99 {why['p99_ms']} ms "
-            f"(< {TARGET_WHY_P99_MS:.0f}); who p50 {who['p50_ms'] if who else '?'} ms (< 200)") if why else "nothing"
+            f"(< {TARGET_WHY_P99_MS:.0f})"
+            + (f"; mix why p50 {mix['p50_ms']} ms, p99 {mix['p99_ms']} ms, changes in top 3: "
+               f"{mix.get('changes_in_top3')}" if mix else "")
+            + f"; {who['query'].split(' --')[0] if who else 'who'} p50 {who['p50_ms'] if who else '?'} ms (< 200)"
+            ) if why else "nothing"
     if big and big["events"] >= 0.95 * TARGET_AT and why is not None:
-        met = why["p50_ms"] < TARGET_WHY_P50_MS and why["p99_ms"] < TARGET_WHY_P99_MS and (
-            who is None or who["p50_ms"] < 200)
+        met = all(q is None or (q["p50_ms"] < TARGET_WHY_P50_MS and q["p99_ms"] < TARGET_WHY_P99_MS)
+                  for q in (why, mix)) and (who is None or who["p50_ms"] < 200) and (
+            mix is None or bool(mix.get("changes_in_top3")))
         print(f"  targets at 10M events: {line} at {big['events']:,} -> {'MET' if met else 'MISSED'}")
     else:
         print(f"  targets at 10M events: not measured at 10M (largest size {big['events'] if big else 0:,}: {line})")
