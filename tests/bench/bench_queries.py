@@ -35,7 +35,9 @@ events: thousands of candidates per window, the worst case); ``chain <id>`` for 
    failure at T), correlated and written through the real code once, placed before the base's
    time range (copies never repeat it). Measured: ``why payments-db --at T`` with the topology
    ``payments-api -> database/payments-db``; the report says whether the config change and the
-   deploy are in the top 3.
+   deploy are in the top 3. Then ``who PERSON --since 7d`` for a person behind three principals
+   (``github:bob``, ``git:bob@acme.example`` and one of the mix's PostgreSQL roles: thousands of
+   own events, ~100 sessions), "now" an hour after the incident.
 
 Per query: p50, p99, mean, and the time of each SQL statement it ran (p50 per call). Targets
 (issue 13): ``why`` p50 < 100 ms and p99 < 500 ms, ``who PERSON --since 7d`` p50 < 200 ms, at 10M.
