@@ -10,6 +10,7 @@ import orjson
 from pipeline.correlate import explain, ranking, targets
 from pipeline.correlate.topology import Topology
 from pipeline.identity import IdentityMap, Person, annotate, person_summary, sessions
+from pipeline.store import chain_roots as roots_table
 from pipeline.store.client import QueryResult, Store
 
 TIMELINE_COLUMNS = (
@@ -161,6 +162,10 @@ def who(
     return QueryResult([*TIMELINE_COLUMNS, "via"], merged)
 
 
+# How long before ``who --since`` a session the person took part in may have started and still
+# count (sessions of other systems; AWS sessions are followed through session_issuers).
+SESSION_LOOKBACK = timedelta(days=1)
+
 _ISSUER_COLUMNS = ("session", "caller", "event_id", "actor_id", "actor_principal", "actor_assurance", "action", "time")
 
 
@@ -208,8 +213,10 @@ def _on_behalf(
     keys = {str(e["diff"]["session_issued"]["session"]) for e in issuers.values()}
     where = ["(actor_id IN {a:Array(String)} OR actor_principal IN {a:Array(String)})"]
     params: dict[str, Any] = {"a": names, "cap": cap}
-    _time_bounds(where, params, None, until)
-    # Sessions of other systems the person took part in: whoever opened them is checked below.
+    # Sessions of other systems the person took part in, from SESSION_LOOKBACK before ``since``
+    # on (reading the person's whole history costs seconds at 10M events): whoever opened them
+    # is checked below.
+    _time_bounds(where, params, since - SESSION_LOOKBACK if since is not None else None, until)
     keys |= {str(k) for (k,) in store.query(
         f"SELECT DISTINCT arrayJoin(links) AS k FROM {db}.events WHERE {' AND '.join(where)} "
         "AND startsWith(k, 'session:') AND NOT startsWith(k, 'session:aws:') LIMIT {cap:UInt32}", params).rows}
@@ -218,15 +225,20 @@ def _on_behalf(
     bounds: list[str] = []
     _time_bounds(bounds, params, since, until)
     cols = ", ".join((*TIMELINE_COLUMNS, "actor_principal"))
+    # Other principals' events in those sessions (the person's own names are their own events,
+    # listed by ``who`` itself): one pass over the window rather than a lookup per session key,
+    # which reads a granule per key.
     rows = _dicts(store.query(
-        f"SELECT {cols} FROM {db}.events WHERE id IN (SELECT event_id FROM {db}.event_links "
-        f"WHERE key IN {{keys:Array(String)}}) {''.join(' AND ' + b for b in bounds)} "
-        "ORDER BY time, id LIMIT {cap:UInt32}",
+        f"SELECT {cols} FROM {db}.events WHERE hasAny(links, {{keys:Array(String)}}) "
+        f"AND NOT {where[0]} {''.join(' AND ' + b for b in bounds)} ORDER BY time, id LIMIT {{cap:UInt32}}",
         {**params, "keys": sorted(keys)}))
+    if not rows:
+        return []
+    used = sorted({str(k) for r in rows for k in r["links"] if k in keys and not str(k).startswith("session:aws:")})
     openers = _dicts(store.query(  # the first event of each non-AWS session, wherever it lies in time
         f"SELECT key, argMin(event_id, (time, event_id)) AS id FROM {db}.event_links "
-        "WHERE key IN {keys:Array(String)} AND NOT startsWith(key, 'session:aws:') GROUP BY key",
-        {"keys": sorted(keys)}))
+        "WHERE key IN {keys:Array(String)} GROUP BY key",
+        {"keys": used})) if used else []
     first = {str(o["id"]) for o in openers} - {str(r["id"]) for r in rows} - set(issuers)
     pool = {**{str(r["id"]): r for r in rows}, **_first_events(store, first), **issuers}
     index = sessions.SessionIndex(pool.values())
@@ -264,6 +276,10 @@ def _dicts(result: QueryResult) -> list[dict[str, Any]]:
 # that must stay alone keeps its id in the key.
 _SOLO = " OR ".join(["has_diff", *(f"startsWith(type, '{p}')" for p in ranking.NEVER_GROUPED_PREFIXES)])
 _GROUP_BY = "type, action, actor_id, target_kind, target_id, outcome, statement, solo"
+# A group's representative is its latest event; events of one microsecond are told apart by a
+# hash of the id (fixed, not storage order). One UInt128 rather than the tuple (time, id): with
+# 100,000 candidates the tuple of a string costs ~40 % of the query.
+_LATEST = "argMax(id, bitOr(bitShiftLeft(toUInt128(toUnixTimestamp64Micro(time)), 64), cityHash64(id)))"
 
 
 def why(
@@ -295,7 +311,7 @@ def why(
     groups = _dicts(store.query(
         f"SELECT type, action, actor_id, target_kind, target_id, outcome, statement, "
         f"if({_SOLO}, id, '') AS solo, any(target_name) AS target_name, any(target_service) AS target_service, "
-        "count() AS count, min(time) AS first, max(time) AS last, argMax(id, (time, id)) AS last_id "
+        f"count() AS count, min(time) AS first, max(time) AS last, {_LATEST} AS last_id "
         f"FROM {db}.events WHERE time >= {{lo:DateTime64(6, 'UTC')}} AND time <= {{at:DateTime64(6, 'UTC')}} "
         f"AND hasAny(target_names, {{forms:Array(String)}}) GROUP BY {_GROUP_BY}",
         {**span, "forms": names},
@@ -461,30 +477,8 @@ def chain_roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[st
 
 def _roots(store: Store, chains: dict[str, datetime]) -> dict[str, tuple[str, datetime]]:
     """The current id and head time of each chain (given with its head time as the event saw it):
-    aliases followed to the end, one query per merge level."""
-    db = store.database
-    alias: dict[str, tuple[str, datetime]] = {}
-    asked: set[str] = set()
-    frontier = set(chains)
-    while frontier:
-        asked |= frontier
-        # GROUP BY rather than DISTINCT: ClickHouse then reads the table by its sort key.
-        rows = store.query(
-            f"SELECT old_chain_id, new_chain_id, any(new_head_time) FROM {db}.chain_aliases "
-            "WHERE old_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
-            {"ids": sorted(frontier)},
-        ).rows
-        alias.update((str(o), (str(n), t)) for o, n, t in rows)
-        frontier = {str(n) for _, n, _ in rows} - asked
-    out = {}
-    for c, head in chains.items():
-        r = c
-        for _ in range(len(alias) + 1):  # aliases never cycle; bound the walk anyway
-            if r not in alias:
-                break
-            r, head = alias[r]
-        out[c] = (r, head)
-    return out
+    one lookup in ``chain_roots``, where the writer resolved every merge (009_chain_roots.sql)."""
+    return roots_table.roots(store, chains)
 
 
 def _members(
@@ -517,24 +511,8 @@ def _members(
 
 
 def _merged_into(store: Store, roots: set[str]) -> dict[str, str]:
-    """Every chain id merged (transitively) into one of ``roots``, mapped to its root: one query
-    per level of merges."""
-    db = store.database
-    owner = {r: r for r in roots}
-    frontier = set(roots)
-    while frontier:
-        # GROUP BY (not DISTINCT) lets ClickHouse use the projection ordered by new_chain_id.
-        level = store.query(
-            f"SELECT old_chain_id, new_chain_id FROM {db}.chain_aliases "
-            "WHERE new_chain_id IN {ids:Array(String)} GROUP BY old_chain_id, new_chain_id",
-            {"ids": sorted(frontier)},
-        ).rows
-        frontier = set()
-        for old, new in level:
-            if str(old) not in owner:
-                owner[str(old)] = owner[str(new)]
-                frontier.add(str(old))
-    return owner
+    """Every chain id merged (transitively) into one of ``roots``, mapped to its root: one lookup."""
+    return roots_table.members_of(store, roots)
 
 
 def _edges(store: Store, event_ids: list[str]) -> list[dict[str, Any]]:

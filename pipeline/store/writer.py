@@ -20,6 +20,7 @@ from pipeline.correlate.partition import AliasRow, EdgeRow
 from pipeline.integrity.log import NO_INDEX, PartitionLog, assign
 from pipeline.integrity.merkle import leaf_hash
 from pipeline.model import Event, to_micros
+from pipeline.store import chain_roots
 from pipeline.store.client import Store
 
 EVENT_COLUMNS = (
@@ -218,6 +219,7 @@ class EventWriter:
             if aliases:
                 self.store.insert("chain_aliases", alias_columns(aliases), ALIAS_COLUMNS, column_oriented=True,
                                   token=token + ":aliases")
+                chain_roots.record(self.store, aliases, token=token)  # readers resolve a chain in one lookup
         if not batch:
             return WriteResult(0, 0)
         unique: dict[str, Pending] = {}

@@ -35,7 +35,9 @@ events: thousands of candidates per window, the worst case); ``chain <id>`` for 
    failure at T), correlated and written through the real code once, placed before the base's
    time range (copies never repeat it). Measured: ``why payments-db --at T`` with the topology
    ``payments-api -> database/payments-db``; the report says whether the config change and the
-   deploy are in the top 3.
+   deploy are in the top 3. Then ``who PERSON --since 7d`` for a person behind three principals
+   (``github:bob``, ``git:bob@acme.example`` and one of the mix's PostgreSQL roles: thousands of
+   own events, ~100 sessions), "now" an hour after the incident.
 
 Per query: p50, p99, mean, and the time of each SQL statement it ran (p50 per call). Targets
 (issue 13): ``why`` p50 < 100 ms and p99 < 500 ms, ``who PERSON --since 7d`` p50 < 200 ms, at 10M.
@@ -76,6 +78,8 @@ import orjson  # noqa: E402
 
 from pipeline.correlate.partition import PartitionCorrelator, correlate_batch  # noqa: E402
 from pipeline.correlate.topology import Topology  # noqa: E402
+from pipeline.identity import IdentityMap  # noqa: E402
+from pipeline.identity.config import IdentityConfig  # noqa: E402
 from pipeline.model.codec import decode_wire  # noqa: E402
 from pipeline.settings import load  # noqa: E402
 from pipeline.store import EventWriter, Pending, Position, Store, migrate, open_store, queries  # noqa: E402
@@ -250,6 +254,10 @@ def copy_sql(db: str, k: int, period_days: int, cut: datetime, part_cut: datetim
         f"INSERT INTO {db}.chain_aliases (scope, old_chain_id, new_chain_id, new_head_time, event_id, time) "
         f"SELECT scope, concat(old_chain_id, {sfx}), concat(new_chain_id, {sfx}), new_head_time + {shift}, "
         f"concat(event_id, {sfx}), time + {shift} FROM {db}.chain_aliases WHERE {where}",
+        # The roots of the chains merged by the aliases copied above (009_chain_roots).
+        f"INSERT INTO {db}.chain_roots (scope, chain_id, root_id, root_time) "
+        f"SELECT scope, concat(chain_id, {sfx}), concat(root_id, {sfx}), root_time + {shift} FROM {db}.chain_roots "
+        f"WHERE chain_id IN (SELECT old_chain_id FROM {db}.chain_aliases WHERE {where})",
     ]
 
 
@@ -304,10 +312,22 @@ def label(sql: str) -> str:
         return "grouped candidates (events by time, target_names)"
     if "WHERE id IN" in sql:
         return "details (events by id)"
+    if "session_issuers" in sql:
+        return "issued sessions (session_issuers by actor)"
+    if "DISTINCT arrayJoin(links)" in sql:
+        return "sessions taken part in (events by actor, time)"
+    if "hasAny(links" in sql:
+        return "others in those sessions (events by time, links)"
+    if "argMin(event_id" in sql:
+        return "session openers (event_links by key)"
     if "WHERE old_chain_id IN" in sql:
         return "roots (chain_aliases by old id)"
     if "WHERE new_chain_id IN" in sql:
         return "aliased-in (chain_aliases by new id)"
+    if "chain_roots WHERE chain_id IN" in sql:
+        return "roots (chain_roots by chain id)"
+    if "chain_roots WHERE root_id IN" in sql:
+        return "merged-in (chain_roots by root id)"
     if "WHERE chain_id IN" in sql:
         return "members (events by chain_id)"
     if "chain_edges" in sql:
@@ -444,6 +464,19 @@ def run_queries(store: Store, meta: dict, repeat: int, warmup: int, seed: int) -
         res["top3"] = top3
         res["changes_in_top3"] = {"config.changed", "deploy.created"} <= set(top3)
         out.append(res)
+        # A person behind three principals (GitHub, git, one of the mix's PostgreSQL roles, so
+        # thousands of own events and ~100 sessions in the window), asked an hour after the
+        # incident as "now": their own events and everything done in sessions they opened.
+        people = {f"p{i}": {"principals": ["github:bob", "git:bob@acme.example", f"postgres:payments:app{i}"]}
+                  for i in range(20)}
+        maps = [IdentityMap.build(IdentityConfig.from_obj({"people": {p: v}})) for p, v in people.items()]
+        now = MIX_AT + timedelta(hours=1)
+        out.append(measure(
+            "who PERSON --since 7d (mix: 3 principals)", store,
+            [partial(queries.who, actor=f"p{k % 20}", since=now - timedelta(days=7), until=now,
+                     identities=maps[k % 20]) for k in range(n)],
+            warmup, lambda r: len(r.rows),
+        ))
     return out
 
 
@@ -480,7 +513,8 @@ def print_size(size: int, res: dict[str, Any]) -> None:
     from rich.table import Table
 
     t = res["tables"]
-    rows = ", ".join(f"{k} {t[k]['rows']:,}" for k in ("events", "event_links", "chain_edges", "chain_aliases") if k in t)
+    rows = ", ".join(f"{k} {t[k]['rows']:,}" for k in ("events", "event_links", "chain_edges", "chain_aliases", "chain_roots")
+                     if k in t)
     parts = ", ".join(f"{k} {v['parts']}" for k, v in t.items() if v["parts"])
     table = Table(
         title=f"{res['events']:,} stored events (size {size:,})", box=box.SIMPLE_HEAVY,
@@ -577,12 +611,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  base build: {meta['base_build']}")
     big = results.get(max(results)) if results else None
     why = big["queries"][0] if big else None
-    who = next((q for q in big["queries"] if q["query"].startswith("who")), None) if big else None
+    who = next((q for q in big["queries"] if q["query"].startswith("who PERSON")), None) if big else None
+    who = who or (next((q for q in big["queries"] if q["query"].startswith("who")), None) if big else None)
+    mix = next((q for q in big["queries"] if q["query"].startswith("why payments-db")), None) if big else None
     line = (f"why p50 {why['p50_ms']} ms (< {TARGET_WHY_P50_MS:.0f}), p99 {why['p99_ms']} ms "
-            f"(< {TARGET_WHY_P99_MS:.0f}); who p50 {who['p50_ms'] if who else '?'} ms (< 200)") if why else "nothing"
+            f"(< {TARGET_WHY_P99_MS:.0f})"
+            + (f"; mix why p50 {mix['p50_ms']} ms, p99 {mix['p99_ms']} ms, changes in top 3: "
+               f"{mix.get('changes_in_top3')}" if mix else "")
+            + f"; {who['query'].split(' --')[0] if who else 'who'} p50 {who['p50_ms'] if who else '?'} ms (< 200)"
+            ) if why else "nothing"
     if big and big["events"] >= 0.95 * TARGET_AT and why is not None:
-        met = why["p50_ms"] < TARGET_WHY_P50_MS and why["p99_ms"] < TARGET_WHY_P99_MS and (
-            who is None or who["p50_ms"] < 200)
+        met = all(q is None or (q["p50_ms"] < TARGET_WHY_P50_MS and q["p99_ms"] < TARGET_WHY_P99_MS)
+                  for q in (why, mix)) and (who is None or who["p50_ms"] < 200) and (
+            mix is None or bool(mix.get("changes_in_top3")))
         print(f"  targets at 10M events: {line} at {big['events']:,} -> {'MET' if met else 'MISSED'}")
     else:
         print(f"  targets at 10M events: not measured at 10M (largest size {big['events'] if big else 0:,}: {line})")

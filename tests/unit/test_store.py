@@ -63,6 +63,7 @@ SHIPPED_TABLES = {"events", "event_links", "event_links_mv", "schema_migrations"
                   "checkpoints", "pruned", "holds"}
 SHIPPED_TABLES |= {"alerts", "alert_deliveries"}  # migration 007 (rules engine)
 SHIPPED_TABLES |= {"session_issuers", "session_issuers_mv"}  # 008_incident
+SHIPPED_TABLES |= {"chain_roots"}  # 009_chain_roots
 
 
 def tables(store: Store) -> set[str]:
