@@ -577,13 +577,10 @@ def why(s: Settings, target: str, at_text: str, window: str, limit: int, html_fi
     if evidence is not None:
         _evidence(s, [e["id"] for c in result["causes"] for e in [c["event"], *c["chain"]]], evidence)
     if html_file is not None:
+        from pipeline.cli.report import write_report
         from pipeline.report import why_html
 
-        try:
-            html_file.write_text(why_html(result, generated_at=datetime.now(UTC)), encoding="utf-8")
-        except OSError as exc:
-            raise CauselogError(f"cannot write the report to {html_file}: {exc.strerror}") from None
-        err.print(f"report written to {escape(str(html_file))}")
+        write_report(html_file, why_html(result, generated_at=datetime.now(UTC)))
     if as_json:
         click.echo(dumps(result))
         return

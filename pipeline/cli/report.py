@@ -42,15 +42,20 @@ def report(s: Settings, since: str, until: str | None, html_file: Path | None, a
     if html_file is not None:
         from pipeline.report import accountability_html
 
-        try:
-            html_file.write_text(accountability_html(result), encoding="utf-8")
-        except OSError as exc:
-            raise CauselogError(f"cannot write the report to {html_file}: {exc.strerror}") from None
-        err.print(f"report written to {escape(str(html_file))}")
+        write_report(html_file, accountability_html(result))
     if as_json:
         click.echo(dumps(result))
         return
     _print(result)
+
+
+def write_report(path: Path, html: str) -> None:
+    """Write an HTML report and say where; one clear error when the file cannot be written."""
+    try:
+        path.write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise CauselogError(f"cannot write the report to {path}: {exc.strerror}") from None
+    err.print(f"report written to {escape(str(path))}")
 
 
 def fetch(s: Settings, since: datetime, until: datetime) -> dict[str, Any]:

@@ -48,10 +48,18 @@ def worker_log(settings: Settings) -> Path:
 
 def worker_pid(settings: Settings) -> int | None:
     """Pid of the running worker started by ``causelog up``, or None."""
+    return _live_pid(_pidfile(settings))
+
+
+def _live_pid(pidfile: Path, *, reap: bool = False) -> int | None:
+    """The pid in ``pidfile`` if that process is alive (``reap``: collect it first if it is our
+    exited child, so a dead runner does not look alive as a zombie)."""
     try:
-        pid = int(_pidfile(settings).read_text().strip())
+        pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+    if reap:
+        _reap(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -144,18 +152,7 @@ def rules_started(settings: Settings) -> bool:
 
 def rules_pid(settings: Settings) -> int | None:
     """Pid of the live rules runner started by ``causelog up``, or None (never started, or died)."""
-    try:
-        pid = int(_rules_pidfile(settings).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    _reap(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return pid
+    return _live_pid(_rules_pidfile(settings), reap=True)
 
 
 def start_rules(settings: Settings, *, timeout: float = 120.0) -> int:
