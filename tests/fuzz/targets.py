@@ -245,6 +245,39 @@ def _receiver_targets() -> list[Target]:
     ]
 
 
+def _push_targets() -> list[Target]:
+    """The connector kit's entry points: CloudEvents bodies (structured and batch mode), the
+    shipped webhook mappings, and user SQL as the API's checker reads it."""
+    from pipeline.sources import cloudevents as ce
+    from pipeline.sources import webhook_map
+    from pipeline.store import usersql
+
+    pool = literals(ce)
+
+    def structured(body: bytes) -> None:
+        events = ce.split("structured", {"content-type": ce.STRUCTURED}, body)
+        ce.to_events(events, scope="acme", received_at=NOW, batch=False)
+
+    def batch(body: bytes) -> None:
+        events = ce.split("batch", {"content-type": ce.BATCH}, body)
+        ce.to_events(events, scope="acme", received_at=NOW, batch=True)
+
+    event = {"specversion": "1.0", "id": "e1", "source": "/bot", "type": "deploy.succeeded"}
+    one = json_bytes(pool, lambda m: {**event, m.text(): m.value()} if m.rnd.random() < 0.6 else m.record())
+    many = json_bytes(pool, lambda m: [{**event, "id": f"e{i}", m.text(): m.value()} if m.rnd.random() < 0.6
+                                       else m.record() for i in range(m.rnd.randrange(4))])
+    out = [Target("cloudevents.structured", one, structured), Target("cloudevents.batch", many, batch)]
+    for name in ("argocd", "jenkins"):
+        mapping = webhook_map.load_mapping(name)
+        out.append(Target(f"webhook_map.to_events[{name}]", records(literals(webhook_map) + pool),
+                          lambda r, m=mapping: webhook_map.to_events(m, r, scope="acme")))
+    sql_pool = ["SELECT", "WITH", "SHOW", "EXPLAIN", "SET", "KILL", "USE", ";", "'", '"', "`", "--", "/*", "*/",
+                "\\", "FROM", "events", "SETTINGS", "readonly", "=", "0", " ", "\n", "(", ")", "{t:String}"]
+    sql = st.one_of(st.text(max_size=80), st.lists(st.sampled_from(sql_pool), max_size=12).map(" ".join))
+    out.append(Target("usersql.check+normalize", sql, lambda q: (usersql.normalize(q), usersql.check(q))))
+    return out
+
+
 def _timeparse_targets() -> list[Target]:
     from pipeline.cli import timeparse
 
@@ -257,4 +290,4 @@ def _timeparse_targets() -> list[Target]:
 
 def all_targets() -> list[Target]:
     """Every fuzz target, by name."""
-    return [*_codec_targets(), *_source_targets(), *_receiver_targets(), *_timeparse_targets()]
+    return [*_codec_targets(), *_source_targets(), *_receiver_targets(), *_push_targets(), *_timeparse_targets()]
