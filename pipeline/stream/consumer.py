@@ -116,6 +116,9 @@ class BatchConsumer:
         self.problem: str | None = None
         self.problem_since: float | None = None
         self.committed_at: dict[int, float] = {}
+        # Signing checkpoints failing (ingestion goes on, but /health says so): why, since when.
+        self.signing_error: str | None = None
+        self.signing_since: float | None = None
         self.rewinds = 0
         self._no_commit = False  # set while a failed consumer closes: its callbacks must not commit
         # Watchdog: when the loop last went round, and what it is doing.
@@ -155,6 +158,9 @@ class BatchConsumer:
             problems.append("ingest loop is not running (thread ended)")
         if self.problem is not None and self.problem_since is not None:
             problems.append(f"ingest paused for {time.time() - self.problem_since:.0f}s, retrying: {self.problem}")
+        if self.signing_error is not None and self.signing_since is not None:
+            problems.append(f"signing checkpoints failing for {time.time() - self.signing_since:.0f}s: "
+                            f"{self.signing_error}")
         stuck = time.monotonic() - self.beat
         correlation = self.handler.correlation
         # Waits with their own reporting: store retries, and loading a partition's changelog
@@ -217,8 +223,11 @@ class BatchConsumer:
             # Nothing is being written now: the logs are exactly what was just committed.
             try:
                 self.signer.committed(correlation.log_heads(partitions), force=final)
-            except Exception:  # signing must never stop ingestion; the next round retries
+                self.signing_error = self.signing_since = None
+            except Exception as exc:  # signing must never stop ingestion; the next round retries
                 log.exception("signing checkpoints failed")
+                self.signing_error = f"{exc!r}"[:300]
+                self.signing_since = self.signing_since or time.time()
 
     def _commit(self, commit: list[TopicPartition], records: dict[int, list[tuple[bytes, bytes | None]]],
                 chains: dict[int, list[tuple[bytes, bytes]]] | None = None) -> None:
