@@ -16,6 +16,7 @@ tests/security turns them on.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -242,3 +243,10 @@ def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.stop_workers(signal.SIGKILL)
+        # What `causelog up --detach` started (worker, rules runner) outlives a failed test otherwise.
+        from pipeline.cli import stack as local
+
+        for pid in (local.worker_pid(s.settings), local.rules_pid(s.settings)):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
