@@ -175,7 +175,7 @@ def relay(
                 msgs = r.consumer.consume(batch, within)
             except KafkaException as exc:
                 raise BusError(f"cannot consume {', '.join(r.topics)}: {exc}") from exc
-            msgs = [m for m in msgs if not _skip(m)]
+            msgs = [m for m in msgs if not skip_eof(m)]
             if not msgs:
                 if finished():
                     break
@@ -238,7 +238,9 @@ def relay(
         r.close()
 
 
-def _skip(msg: Any) -> bool:
+def skip_eof(msg: Any) -> bool:
+    """True for a partition-EOF event (skip it), False for a record; BusError for any other
+    consumer error, naming ``topic[partition]``."""
     err = msg.error()
     if err is None:
         return False

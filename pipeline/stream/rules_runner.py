@@ -32,6 +32,7 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from pipeline.bus.relay import skip_eof
 from pipeline.errors import BusError
 from pipeline.rules.engine import Engine, State, decode_item, decode_state, encode_state, time_us
 from pipeline.rules.model import Alert
@@ -99,15 +100,6 @@ def _restore(settings: Settings, topic: str, timeout: float) -> dict[str, bytes]
         raise BusError(f"timed out reading the rules state from {topic}")
     finally:
         consumer.close()
-
-
-def _eof(msg: Any) -> bool:
-    err = msg.error()
-    if err is None:
-        return False
-    if err.code() == KafkaError._PARTITION_EOF:
-        return True
-    raise BusError(f"cannot consume {msg.topic()}[{msg.partition()}]: {err}")
 
 
 def _commit_idle(producer: Producer, consumer: Consumer, topic: str, nexts: dict[int, int], timeout: float) -> None:
@@ -233,7 +225,7 @@ def run_rules(
                 msgs = consumer.consume(batch, within)
             except KafkaException as exc:
                 raise BusError(f"cannot consume {topic}: {exc}") from exc
-            msgs = [m for m in msgs if not _eof(m)]
+            msgs = [m for m in msgs if not skip_eof(m)]
             if not msgs:
                 if finished():
                     break
