@@ -66,6 +66,19 @@ def validate(s: Settings, paths: tuple[Path, ...], no_builtin: bool, as_json: bo
         raise SystemExit(1)
 
 
+def _offline_hasher(s: Settings) -> None:
+    """Install a hash key for the normalizers of an offline run: the deployment's key when it
+    exists (hashed values then match the stored ones), else a random one for this run only, so
+    an offline test never creates a deployment key as a side effect."""
+    import secrets
+
+    from pipeline.hashkey import read_key
+    from pipeline.sources import keyed
+
+    path = s.hash_key_path
+    keyed.use(keyed.Hasher(read_key(path) if path.exists() else secrets.token_bytes(32)))
+
+
 @rules.command("test")
 @click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--on", "files", multiple=True, required=True, type=click.Path(path_type=Path),
@@ -93,6 +106,7 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
     rs = _load(rule_paths, builtin)
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
+    _offline_hasher(s)
     events, rejected = read_events(list(files), kind=kind, scope=s.scope)
     for r in rejected:
         err.print(f"[red]not read[/] {escape(r.origin)}: {escape(r.reason)}", highlight=False, soft_wrap=True)

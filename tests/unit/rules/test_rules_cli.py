@@ -80,3 +80,23 @@ def test_test_reports_unreadable_input_and_exits_1(tmp_path: Path) -> None:
     assert code == 1 and "unknown format" in err
     code, _, err = _run(["rules", "test", str(tmp_path / "missing.yml"), "--on", str(odd)], tmp_path)
     assert code == 2 and "no such rule file" in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_test_needs_no_hash_key_installed_nor_creates_one(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A fresh process has no hasher installed (the test suite's conftest installs one): `rules
+    test` must still read records whose normalizer hashes values, and must not write a deployment
+    key as a side effect of an offline run."""
+    from pipeline.sources import keyed
+
+    monkeypatch.setattr(keyed, "_current", None)
+    rules = tmp_path / "r.yml"
+    rules.write_text(RULE)
+    data = tmp_path / "trail.json"
+    # A session token in the record: redaction hashes it under the installed key.
+    record = {**RECORD, "responseElements": {"credentials": {"sessionToken": "FwoGZXIvYXdzEJr//////////wEaDM3k"}}}
+    data.write_text(json.dumps({"Records": [record]}))
+    code, out, err = _run(["rules", "test", str(rules), "--on", str(data), "--json"], tmp_path)
+    assert code == 0, err
+    (alert,) = json.loads(out)
+    assert alert["rule_id"] == "0b7a51f6-4d44-4b8e-9f42-6f0e4f9d0c31"
+    assert not list((tmp_path / "home").rglob("*key*"))
