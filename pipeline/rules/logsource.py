@@ -20,7 +20,10 @@ evaluates on the envelope itself (``type``, ``actor.assurance``, ``target.id``, 
 
 A rule's ``logsource`` matches when each of its ``product``/``service``/``category`` keys equals
 the event's (case-insensitively); ``category`` of a native event is the first segment of its
-causelog ``type`` (``iam``, ``config``, ``db`` ...).
+causelog ``type`` (``iam``, ``config``, ``db`` ...). A native event is also in Sigma's generic
+category ``application`` (:data:`SIGMA_CATEGORIES`): SigmaHQ's Kubernetes audit rules say
+``category: application`` next to ``product: kubernetes`` / ``service: audit``, and must run
+unchanged.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ NATIVE: dict[str, tuple[str, str]] = {
 
 CAUSELOG = "causelog"
 
+#: Sigma taxonomy categories every native logsource belongs to, besides its causelog category
+SIGMA_CATEGORIES = frozenset({"application"})
+
 
 def source_kind(source: str) -> str:
     """``cloudtrail://111/eu-west-1`` -> ``cloudtrail``; ``k8s-audit`` -> ``k8s-audit``."""
@@ -60,4 +66,12 @@ def event_logsource(envelope: dict[str, Any]) -> tuple[str, str, str]:
 
 def matches(rule_ls: tuple[str | None, str | None, str | None], event_ls: tuple[str, str, str]) -> bool:
     """Does a rule's (product, service, category) select an event's logsource?"""
-    return all(want is None or want == have for want, have in zip(rule_ls, event_ls, strict=True))
+    product, service, category = rule_ls
+    have_product, have_service, have_category = event_ls
+    if product is not None and product != have_product:
+        return False
+    if service is not None and service != have_service:
+        return False
+    if category is None or category == have_category:
+        return True
+    return category in SIGMA_CATEGORIES and have_product not in ("", CAUSELOG)

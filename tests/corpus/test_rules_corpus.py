@@ -131,6 +131,18 @@ detection:
     selection:
         objectRef.subresource: [exec, attach]
     condition: selection
+---
+title: Deployment deleted (SigmaHQ's logsource, with its generic category)
+id: 6f3f8a52-3b0e-4a0e-9d47-1b2f1d6c1a08
+logsource:
+    category: application
+    product: kubernetes
+    service: audit
+detection:
+    selection:
+        verb: delete
+        objectRef.resource: deployments
+    condition: selection
 """
 
 
@@ -168,9 +180,12 @@ def test_sigma_rules_on_native_records_match_exactly_the_records_they_describe(t
                          and r["objectRef"].get("apiGroup") == "rbac.authorization.k8s.io"),
         "07": _raw_count(sample, "k8s-audit", lambda r: (r.get("objectRef") or {}).get("subresource")
                          in ("exec", "attach")),
+        "08": _raw_count(sample, "k8s-audit", lambda r: r.get("verb") == "delete"
+                         and (r.get("objectRef") or {}).get("resource") == "deployments"),
     }
     assert {k: v for k, v in expected.items() if v} == dict(got)
     assert expected["01"] == 2 and expected["03"] == 1 and expected["05"] == 13 and expected["07"] == 2
+    assert expected["08"] == 1
     assert expected["04"] >= 1 and expected["06"] == 2 and expected["02"] == 2
 
 
