@@ -209,6 +209,9 @@ def test_alter_drop_optimize_and_truncate_reach_the_right_tables(session_store: 
     assert cs("ALTER TABLE causelog.events DELETE WHERE id IN {ids:Array(String)} SETTINGS mutations_sync = 2") == [
         "ALTER TABLE causelog.events_local ON CLUSTER prod DELETE WHERE id IN {ids:Array(String)} "
         "SETTINGS mutations_sync = 2"]
+    assert cs("ALTER TABLE causelog.events COMMENT COLUMN id 'a, b (c', ADD INDEX i id TYPE set(0)") == [
+        "ALTER TABLE causelog.events_local ON CLUSTER prod COMMENT COLUMN id 'a, b (c', ADD INDEX i id TYPE set(0)",
+        "ALTER TABLE causelog.events ON CLUSTER prod COMMENT COLUMN id 'a, b (c'"]
     assert cs("DROP TABLE IF EXISTS causelog.events SYNC") == [
         "DROP TABLE IF EXISTS causelog.events ON CLUSTER prod SYNC",
         "DROP TABLE IF EXISTS causelog.events_local ON CLUSTER prod SYNC"]
@@ -323,7 +326,7 @@ def test_prune_deletes_on_the_local_tables_on_cluster_in_small_chunks() -> None:
 
 
 def test_open_store_creates_the_database_on_cluster_and_every_connection_sends_the_query_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, session_store: Store,
 ) -> None:
     opened: list[dict[str, Any]] = []
     recorders: list[Recorder] = []
@@ -345,6 +348,8 @@ def test_open_store_creates_the_database_on_cluster_and_every_connection_sends_t
     assert opened[1]["settings"] == {"distributed_product_mode": "global"}
     assert recorders[1].commands == [
         ("KILL QUERY ON CLUSTER prod WHERE startsWith(query, '/* causelog-query:abc123 */') ASYNC", None, None)]
+    for sql, _, _ in recorders[0].commands + recorders[1].commands:
+        assert "ON CLUSTER prod" in formatted(session_store, sql)
     store.reader().query("SELECT 1")
     wanted = opened[2]["settings"]
     assert wanted["distributed_product_mode"] == "global" and list(wanted)[-1] == "readonly"
