@@ -89,7 +89,9 @@ CLUSTER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 #: The default background mode would queue them on the initiator: not yet queryable (the writer's
 #: "already stored?" check would miss them) and sent later in merged batches. The old name is used
 #: because every version knows it (newer ones call it ``distributed_foreground_insert``).
-INSERT_SETTINGS: dict[str, Any] = {"insert_distributed_sync": 1}
+#: ``insert_deduplicate`` is on by default; sent so a server profile that turned it off cannot
+#: silently disable the dedup token on the replicated tables.
+INSERT_SETTINGS: dict[str, Any] = {"insert_distributed_sync": 1, "insert_deduplicate": 1}
 #: Sent with every query on a cluster: an ``IN``/``JOIN`` over a second Distributed table reads it
 #: whole (GLOBAL) instead of failing (the default ``deny``) or reading one shard's part (``local``).
 QUERY_SETTINGS: dict[str, Any] = {"distributed_product_mode": "global"}

@@ -43,6 +43,7 @@ from pipeline.store.writer import batch_token
 DB = "causelog"
 PROD = Cluster("prod")
 UNIT = Path(__file__).resolve().parent
+SYNC = {"insert_distributed_sync": 1, "insert_deduplicate": 1}  # sent with every insert on a cluster
 
 
 class Recorder:
@@ -252,12 +253,12 @@ def test_migrate_on_a_cluster_sends_on_cluster_ddl_and_sync_inserts() -> None:
     assert [c[0] for c in rec.commands] == expected
     assert rec.commands[0][0].startswith("CREATE TABLE IF NOT EXISTS causelog.schema_migrations_local ON CLUSTER prod")
     for sql, _, settings in rec.commands:
-        assert settings == ({"insert_distributed_sync": 1} if sql.startswith("INSERT") else None), sql
+        assert settings == (SYNC if sql.startswith("INSERT") else None), sql
     assert sum(sql.startswith("INSERT") for sql, _, _ in rec.commands) == 2  # 008 and 009 backfills
     assert "FROM causelog.schema_migrations FINAL" in rec.queries[0]  # through the Distributed table
     # The versions are recorded with the files' checksums, through the Distributed table.
     assert [(i["table"], i["database"], i["settings"], i["data"][0][2]) for i in rec.inserts] == [
-        ("schema_migrations", DB, {"insert_distributed_sync": 1}, m.checksum) for m in discover()]
+        ("schema_migrations", DB, SYNC, m.checksum) for m in discover()]
 
 
 def test_migrate_on_one_engine_sends_the_files_verbatim() -> None:
@@ -291,16 +292,16 @@ def test_the_writer_sends_its_dedup_token_through_the_distributed_tables_synchro
     assert set(by_table) == {"chain_edges", "chain_aliases", "chain_roots", "events"}  # never a _local table
     token = batch_token((p.position for p in batch), (p.event.id for p in batch))
     assert by_table["events"]["settings"] == {
-        "insert_distributed_sync": 1, "insert_deduplication_token": token,
+        **SYNC, "insert_deduplication_token": token,
         "deduplicate_blocks_in_dependent_materialized_views": 1}
     for table in ("chain_edges", "chain_aliases", "chain_roots"):
         settings = by_table[table]["settings"]
-        assert settings["insert_distributed_sync"] == 1 and settings["insert_deduplication_token"], table
+        assert settings.items() >= SYNC.items() and settings["insert_deduplication_token"], table
     # On one engine: the same tokens, no Distributed setting.
     plain = Recorder({"SELECT count()": [[0]]})
     EventWriter(server(plain, cluster=None)).write(batch, edges=[edge], aliases=[alias])
     for mine, theirs in zip(rec.inserts, plain.inserts, strict=True):
-        assert mine["settings"] == {**theirs["settings"], "insert_distributed_sync": 1}
+        assert mine["settings"] == {**theirs["settings"], **SYNC}
 
 
 def test_prune_deletes_on_the_local_tables_on_cluster_in_small_chunks() -> None:
