@@ -38,6 +38,8 @@
 | ``CAUSELOG_STALL_SECONDS`` | ``120`` | ``status`` flags a partition that has lag and whose committed offset has not advanced for this long |
 | ``CAUSELOG_FAULT_STORE_FAIL_UNTIL`` | unset | **test only**: Unix time until which every store write of the worker fails (fault tests) |
 | ``CAUSELOG_FAULT_KILL_IN_CHECKPOINT`` | unset | **test only**: the worker SIGKILLs itself inside its N-th checkpoint transaction (fault tests) |
+| ``CAUSELOG_CLICKHOUSE_CLUSTER`` | unset | server mode: cluster (``remote_servers`` name) on which the migrations create replicated ``<table>_local`` tables with Distributed tables in front (README, "ClickHouse server and cluster mode") |
+| ``CAUSELOG_CLICKHOUSE_ZK_PATH`` | ``/clickhouse/tables/{shard}`` | cluster mode: Keeper path prefix of the replicated tables; each table's path is ``<prefix>/<database>/<table>`` |
 """
 
 from __future__ import annotations
@@ -159,6 +161,8 @@ class Settings:
     stall_seconds: float = 120.0
     fault_store_fail_until: float = 0.0
     fault_kill_in_checkpoint: int = 0
+    clickhouse_cluster: str = ""
+    clickhouse_zk_path: str = "/clickhouse/tables/{shard}"
 
     @property
     def topology_path(self) -> Path:
@@ -249,6 +253,7 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         # Echo the value without its credentials, if it carries any.
         shown = re.sub(r"^([^/@]*//)?[^/@]*@", r"\1***@", url)
         raise ConfigError(f"CLICKHOUSE_URL={shown!r} must start with http:// or https://")
+    cluster, zk_path = _cluster(env, url)
     return Settings(
         home=home,
         kafka_bootstrap=external or f"127.0.0.1:{port}",
@@ -296,7 +301,24 @@ def load(environ: dict[str, str] | None = None) -> Settings:
         fault_store_fail_until=_float(env, "CAUSELOG_FAULT_STORE_FAIL_UNTIL", 0.0)
         if env.get("CAUSELOG_FAULT_STORE_FAIL_UNTIL") else 0.0,
         fault_kill_in_checkpoint=_int(env, "CAUSELOG_FAULT_KILL_IN_CHECKPOINT", 0, minimum=0),
+        clickhouse_cluster=cluster,
+        clickhouse_zk_path=zk_path,
     )
+
+
+def _cluster(env: dict[str, str], url: str | None) -> tuple[str, str]:
+    name = env.get("CAUSELOG_CLICKHOUSE_CLUSTER", "").strip()
+    prefix = env.get("CAUSELOG_CLICKHOUSE_ZK_PATH", "").strip() or "/clickhouse/tables/{shard}"
+    if name and url is None:
+        raise ConfigError(f"CAUSELOG_CLICKHOUSE_CLUSTER={name!r} needs a ClickHouse server (CLICKHOUSE_URL); "
+                          "the embedded store is one engine")
+    # Both are written into DDL: the name unquoted (ON CLUSTER, Distributed), the prefix in quotes.
+    if name and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise ConfigError(f"CAUSELOG_CLICKHOUSE_CLUSTER={name!r} may hold only letters, digits, '_', '.' and '-'")
+    if not re.fullmatch(r"/[A-Za-z0-9_{}/.-]*", prefix):
+        raise ConfigError(f"CAUSELOG_CLICKHOUSE_ZK_PATH={prefix!r} must start with '/' and hold only letters, "
+                          "digits, '_', '.', '-', '/' and {macros}")
+    return name, prefix
 
 
 def _path(env: dict[str, str], name: str) -> Path | None:

@@ -27,8 +27,10 @@ def grants(s: Settings, database: str | None, writer_user: str, reader_user: str
     insert and run the migrations (CREATE TABLE/VIEW, additive ALTERs derived from
     schemas/clickhouse); the reader's may only SELECT, with readonly=1 and fixed limits; ALTER,
     DELETE, DROP and table functions stay with operators. The users get new random passwords.
+    With CAUSELOG_CLICKHOUSE_CLUSTER set the writer also gets CLUSTER (ON CLUSTER migrations);
+    run the script on every node.
     """
     from pipeline.store.grants import Grants, grants_sql
 
     g = Grants(database=database or s.database, writer_user=writer_user, reader_user=reader_user)
-    click.echo(grants_sql(g), nl=False)
+    click.echo(grants_sql(g, cluster=s.clickhouse_cluster or None), nl=False)

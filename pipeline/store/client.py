@@ -18,6 +18,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from pipeline.errors import QueryError, StoreError
 from pipeline.settings import Settings
 from pipeline.store import usersql
+from pipeline.store.cluster import INSERT_SETTINGS, QUERY_SETTINGS, Cluster
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,19 @@ class Store:
     (:meth:`readonly`) and the API's named queries (:meth:`reader`) run on handles of their own
     (chDB allows several handles on its one engine, and they run concurrently), each switched to
     ``readonly=1`` with the limits of :class:`QueryLimits` set once, before any reader SQL.
+
+    With ``cluster`` (server mode, ``CAUSELOG_CLICKHOUSE_CLUSTER``) the tables are Distributed
+    tables over replicated ``<table>_local`` tables: DDL goes through :meth:`ddl`, inserts and
+    queries carry the settings of :mod:`pipeline.store.cluster`.
     """
 
     def __init__(
         self, client: Any, database: str, *, embedded: bool, where: str,
-        limits: QueryLimits | None = None, dsn: str | None = None,
+        limits: QueryLimits | None = None, dsn: str | None = None, cluster: Cluster | None = None,
     ) -> None:
         self.client = client
         self.database = database
+        self.cluster = cluster
         self.embedded = embedded
         self.where = where
         self.limits = limits or QueryLimits()
@@ -127,10 +133,24 @@ class Store:
             except ClickHouseError as exc:
                 raise StoreError(f"ClickHouse ({self.where}) failed on {what}: {_first_line(exc)}") from exc
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        """Run a statement that returns no rows (DDL, OPTIMIZE...)."""
+    def command(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
+    ) -> Any:
+        """Run a statement that returns no rows (DDL, OPTIMIZE...) as it is (see :meth:`ddl`)."""
         with self._guard(_first_line(sql)):
+            if settings:
+                return self.client.command(sql, parameters=parameters, settings=settings)
             return self.client.command(sql, parameters=parameters)
+
+    def ddl(self, sql: str, parameters: dict[str, Any] | None = None) -> None:
+        """Run a statement naming causelog's tables (CREATE, ALTER, DROP, a backfill INSERT...):
+        as it is on one engine, as its cluster rewrite on a cluster (ON CLUSTER, ``_local`` tables)."""
+        if self.cluster is None:
+            self.command(sql, parameters)
+            return
+        for statement in self.cluster.statements(sql, self.database):
+            insert = statement.lstrip().upper().startswith("INSERT")
+            self.command(statement, parameters, settings=INSERT_SETTINGS if insert else None)
 
     def query(
         self,
@@ -187,7 +207,10 @@ class Store:
 
     def cancel(self, tag: str) -> None:
         """Stop the running user query tagged ``tag`` (its client went away); no-op when it ended."""
-        sql = f"KILL QUERY WHERE startsWith(query, '{_marker(tag)}') ASYNC"
+        # On a cluster the query may run on any node behind CLICKHOUSE_URL, not the one this
+        # connection reaches.
+        on = f" {self.cluster.on}" if self.cluster is not None else ""
+        sql = f"KILL QUERY{on} WHERE startsWith(query, '{_marker(tag)}') ASYNC"
         with self._control_lock:
             try:
                 if self._control is None:
@@ -202,7 +225,7 @@ class Store:
             return clickhouse_connect.get_client(interface="chdb", path=self.client.path, database=database)
         if self._dsn is None:
             raise StoreError(f"no second connection to {self.where} is possible (the store was opened without a URL)")
-        return clickhouse_connect.get_client(dsn=self._dsn, database=database)
+        return clickhouse_connect.get_client(dsn=self._dsn, database=database, settings=self._query_settings() or None)
 
     def _open_reader(self, *, result_cap: bool) -> Any:
         """A read handle bound to the database, with the limits and ``readonly=1`` set for good.
@@ -215,7 +238,7 @@ class Store:
         try:
             if not self.embedded and self._dsn is not None:
                 # A server stops a read-only HTTP query whose client hung up only when asked to.
-                wanted = {"cancel_http_readonly_queries_on_client_close": 1, **wanted}
+                wanted = {"cancel_http_readonly_queries_on_client_close": 1, **self._query_settings(), **wanted}
                 return clickhouse_connect.get_client(dsn=self._dsn, database=self.database, settings=wanted)
             client = self._open(self.database)
             for name, value in wanted.items():
@@ -237,7 +260,7 @@ class Store:
 
         With ``column_oriented`` the data is a list of columns instead of a list of rows.
         """
-        settings: dict[str, Any] = {}
+        settings: dict[str, Any] = dict(INSERT_SETTINGS) if self.cluster is not None else {}
         if token:
             settings["insert_deduplication_token"] = token
             settings["deduplicate_blocks_in_dependent_materialized_views"] = 1
@@ -247,6 +270,10 @@ class Store:
                 table, rows, column_names=list(columns), database=self.database, settings=settings,
                 column_oriented=column_oriented,
             )
+
+    def _query_settings(self) -> dict[str, Any]:
+        """Settings every connection to a cluster sends (none on one engine)."""
+        return dict(QUERY_SETTINGS) if self.cluster is not None else {}
 
     def close_readers(self) -> None:
         """Close the read handles this Store opened (not the writer's client)."""
@@ -296,7 +323,9 @@ class _ReadView(Store):
             cols = result.result_columns
             return [list(c) for c in cols] if cols else [[] for _ in result.column_names]
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+    def command(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, settings: dict[str, Any] | None = None,
+    ) -> Any:
         """Refused: the view only reads."""
         raise StoreError(f"a read-only view cannot run {_first_line(sql)!r}")
 
@@ -332,12 +361,19 @@ def _marker(tag: str) -> str:
 
 
 def open_store(settings: Settings, *, create: bool = True) -> Store:
-    """Open the configured store and make sure its database exists."""
+    """Open the configured store and make sure its database exists (on every node of the
+    cluster, with ``CAUSELOG_CLICKHOUSE_CLUSTER``)."""
+    cluster = (Cluster(settings.clickhouse_cluster, settings.clickhouse_zk_path)
+               if settings.clickhouse_cluster and not settings.embedded else None)
     try:
         if settings.embedded:
             settings.chdb_path.mkdir(parents=True, exist_ok=True)
             client = clickhouse_connect.get_client(interface="chdb", path=str(settings.chdb_path))
             where = f"chdb:{settings.chdb_path}"
+        elif cluster is not None:
+            assert settings.clickhouse_url is not None
+            client = clickhouse_connect.get_client(dsn=settings.clickhouse_url, settings=dict(QUERY_SETTINGS))
+            where = f"{_safe_url(settings.clickhouse_url)} (cluster {cluster.name})"
         else:
             assert settings.clickhouse_url is not None
             client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
@@ -347,9 +383,10 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
     except Exception as exc:  # chDB raises plain RuntimeError when another process holds the path
         raise StoreError(f"cannot open ClickHouse at {settings.chdb_path}: {exc}") from exc
     store = Store(client, settings.database, embedded=settings.embedded, where=where,
-                  limits=QueryLimits.of(settings), dsn=settings.clickhouse_url)
+                  limits=QueryLimits.of(settings), dsn=settings.clickhouse_url, cluster=cluster)
     if create:
-        store.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
+        on = f" {cluster.on}" if cluster is not None else ""
+        store.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}{on}")
     return store
 
 

@@ -25,6 +25,11 @@ on the ClickHouse server:
   whatever it had (``REVOKE ALL``), so running the script again resets it to exactly this.
 - one user per role with a new random password (``--writer-user``, ``--reader-user``): put each
   in the ``CLICKHOUSE_URL`` of the process that uses it.
+- on a cluster (``CAUSELOG_CLICKHOUSE_CLUSTER``): the writer also gets ``CLUSTER`` (its migrations
+  run ``ON CLUSTER``; ClickHouse requires that grant for any ON CLUSTER query by default), and the
+  reader profile sets ``distributed_product_mode = 'global'``, which every causelog connection to
+  a cluster sends (pipeline/store/cluster.py). Access entities are per server unless the servers
+  share a replicated user directory: run the script on every node.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError, StoreError
+from pipeline.store.cluster import split_actions
 from pipeline.store.migrations import Migration, discover
 
 __all__ = ["READER_LIMITS", "Grants", "grants_sql", "migration_privileges", "statements"]
@@ -84,26 +90,13 @@ def _privilege(mig: Migration, statement: str) -> str:
         return ""
     if m := _ALTER.match(statement):
         found = []
-        for action in _split_actions(m.group("actions")):
+        for action in split_actions(m.group("actions")):
             words = " ".join(action.upper().split()[:2])
             if words not in _ADDITIVE_ALTERS:
                 raise StoreError(_refusal(mig, statement, f"ALTER ... {words}"))
             found.append(_ADDITIVE_ALTERS[words])
         return ", ".join(sorted(set(found)))
     raise StoreError(_refusal(mig, statement, statement.split()[0].upper()))
-
-
-def _split_actions(text: str) -> list[str]:
-    """The comma-separated actions of an ALTER, ignoring commas inside parentheses."""
-    parts, depth, start = [], 0, 0
-    for i, ch in enumerate(text):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
 
 
 def _refusal(mig: Migration, statement: str, what: str) -> str:
@@ -135,13 +128,23 @@ def grants_sql(
     g: Grants,
     migrations: Iterable[Migration] | None = None,
     passwords: tuple[str, str] | None = None,
+    cluster: str | None = None,
 ) -> str:
-    """The SQL script (statements end with ``;`` at line end, comments say why)."""
+    """The SQL script (statements end with ``;`` at line end, comments say why); ``cluster``: the
+    ClickHouse cluster of ``CAUSELOG_CLICKHOUSE_CLUSTER``, if any."""
     ddl = migration_privileges(discover() if migrations is None else migrations, g.database)
     writer_pw, reader_pw = passwords or (secrets.token_urlsafe(24), secrets.token_urlsafe(24))
     db = g.database
     limits = ",\n    ".join(f"{name} = {value} MAX {ceiling} CHANGEABLE_IN_READONLY"
                             for name, value, ceiling in READER_LIMITS)
+    on_cluster: list[str] = []
+    if cluster:
+        limits += ",\n    distributed_product_mode = 'global' CHANGEABLE_IN_READONLY"
+        on_cluster = [
+            f"-- Cluster {cluster}: the migrations run ON CLUSTER. Run this script on every node of the cluster",
+            "-- (users and roles live on each server unless they share a replicated user directory).",
+            f"GRANT CLUSTER ON *.* TO {g.writer_role};",
+        ]
     lines = [
         "-- causelog least-privilege roles and users (causelog store grants); run once as an operator",
         "-- (a user with access management) on the ClickHouse server. Running it again resets both roles.",
@@ -152,6 +155,7 @@ def grants_sql(
         f"GRANT CREATE DATABASE ON {db}.* TO {g.writer_role};",
         f"GRANT SELECT, INSERT ON {db}.* TO {g.writer_role};",
         f"GRANT {', '.join(ddl)} ON {db}.* TO {g.writer_role};",
+        *on_cluster,
         "",
         "-- The API and every reader: SELECT on the causelog database only, read-only, bounded.",
         f"CREATE ROLE IF NOT EXISTS {g.reader_role};",

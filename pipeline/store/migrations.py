@@ -17,6 +17,12 @@ from pipeline.store.client import Store
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
 _NAME = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+#: The table of applied versions, created before any migration runs.
+SCHEMA_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+    "(version UInt32, name String, checksum String, applied_at DateTime64(6, 'UTC') DEFAULT now64(6)) "
+    "ENGINE = ReplacingMergeTree ORDER BY version"
+)
 
 
 @dataclass(frozen=True)
@@ -54,13 +60,14 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def migrate(store: Store, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Apply pending migrations in order; return those applied now."""
+    """Apply pending migrations in order; return those applied now.
+
+    On a cluster (``store.cluster``) each statement runs as its cluster rewrite
+    (:func:`pipeline.store.cluster.cluster_statements`); the checksums recorded are those of the
+    files, the same in both modes.
+    """
     db = store.database
-    store.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations "
-        "(version UInt32, name String, checksum String, applied_at DateTime64(6, 'UTC') DEFAULT now64(6)) "
-        "ENGINE = ReplacingMergeTree ORDER BY version"
-    )
+    store.ddl(SCHEMA_MIGRATIONS.replace("{database}", db))
     applied = {
         int(v): c for v, c in store.query(f"SELECT version, checksum FROM {db}.schema_migrations FINAL").rows
     }
@@ -74,7 +81,7 @@ def migrate(store: Store, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
                 )
             continue
         for statement in mig.statements(db):
-            store.command(statement)
+            store.ddl(statement)
         store.insert("schema_migrations", [[mig.version, mig.name, mig.checksum]], ["version", "name", "checksum"])
         done.append(mig)
     return done

@@ -97,12 +97,15 @@ def prune(
         return result
     if records:
         store.insert("pruned", records, PRUNED_COLUMNS)
-    for lo in range(0, len(ids), 10_000):
-        chunk = {"ids": ids[lo:lo + 10_000]}
-        store.command(f"ALTER TABLE {db}.events DELETE WHERE id IN {{ids:Array(String)}} SETTINGS mutations_sync = 2",
-                      chunk)
-        store.command(f"ALTER TABLE {db}.event_links DELETE WHERE event_id IN {{ids:Array(String)}} "
-                      "SETTINGS mutations_sync = 2", chunk)
+    # On a cluster each ALTER ... ON CLUSTER (to the _local tables, see Store.ddl) is queued in
+    # Keeper with its ids written out: smaller chunks keep an entry far below Keeper's 1 MB limit.
+    step = 10_000 if store.cluster is None else 1_000
+    for lo in range(0, len(ids), step):
+        chunk = {"ids": ids[lo:lo + step]}
+        store.ddl(f"ALTER TABLE {db}.events DELETE WHERE id IN {{ids:Array(String)}} SETTINGS mutations_sync = 2",
+                  chunk)
+        store.ddl(f"ALTER TABLE {db}.event_links DELETE WHERE event_id IN {{ids:Array(String)}} "
+                  "SETTINGS mutations_sync = 2", chunk)
     return result
 
 
