@@ -141,14 +141,25 @@ def start_at_end(settings: Settings, group: str, timeout: float = 30.0) -> int:
     another process already consumes is left as it is."""
     topic = settings.topic_alerts
     c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout
     try:
-        md = c.list_topics(topic, timeout=timeout).topics.get(topic)
-        if md is None or md.error is not None:
-            raise BusError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
-        parts = [TopicPartition(topic, p) for p in sorted(md.partitions)]
-        missing = [tp.partition for tp in c.committed(parts, timeout=timeout) if tp.offset < 0]
-        ends = [TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1])
-                for p in missing]
+        while True:
+            try:
+                md = c.list_topics(topic, timeout=timeout).topics.get(topic)
+                if md is None or md.error is not None:
+                    raise BusError(f"topic {topic} does not exist on {settings.kafka_bootstrap}")
+                parts = [TopicPartition(topic, p) for p in sorted(md.partitions)]
+                missing = [tp.partition for tp in c.committed(parts, timeout=timeout) if tp.offset < 0]
+                ends = [TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p),
+                                                                         timeout=timeout)[1]) for p in missing]
+                break
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                # A topic just created has no leader for a moment.
+                transient = (isinstance(err, KafkaError) and err.retriable()) or _leaderless(err)
+                if not transient or time.monotonic() >= deadline:
+                    raise BusError(f"cannot read the offsets of {group} on {topic}: {exc}") from exc
+                time.sleep(0.2)
         if not ends:
             return 0
         try:
@@ -156,11 +167,14 @@ def start_at_end(settings: Settings, group: str, timeout: float = 30.0) -> int:
         except KafkaException:
             return 0  # members of the group consume it already: their offsets stand
         return len(ends)
-    except KafkaException as exc:
-        raise BusError(f"cannot read the offsets of {group} on {topic}: {exc}") from exc
     finally:
         with contextlib.suppress(KafkaException, RuntimeError):
             c.close()
+
+
+def _leaderless(err: object) -> bool:
+    return isinstance(err, KafkaError) and err.code() in (
+        KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
 
 
 class _Loop(threading.Thread):

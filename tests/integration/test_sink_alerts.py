@@ -117,10 +117,10 @@ def _deliveries(stack: Stack, ids: list[str]) -> list[list[Any]]:
                      f"WHERE alert_id IN ({quoted}) ORDER BY alert_id, receiver")
 
 
-def _sink(stack: Stack, cfg: NotifyConfig, said: list[str], outcomes: list[Delivery]) -> AlertSink:
+def _sink(stack: Stack, cfg: NotifyConfig, said: list[str], outcomes: list[Delivery], **kw: Any) -> AlertSink:
     tables = _Tables(stack.settings)
     return AlertSink(stack.settings, cfg, store_alerts=tables.alerts, store_deliveries=tables.deliveries,
-                     say=said.append, on_delivery=outcomes.append, within=0.2)
+                     say=said.append, on_delivery=outcomes.append, within=0.2, **kw)
 
 
 def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -195,6 +195,34 @@ def test_a_dead_receiver_delays_neither_the_table_nor_the_other_receivers(stack:
     rows = _deliveries(stack, ids)
     assert sorted(r[0] for r in rows if r[1] == "dead" and r[2] == "failed" and r[3] == 2) == ids
     assert sorted(r[0] for r in rows if r[1] == "ok" and r[2] == "delivered") == ids
+
+
+def test_an_unreachable_table_is_said_retried_and_blocks_no_receiver(stack: Stack, http_receivers) -> None:  # type: ignore[no-untyped-def]
+    ok = http_receivers()
+    cfg = NotifyConfig(receivers=(Receiver("ok", "webhook", ok.url),), attempts=1)
+    said: list[str] = []
+    outcomes: list[Delivery] = []
+    failed: list[int] = []
+    sink = _sink(stack, cfg, said, outcomes, retry=0.2, on_store_failed=failed.append)
+    sink.start()  # no worker yet: the embedded store is not reachable
+    alerts = [_alert("nostore", i) for i in range(6)]
+    ids = [a.id for a in alerts]
+    try:
+        _produce_alerts(stack, [(a.id.encode(), msgspec.json.encode(a)) for a in alerts])
+        _wait(lambda: sorted(ok.ids()) == ids, 20, "the receiver")  # delivering does not wait for the table
+        _wait(lambda: len(failed) >= 2, 20, "store retries")
+        assert any("not stored in the alerts table yet" in line for line in said)
+        assert any("delivery outcomes of ok not stored" in line for line in said)
+        lag = sink_lag(stack.settings, cfg)
+        assert lag["store"] >= 6 and lag["notify:ok"] >= 6  # nothing committed that is not recorded
+        stack.start_worker()
+        assert sink.drain(60) == {}
+    finally:
+        sink.close()
+    assert _table(stack, ids) == dict.fromkeys(ids, 1)
+    rows = _deliveries(stack, ids)
+    assert sorted(r[0] for r in rows) == ids and all(r[1:3] == ["ok", "delivered"] for r in rows)
+    assert len(ok.ids()) == 6  # delivered once: the outcomes waited, the deliveries were not repeated
 
 
 # -- a `causelog rules run` killed with SIGKILL ----------------------------------------------------
