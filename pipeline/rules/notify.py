@@ -18,7 +18,7 @@ receivers:
     type: alertmanager       # Prometheus Alertmanager API v2: POST <url>/api/v2/alerts
     url: http://127.0.0.1:9093
 attempts: 5                  # per alert and receiver (default 5)
-backoff: 1.0                 # seconds before the 2nd attempt, doubling (default 1.0)
+backoff: 1.0                 # seconds before the 2nd attempt, doubling up to 300 (default 1.0)
 concurrency: 4               # alerts in flight at once per receiver (default 4)
 ```
 """

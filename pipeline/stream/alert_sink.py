@@ -186,6 +186,7 @@ class _Loop(threading.Thread):
         self.group = group
         self.topic = sink.settings.topic_alerts
         self.committed: dict[int, int] = {}
+        self.owned: set[int] = set()  # partitions assigned to this member now
         self.consumer = Consumer({
             "bootstrap.servers": sink.settings.kafka_bootstrap, "group.id": group, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "isolation.level": "read_committed", "auto.offset.reset": "earliest",
@@ -212,15 +213,16 @@ class _Loop(threading.Thread):
     def assigned(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.committed.pop(tp.partition, None)
+        self.owned = self.owned | {tp.partition for tp in partitions}
 
     def revoked(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.committed.pop(tp.partition, None)
+        self.owned = self.owned - {tp.partition for tp in partitions}
 
     def lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         """Partitions lost (session expired): others may own them already, commit nothing."""
-        for tp in partitions:
-            self.committed.pop(tp.partition, None)
+        _Loop.revoked(self, consumer, partitions)
 
     def consume(self, n: int, within: float) -> list[Any]:
         """Records of the assigned partitions; transient consumer errors are said, not raised."""
@@ -402,10 +404,17 @@ class _NotifyLoop(_Loop):
             p, offset, epoch, alert = item
             if not self.pending.live(p, epoch):
                 continue  # revoked: the partition's new owner delivers it
+
+            def wait(seconds: float, p: int = p, epoch: int = epoch) -> bool:
+                # Stop retrying when the process stops or the partition went to another member.
+                return sink.stopping.wait(seconds) or not self.pending.live(p, epoch)
+
             d = deliver(self.receiver, alert, attempts=sink.config.attempts, backoff=sink.config.backoff,
-                        timeout=sink.timeout, wait=sink.stopping.wait, post=sink.post, now=sink.now)
+                        timeout=sink.timeout, wait=wait, post=sink.post, now=sink.now)
             if d is None:
-                return  # stopping before a final outcome: not committed, delivered again after a restart
+                if sink.stopping.is_set():
+                    return  # no final outcome: not committed, delivered again after the restart
+                continue  # revoked: the partition's new owner delivers it
             self.done.put((p, offset, epoch, d))
 
     def _record(self) -> None:
@@ -443,7 +452,7 @@ class _NotifyLoop(_Loop):
 
     def lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self.pending.forget(tp.partition for tp in partitions)
-        super().lost(consumer, partitions)
+        _Loop.revoked(self, consumer, partitions)
 
 
 class AlertSink:
@@ -500,6 +509,11 @@ class AlertSink:
             self.failure = message
             if self._fatal is not None:
                 self._fatal(message)
+
+    def owned(self) -> dict[str, set[int]]:
+        """Per loop (``store``, ``notify:<receiver>``): the partitions of ``<prefix>.alerts`` it owns now."""
+        return {("store" if isinstance(loop, _StoreLoop) else f"notify:{loop.receiver.name}"): set(loop.owned)
+                for loop in self._loops if isinstance(loop, _StoreLoop | _NotifyLoop)}
 
     def in_flight(self) -> dict[str, int]:
         """Per receiver: alerts read and not finished (delivered, or failed after every attempt)."""

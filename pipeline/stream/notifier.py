@@ -23,6 +23,9 @@ import orjson
 from pipeline.rules.model import Alert
 from pipeline.rules.notify import Receiver, payload
 
+#: The longest wait between two attempts (the doubling stops there).
+MAX_BACKOFF = 300.0
+
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     """The outcome of one alert at one receiver."""
@@ -58,7 +61,7 @@ def deliver(receiver: Receiver, alert: Alert, *, attempts: int, backoff: float, 
             wait: Callable[[float], bool], post: Callable[[str, object, float], None] = post_json,
             now: Callable[[], str] = utc_now) -> Delivery | None:
     """POST ``alert`` to ``receiver`` up to ``attempts`` times, waiting ``backoff`` seconds before the
-    second attempt and doubling after. ``wait(seconds)`` sleeps and returns True when the process is
+    second attempt and doubling after (at most :data:`MAX_BACKOFF`). ``wait(seconds)`` sleeps and returns True when the process is
     stopping: then there is no final outcome and None is returned (the alert is delivered again by
     whoever resumes from the committed offsets)."""
     body = payload(receiver, alert)
@@ -70,7 +73,7 @@ def deliver(receiver: Receiver, alert: Alert, *, attempts: int, backoff: float, 
                             time=now())
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
             error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
-        if attempt < attempts and wait(backoff * 2 ** (attempt - 1)):
+        if attempt < attempts and wait(min(backoff * 2.0 ** min(attempt - 1, 30), MAX_BACKOFF)):
             return None
     return Delivery(alert_id=alert.id, receiver=receiver.name, status="failed", attempts=attempts, error=error,
                     time=now())

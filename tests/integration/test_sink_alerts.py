@@ -137,17 +137,34 @@ def test_alerts_are_stored_once_and_delivered_to_every_receiver(stack: Stack, ht
                                   Receiver("pd", "pagerduty", flaky.url, routing_key="k")), attempts=4, backoff=0.05)
     said: list[str] = []
     outcomes: list[Delivery] = []
-    sink = _sink(stack, cfg, said, outcomes)
-    sink.start()
+    stored: tuple[list[Alert], list[Alert]] = ([], [])
+    # Two sinks (two `rules run` processes) share the partitions of <prefix>.alerts (created with one;
+    # a deployment may add more).
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    admin = AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap})
+    admin.create_partitions([NewPartitions(stack.settings.topic_alerts, 4)])[stack.settings.topic_alerts].result(30)
+    sinks = [_sink(stack, cfg, said, outcomes, on_stored=stored[i].extend) for i in range(2)]
     try:
+        for sink in sinks:
+            sink.start()
+
+        def shared() -> bool:
+            owned = [s.owned() for s in sinks]
+            return all(len(o[k]) == 2 and not o[k] & other[k] for o, other in (owned, owned[::-1])
+                       for k in ("store", "notify:ok", "notify:pd"))
+        _wait(shared, 30, "both sinks to own two of the four partitions of each group")
         alerts = [_alert("one", i) for i in range(25)]
         records = [(a.id.encode(), msgspec.json.encode(a)) for a in alerts]
         # A replay of five alerts, and a record that is no alert.
         _produce_alerts(stack, records[:10] + records[:5] + [(b"bad", b"{not an alert")] + records[10:])
-        assert sink.drain(60) == {}
+        assert sinks[0].drain(60) == {}
     finally:
-        sink.close()
+        for sink in sinks:
+            sink.close()
+    assert stored[0] and stored[1]  # each stored its share
     ids = [a.id for a in alerts]
+    assert sorted({a.id for a in stored[0] + stored[1]}) == sorted(ids)
     assert _table(stack, ids) == dict.fromkeys(ids, 1)
     listed = stack.cli("alerts", "--json", "--limit", "1000", check=True).stdout
     assert sorted(a["id"] for a in orjson.loads(listed)) == sorted(ids)

@@ -164,3 +164,15 @@ def test_concurrency_and_unique_receiver_names(tmp_path: Path) -> None:
     f.write_text("concurrency: 0\n")
     with pytest.raises(ConfigError, match="concurrency"):
         load_notify(f, {})
+
+
+def test_backoff_doubles_up_to_a_cap() -> None:
+    waits: list[float] = []
+
+    def fail(url: str, body: object, timeout: float) -> None:
+        raise OSError("HTTP 500")
+
+    d = deliver(Receiver("r", "webhook", "http://127.0.0.1:9/x"), ALERT, attempts=1500, backoff=1.0, timeout=1,
+                wait=lambda s: waits.append(s) is not None, post=fail)
+    assert d is not None and d.status == "failed" and d.attempts == 1500 and d.error == "HTTP 500"
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0] and max(waits) == 300.0 and len(waits) == 1499
