@@ -285,15 +285,17 @@ class _StoreLoop(_Loop):
             if not msgs:
                 self.commit(self.positions())
                 continue
+            alerts, bad = self._decode(msgs)
             try:
-                alerts = self._decode(msgs)
                 sink.store_alerts(alerts)
+                if bad:  # after the store: a batch read again after a failure sends them once
+                    self._to_dlq(bad)
             except CauselogError as exc:
                 failures += 1
-                sink.say(f"{len(msgs)} alerts not stored in the alerts table yet (they stay in {self.topic}; "
+                sink.say(f"{len(alerts)} alerts not stored in the alerts table yet (they stay in {self.topic}; "
                          f"retrying): {exc}")
                 if sink.on_store_failed is not None:
-                    sink.on_store_failed(len(msgs))
+                    sink.on_store_failed(len(alerts))
                 self._rewind(msgs)
                 sink.stopping.wait(min(30.0, sink.retry * 2 ** min(failures - 1, 6)))
                 continue
@@ -304,7 +306,8 @@ class _StoreLoop(_Loop):
             if sink.on_stored is not None:
                 sink.on_stored(alerts)
 
-    def _decode(self, msgs: Sequence[Any]) -> list[Alert]:
+    @staticmethod
+    def _decode(msgs: Sequence[Any]) -> tuple[list[Alert], list[tuple[Any, Exception]]]:
         alerts: list[Alert] = []
         bad: list[tuple[Any, Exception]] = []
         for m in msgs:
@@ -312,9 +315,7 @@ class _StoreLoop(_Loop):
                 alerts.append(_DECODER.decode(m.value() or b""))
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 bad.append((m, exc))
-        if bad:
-            self._to_dlq(bad)
-        return alerts
+        return alerts, bad
 
     def _to_dlq(self, bad: list[tuple[Any, Exception]]) -> None:
         s = self.sink.settings
@@ -351,6 +352,7 @@ class _NotifyLoop(_Loop):
         self.finished: list[tuple[int, int, int, Delivery]] = []  # outcomes not written to the table yet
         self.record_failures = 0
         self.retry_at = 0.0
+        self.failing = False  # the receiver's last attempt failed (said once per streak)
         self.workers = [threading.Thread(target=self._deliver, name=f"{self.name}-{i}", daemon=True)
                         for i in range(sink.config.concurrency)]
 
@@ -410,12 +412,21 @@ class _NotifyLoop(_Loop):
                 return sink.stopping.wait(seconds) or not self.pending.live(p, epoch)
 
             d = deliver(self.receiver, alert, attempts=sink.config.attempts, backoff=sink.config.backoff,
-                        timeout=sink.timeout, wait=wait, post=sink.post, now=sink.now)
+                        timeout=sink.timeout, wait=wait, post=sink.post, now=sink.now, failed=self._failed)
+            if d is not None and d.status == "delivered" and self.failing:
+                self.failing = False
+                sink.say(f"receiver {self.receiver.name} takes notifications again")
             if d is None:
                 if sink.stopping.is_set():
                     return  # no final outcome: not committed, delivered again after the restart
                 continue  # revoked: the partition's new owner delivers it
             self.done.put((p, offset, epoch, d))
+
+    def _failed(self, attempt: int, error: str) -> None:
+        if not self.failing:
+            self.failing = True
+            self.sink.say(f"receiver {self.receiver.name} failing: {error} (retrying, {self.sink.config.attempts} "
+                          f"attempts per alert)")
 
     def _record(self) -> None:
         """Write finished outcomes to ``alert_deliveries``; then their offsets may be committed."""

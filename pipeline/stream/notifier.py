@@ -59,11 +59,11 @@ def fmt_time(t: datetime) -> str:
 
 def deliver(receiver: Receiver, alert: Alert, *, attempts: int, backoff: float, timeout: float,
             wait: Callable[[float], bool], post: Callable[[str, object, float], None] = post_json,
-            now: Callable[[], str] = utc_now) -> Delivery | None:
+            now: Callable[[], str] = utc_now, failed: Callable[[int, str], None] | None = None) -> Delivery | None:
     """POST ``alert`` to ``receiver`` up to ``attempts`` times, waiting ``backoff`` seconds before the
     second attempt and doubling after (at most :data:`MAX_BACKOFF`). ``wait(seconds)`` sleeps and returns True when the process is
     stopping: then there is no final outcome and None is returned (the alert is delivered again by
-    whoever resumes from the committed offsets)."""
+    whoever resumes from the committed offsets). ``failed(attempt, error)`` hears of each failed attempt."""
     body = payload(receiver, alert)
     error = ""
     for attempt in range(1, attempts + 1):
@@ -72,7 +72,12 @@ def deliver(receiver: Receiver, alert: Alert, *, attempts: int, backoff: float, 
             return Delivery(alert_id=alert.id, receiver=receiver.name, status="delivered", attempts=attempt,
                             time=now())
         except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
-            error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            if isinstance(exc, urllib.error.HTTPError):
+                error = f"HTTP {exc.code} {exc.reason}"
+            else:
+                error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            if failed is not None:
+                failed(attempt, error)
         if attempt < attempts and wait(min(backoff * 2.0 ** min(attempt - 1, 30), MAX_BACKOFF)):
             return None
     return Delivery(alert_id=alert.id, receiver=receiver.name, status="failed", attempts=attempts, error=error,

@@ -181,7 +181,9 @@ def test_alerts_are_stored_once_and_delivered_to_every_receiver(stack: Stack, ht
     assert (header(dlq, "origin") or "").startswith(f"{stack.settings.topic_alerts}[")
     assert any("not an alert" in line for line in said)
     assert sink_lag(stack.settings, cfg) == {"store": 0, "notify:ok": 0, "notify:pd": 0}
-    assert [line for line in said if "not an alert" not in line] == []
+    assert any(line.startswith("receiver pd failing: HTTP 500 ") for line in said), said
+    assert "receiver pd takes notifications again" in said
+    assert [line for line in said if "not an alert" not in line and "receiver pd " not in line] == []
 
 
 def test_a_dead_receiver_delays_neither_the_table_nor_the_other_receivers(stack: Stack, http_receivers) -> None:  # type: ignore[no-untyped-def]
@@ -209,6 +211,7 @@ def test_a_dead_receiver_delays_neither_the_table_nor_the_other_receivers(stack:
     dead = {d.alert_id: d for d in outcomes if d.receiver == "dead"}
     assert sorted(dead) == ids
     assert all(d.status == "failed" and d.attempts == 2 and "refused" in d.error.lower() for d in dead.values())
+    assert any(line.startswith("receiver dead failing:") for line in said)
     rows = _deliveries(stack, ids)
     assert sorted(r[0] for r in rows if r[1] == "dead" and r[2] == "failed" and r[3] == 2) == ids
     assert sorted(r[0] for r in rows if r[1] == "ok" and r[2] == "delivered") == ids
