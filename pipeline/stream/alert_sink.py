@@ -192,7 +192,7 @@ class _Loop(threading.Thread):
             "enable.auto.offset.store": False, "isolation.level": "read_committed", "auto.offset.reset": "earliest",
             # A process killed with SIGKILL leaves the group only when its session times out:
             # keep that short, the restarted process waits for it.
-            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
             "partition.assignment.strategy": "cooperative-sticky",
         })
 

@@ -190,7 +190,7 @@ def test_a_dead_receiver_delays_neither_the_table_nor_the_other_receivers(stack:
     stack.start_worker()
     ok = http_receivers()
     cfg = NotifyConfig(receivers=(Receiver("ok", "webhook", ok.url), Receiver("dead", "webhook", _dead_url())),
-                       attempts=2, backoff=2.0, concurrency=4)
+                       attempts=2, backoff=3.0, concurrency=4)
     said: list[str] = []
     outcomes: list[Delivery] = []
     sink = _sink(stack, cfg, said, outcomes)

@@ -38,3 +38,12 @@ def test_consumer_groups_derive_from_the_rules_group() -> None:
     assert sink_groups(s, cfg) == {"store": "g-rules-alerts-store", "notify:ops": "g-rules-notify-ops",
                                    "notify:pd": "g-rules-notify-pd"}
     assert store_group(s, "other") == "other-alerts-store" and notify_group(s, "ops", "other") == "other-notify-ops"
+
+
+def test_status_line_shows_the_sink_lag() -> None:
+    from pipeline.cli.main import _rules_line
+
+    s = load({"CAUSELOG_TOPIC_PREFIX": "p"})
+    line = _rules_line(s, {"up": True, "pid": 7, "lag": 0, "sink_lag": {"store": 0, "notify:ops": 3}})
+    assert line == "[green]up[/] (pid 7, lag 0 on p.chains, alert sink lag store 0, notify:ops 3 on p.alerts)"
+    assert "alert sink" not in _rules_line(s, {"up": True, "pid": 7, "lag": 0})
