@@ -194,7 +194,7 @@ def run(s: Settings, once: bool, metrics_address: str | None, sink_wait: float) 
     from pipeline.rules.engine import Engine
     from pipeline.rules.loader import load, rule_dirs
     from pipeline.rules.notify import load_notify
-    from pipeline.stream.alert_sink import AlertSink
+    from pipeline.stream.alert_sink import AlertSink, sink_groups
     from pipeline.stream.rules_runner import RunReport, run_rules
 
     rs = load(rule_dirs(s.rules))
@@ -220,6 +220,8 @@ def run(s: Settings, once: bool, metrics_address: str | None, sink_wait: float) 
                   f"{len(report.restored)} partitions)", highlight=False, soft_wrap=True)
 
     sink.start()
+    err.print(f"alert sink: {s.topic_alerts} -> alerts table and {len(sink.config.receivers)} receivers "
+              f"(consumer groups {', '.join(sink_groups(s, sink.config).values())})", highlight=False, soft_wrap=True)
     try:
         report = run_rules(s, Engine(rs), once=once, stop=stop, report=live, on_ready=ready,
                            on_alerts=metrics.alerted if metrics is not None else None)

@@ -302,6 +302,7 @@ def test_notifications_in_flight_at_a_kill_are_delivered_after_the_restart(stack
     second = _rules_run(stack, env, "--once", "--sink-wait", "60")
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err
+    assert "rules runner ready" in err and "alert sink: " in err and "not finished" not in err
     assert set(hook.ids()) == set(ids)  # every alert at least once
     assert _table(stack, ids) == dict.fromkeys(ids, 1)
     rows = _deliveries(stack, ids)
