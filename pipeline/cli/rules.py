@@ -1,4 +1,4 @@
-"""``causelog rules``: validate rule files and test rules offline on source files."""
+"""``causelog rules``: validate rule files, test rules offline, hunt in history, run them with the alert sink."""
 
 from __future__ import annotations
 

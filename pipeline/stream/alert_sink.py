@@ -323,7 +323,7 @@ class _StoreLoop(_Loop):
             self._dlq = Producer({"bootstrap.servers": s.kafka_bootstrap, "enable.idempotence": True, "acks": "all"})
         for m, exc in bad:
             origin = f"{m.topic()}[{m.partition()}]@{m.offset()}"
-            self._dlq.produce(s.topic_dlq, m.value() or b"", origin.encode(), headers=[
+            self._dlq.produce(s.topic_dlq, m.value() or b"", f"alert-sink:{origin}".encode(), headers=[
                 ("reason", b"invalid_value"), ("error", f"{origin}: not an alert: {exc}".encode()),
                 ("origin", origin.encode()), ("source", b"alert-sink")])
             self.sink.say(f"{origin}: not an alert, sent to {s.topic_dlq}: {exc}")

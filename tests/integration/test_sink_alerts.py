@@ -179,6 +179,7 @@ def test_alerts_are_stored_once_and_delivered_to_every_receiver(stack: Stack, ht
     (dlq,) = stack.read_topic(stack.settings.topic_dlq, 1)
     assert dlq.value() == b"{not an alert" and header(dlq, "reason") == "invalid_value"
     assert (header(dlq, "origin") or "").startswith(f"{stack.settings.topic_alerts}[")
+    assert (dlq.key() or b"").startswith(b"alert-sink:")
     assert any("not an alert" in line for line in said)
     assert sink_lag(stack.settings, cfg) == {"store": 0, "notify:ok": 0, "notify:pd": 0}
     assert any(line.startswith("receiver pd failing: HTTP 500 ") for line in said), said
