@@ -219,15 +219,26 @@ class SourceMetrics(Collector):
 
 
 class RulesMetrics(Collector):
-    """Rules evaluated, alerts by level, notifications by notifier and outcome. Thread-safe.
+    """Rules evaluated, alerts by level, alerts stored by outcome, notifications by notifier and
+    outcome, notifications in flight. Thread-safe.
 
-    ``evaluated`` is read at scrape time (records of the running report × rules loaded)."""
+    ``evaluated`` is read at scrape time (records of the running report × rules loaded), and so is
+    ``in_flight`` (per notifier: alerts read by the alert sink and not finished; set it once the
+    sink runs)."""
 
     def __init__(self, evaluated: Callable[[], int]) -> None:
         self.evaluated = evaluated
+        self.in_flight: Callable[[], Mapping[str, int]] = dict
         self.alerts: dict[str, int] = {}
+        self.stores: dict[str, int] = {}
         self.notifications: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
+
+    def stored(self, n: int, outcome: str = "stored") -> None:
+        """Count alerts the alert sink wrote to the alerts table (``stored``) or could not (``failed``:
+        one per alert and failed attempt; they are retried)."""
+        with self._lock:
+            self.stores[outcome] = self.stores.get(outcome, 0) + n
 
     def alerted(self, alerts: Iterable[Any]) -> None:
         """Count committed alerts by level."""
@@ -247,13 +258,23 @@ class RulesMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            alerts, notes = dict(self.alerts), dict(self.notifications)
+            alerts, notes, stores = dict(self.alerts), dict(self.notifications), dict(self.stores)
         yield CounterMetricFamily("causelog_rules_evaluated", "rule evaluations (rule x chain record)",
                                   value=self.evaluated())
         a = CounterMetricFamily("causelog_alerts", "alerts raised, by level", labels=["level"])
         for level, n in sorted(alerts.items()):
             a.add_metric([level], n)
         yield a
+        st = CounterMetricFamily("causelog_alerts_stored", "alerts written to the alerts table by the alert sink, "
+                                 "by outcome (failed: retried)", labels=["outcome"])
+        for outcome in ("stored", "failed"):
+            st.add_metric([outcome], stores.get(outcome, 0))
+        yield st
+        g = GaugeMetricFamily("causelog_notifications_in_flight", "alerts read by the alert sink and not yet "
+                              "delivered or failed, by notifier", labels=["notifier"])
+        for notifier, n in sorted(self.in_flight().items()):
+            g.add_metric([notifier], n)
+        yield g
         n_ = CounterMetricFamily("causelog_notifications", "alert notifications by notifier and outcome",
                                  labels=["notifier", "outcome"])
         for (notifier, outcome), n in sorted(notes.items()):

@@ -253,13 +253,23 @@ def _rules_status(s: Settings, broker: bool) -> dict[str, Any] | None:
             out["lag"] = sum(p["lag"] for p in lag.values())
         except CauselogError as exc:
             out["lag_error"] = str(exc)
+        from pipeline.rules.notify import load_notify
+        from pipeline.stream.alert_sink import sink_lag
+
+        try:  # the alert sink's groups on <prefix>.alerts: the table (`store`) and each receiver
+            out["sink_lag"] = sink_lag(s, load_notify(s.notify_path))
+        except CauselogError as exc:
+            out["sink_lag_error"] = str(exc)
     return out
 
 
 def _rules_line(s: Settings, r: dict[str, Any]) -> str:
     lag = r.get("lag", r.get("lag_error", "-"))
+    sink = r.get("sink_lag")
+    sink_text = (", alert sink lag " + ", ".join(f"{k} {v}" for k, v in sink.items()) + f" on {s.topic_alerts}"
+                 if sink else "")
     if r["up"]:
-        return f"[green]up[/] (pid {r['pid']}, lag {lag} on {s.topic_chains})"
+        return f"[green]up[/] (pid {r['pid']}, lag {lag} on {s.topic_chains}{sink_text})"
     return f"[red]down[/] (the runner `causelog up` started has exited; see {r['log']})"
 
 

@@ -1,8 +1,10 @@
-"""``causelog rules``: validate rule files and test rules offline on source files."""
+"""``causelog rules``: validate rule files, test rules offline, hunt in history, run them with the alert sink."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,23 +185,30 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
 @click.option("--once", is_flag=True, help="Stop at the end of <prefix>.chains as of the start (a backfill).")
 @click.option("--metrics", "metrics_address", metavar="HOST:PORT",
               help="Serve Prometheus metrics on http://HOST:PORT/metrics (rules evaluated, alerts, notifications).")
+@click.option("--sink-wait", default=120.0, show_default=True, type=click.FloatRange(0),
+              help="With --once: seconds to wait at the end for the alert sink to store and notify what was raised "
+                   "(what is left is done by the next run).")
 @click.pass_obj
-def run(s: Settings, once: bool, metrics_address: str | None) -> None:
-    """Run the rules over <prefix>.chains: alerts to <prefix>.alerts and the alerts table, exactly once.
+def run(s: Settings, once: bool, metrics_address: str | None, sink_wait: float) -> None:
+    """Run the rules over <prefix>.chains: alerts to <prefix>.alerts exactly once, then to the alerts
+    table and the receivers of notify.yaml at least once.
 
     Rules: the built-in pack and every directory of CAUSELOG_RULES (bad rules are reported and
     skipped). State (correlation windows, pending absences, source statistics) is committed with
     the consumer offsets in one Kafka transaction, so a restart neither loses nor repeats an alert.
-    Stop with Ctrl-C or SIGTERM.
+    The alert sink (threads of this process, consumer groups of their own on <prefix>.alerts)
+    stores each alert in the alerts table and notifies each receiver, committing only what is done,
+    so a kill loses nothing: it is stored or sent again after the restart. Stop with Ctrl-C or SIGTERM.
     """
     import signal
     import threading
 
     from pipeline.bus import ensure_topics
+    from pipeline.errors import CauselogError
     from pipeline.rules.engine import Engine
     from pipeline.rules.loader import load, rule_dirs
     from pipeline.rules.notify import load_notify
-    from pipeline.stream.notifier import Notifier
+    from pipeline.stream.alert_sink import AlertSink, sink_groups
     from pipeline.stream.rules_runner import RunReport, run_rules
 
     rs = load(rule_dirs(s.rules))
@@ -207,36 +216,40 @@ def run(s: Settings, once: bool, metrics_address: str | None) -> None:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     live = RunReport()
     metrics = _serve_metrics(metrics_address, lambda: (live.records - live.rejected) * len(rs))
-
-    def delivered(d: Any) -> None:
-        if metrics is not None:
-            metrics.delivered(d)
-        _store(s, "/v1/alerts/deliveries", [d])
-
-    notifier = Notifier(load_notify(s.notify_path), delivered)
     ensure_topics(s)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tables = _Tables(s)
+    sink = AlertSink(s, load_notify(s.notify_path), store_alerts=tables.alerts, store_deliveries=tables.deliveries,
+                     say=lambda line: err.print(f"[red]{escape(line)}[/]", highlight=False, soft_wrap=True),
+                     fatal=lambda _: stop.set(), on_delivery=lambda d: _delivered(metrics, d),
+                     on_stored=(lambda a: metrics.stored(len(a))) if metrics else None,
+                     on_store_failed=(lambda n: metrics.stored(n, "failed")) if metrics else None)
+    if metrics is not None:
+        metrics.in_flight = sink.in_flight
 
     def ready(report: RunReport) -> None:
         # `causelog up` waits for this line (pipeline.cli.stack.RULES_READY).
         err.print(f"rules runner ready: {len(rs)} rules over {s.topic_chains} (state restored for "
                   f"{len(report.restored)} partitions)", highlight=False, soft_wrap=True)
 
-    def committed(alerts: list) -> None:  # type: ignore[type-arg]
-        if metrics is not None:
-            metrics.alerted(alerts)
-        _store(s, "/v1/alerts", alerts)
-        notifier.submit(alerts)
-
+    sink.start()
+    err.print(f"alert sink: {s.topic_alerts} -> alerts table and {len(sink.config.receivers)} receivers "
+              f"(consumer groups {', '.join(sink_groups(s, sink.config).values())})", highlight=False, soft_wrap=True)
     try:
-        report = run_rules(s, Engine(rs), once=once, stop=stop, on_alerts=committed, report=live, on_ready=ready,
-                           # Killed between a commit and storing its alerts: store them now.
-                           on_restored=lambda alerts: _store(s, "/v1/alerts", alerts))
+        report = run_rules(s, Engine(rs), once=once, stop=stop, report=live, on_ready=ready,
+                           on_alerts=metrics.alerted if metrics is not None else None)
+        if once and sink.failure is None:
+            for what, n in sink.drain(sink_wait).items():
+                err.print(f"[red]alert sink: {n} records of {s.topic_alerts} not finished by {what}[/] (the next "
+                          f"`rules run` does them)", highlight=False, soft_wrap=True)
     except KeyboardInterrupt:
         return
     finally:
-        notifier.close()
+        sink.close()
+        tables.close()
+    if sink.failure is not None:
+        raise CauselogError(sink.failure)
     err.print(f"rules: {report.records:,} records, {report.alerts:,} alerts, {report.rejected} rejected to the DLQ, "
               f"{report.commits} transactions", highlight=False, soft_wrap=True)
 
@@ -255,34 +268,65 @@ def _serve_metrics(address: str | None, evaluated: Callable[[], int]) -> RulesMe
     return metrics
 
 
-def _store(s: Settings, path: str, rows: list) -> None:  # type: ignore[type-arg]
-    """Put committed alerts (``/v1/alerts``) or delivery outcomes (``/v1/alerts/deliveries``) into
-    their table: directly with CLICKHOUSE_URL, else through the worker that owns the embedded store.
-    Alerts are in <prefix>.alerts whatever happens here; a failure is said, never swallowed."""
-    from pipeline.errors import CauselogError
+def _delivered(metrics: RulesMetrics | None, d: Any) -> None:
+    """A notification's final outcome: counted, and said when it failed."""
+    if metrics is not None:
+        metrics.delivered(d)
+    if d.status == "failed":
+        err.print(f"[red]notification failed[/] alert {d.alert_id} -> {escape(d.receiver)} after {d.attempts} "
+                  f"attempts: {escape(d.error)}", highlight=False, soft_wrap=True)
 
-    try:
-        if s.clickhouse_url:
-            from pipeline.store import open_store
-            from pipeline.store.alerts import insert_alerts, insert_deliveries
 
-            store = open_store(s, create=False)
-            try:
-                (insert_alerts if path == "/v1/alerts" else insert_deliveries)(store, rows)
-            finally:
-                store.close()
-        else:
+class _Tables:
+    """The alert sink's writes to ``alerts`` and ``alert_deliveries``: directly with CLICKHOUSE_URL
+    (one connection, kept), else through the worker that owns the embedded store (``POST
+    /v1/alerts``, ``/v1/alerts/deliveries``). Both are idempotent by alert id (deliveries: a repeat
+    is a second row of the same outcome); a failure raises (the sink retries and says it)."""
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self._store: Any = None
+        self._lock = threading.Lock()
+
+    def alerts(self, rows: list) -> None:  # type: ignore[type-arg]
+        """Store alerts in the ``alerts`` table."""
+        self._write("/v1/alerts", rows)
+
+    def deliveries(self, rows: list) -> None:  # type: ignore[type-arg]
+        """Store notification outcomes in ``alert_deliveries``."""
+        self._write("/v1/alerts/deliveries", rows)
+
+    def _write(self, path: str, rows: list) -> None:  # type: ignore[type-arg]
+        if not rows:
+            return
+        if not self.s.clickhouse_url:
             from pipeline.cli import api
 
-            api.call(s, path, msgspec.to_builtins(rows))
-    except CauselogError as exc:
-        what = "alerts" if path == "/v1/alerts" else "delivery records"
-        err.print(f"[red]{len(rows)} {what} not stored in the table[/] (alerts stay in {s.topic_alerts}): "
-                  f"{escape(str(exc))}", highlight=False, soft_wrap=True)
-    for r in rows:
-        if getattr(r, "status", "") == "failed":
-            err.print(f"[red]notification failed[/] alert {r.alert_id} -> {escape(r.receiver)} after {r.attempts} "
-                      f"attempts: {escape(r.error)}", highlight=False, soft_wrap=True)
+            api.call(self.s, path, msgspec.to_builtins(rows))
+            return
+        from pipeline.errors import CauselogError
+        from pipeline.store import open_store
+        from pipeline.store.alerts import insert_alerts, insert_deliveries
+
+        with self._lock:  # one client, two sink threads
+            try:
+                if self._store is None:
+                    self._store = open_store(self.s, create=False)
+                (insert_alerts if path == "/v1/alerts" else insert_deliveries)(self._store, rows)
+            except CauselogError:
+                self._close()
+                raise
+
+    def _close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            with contextlib.suppress(Exception):
+                store.close()
+
+    def close(self) -> None:
+        """Close the store connection, if one was opened."""
+        with self._lock:
+            self._close()
 
 
 @click.command()

@@ -18,7 +18,8 @@ receivers:
     type: alertmanager       # Prometheus Alertmanager API v2: POST <url>/api/v2/alerts
     url: http://127.0.0.1:9093
 attempts: 5                  # per alert and receiver (default 5)
-backoff: 1.0                 # seconds before the 2nd attempt, doubling (default 1.0)
+backoff: 1.0                 # seconds before the 2nd attempt, doubling up to 300 (default 1.0)
+concurrency: 4               # alerts in flight at once per receiver (default 4)
 ```
 """
 
@@ -72,6 +73,7 @@ class NotifyConfig:
     receivers: tuple[Receiver, ...] = ()
     attempts: int = 5
     backoff: float = 1.0
+    concurrency: int = 4
 
 
 def load_notify(path: Path, env: Mapping[str, str] | None = None) -> NotifyConfig:
@@ -110,7 +112,14 @@ def load_notify(path: Path, env: Mapping[str, str] | None = None) -> NotifyConfi
     attempts, backoff = doc.get("attempts", 5), doc.get("backoff", 1.0)
     if not isinstance(attempts, int) or attempts < 1 or not isinstance(backoff, int | float) or backoff < 0:
         raise ConfigError(f"{path}: `attempts` must be a positive integer and `backoff` a number of seconds >= 0")
-    return NotifyConfig(receivers=tuple(out), attempts=attempts, backoff=float(backoff))
+    concurrency = doc.get("concurrency", 4)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 64:
+        raise ConfigError(f"{path}: `concurrency` {concurrency!r} must be an integer between 1 and 64")
+    names = [r.name for r in out]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise ConfigError(f"{path}: receiver name {dup!r} is used twice (each receiver has a consumer group of its own)")
+    return NotifyConfig(receivers=tuple(out), attempts=attempts, backoff=float(backoff), concurrency=concurrency)
 
 
 def payload(receiver: Receiver, alert: Alert) -> Any:

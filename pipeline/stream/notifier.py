@@ -1,29 +1,30 @@
-"""Deliver alerts to the receivers of ``notify.yaml`` (HTTP POST, JSON), with retries and backoff.
+"""Deliver one alert to one receiver of ``notify.yaml`` (HTTP POST, JSON), with retries and backoff.
 
-Each receiver has its own thread and bounded queue, so a dead or slow receiver delays only its own
-deliveries, never rule evaluation nor the other receivers. Every (alert, receiver) ends in one
-:class:`Delivery` record (``delivered`` or ``failed``, with the attempts made and the last error)
-handed to ``record``; an alert that finds a receiver's queue full is recorded as failed at once,
-never dropped silently. Delivery is at least once while the process runs: a receiver that got a
-request but whose answer was lost gets it again (PagerDuty dedups on ``dedup_key`` = alert id;
-webhook receivers should dedup on the alert id).
+:func:`deliver` makes the attempts and returns the final :class:`Delivery` (``delivered``, or
+``failed`` after every attempt, with the last error). The alert sink
+(:mod:`pipeline.stream.alert_sink`) runs it per receiver from ``<prefix>.alerts``, records each
+outcome in ``alert_deliveries`` and commits its offsets only then, so delivery is at least once
+across restarts: a receiver whose answer was lost, or whose alert was in flight when the process
+died, gets the alert again. PagerDuty dedups on ``dedup_key`` = alert id; webhook receivers should
+dedup on the alert's ``id``.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
+import http.client
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
 import orjson
 
 from pipeline.rules.model import Alert
-from pipeline.rules.notify import NotifyConfig, Receiver, payload
+from pipeline.rules.notify import Receiver, payload
+
+#: The longest wait between two attempts (the doubling stops there).
+MAX_BACKOFF = 300.0
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,71 +47,38 @@ def post_json(url: str, body: object, timeout: float) -> None:
             raise OSError(f"HTTP {resp.status}")
 
 
-class Notifier:
-    """Background delivery to every receiver; ``submit`` never blocks."""
+def utc_now() -> str:
+    """Now, as the RFC 3339 UTC microsecond string of a :class:`Delivery`."""
+    return fmt_time(datetime.now(UTC))
 
-    def __init__(self, config: NotifyConfig, record: Callable[[Delivery], None], *, timeout: float = 10.0,
-                 queue_size: int = 10_000, sleep: Callable[[float], None] = time.sleep,
-                 post: Callable[[str, object, float], None] = post_json,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
-        self.config = config
-        self.record = record
-        self.timeout = timeout
-        self.sleep = sleep
-        self.post = post
-        self.clock = clock
-        self._stop = threading.Event()
-        self._queues: dict[str, queue.Queue[Alert | None]] = {}
-        self._threads: list[threading.Thread] = []
-        for r in config.receivers:
-            q: queue.Queue[Alert | None] = queue.Queue(queue_size)
-            self._queues[r.name] = q
-            t = threading.Thread(target=self._loop, args=(r, q), name=f"notify-{r.name}", daemon=True)
-            t.start()
-            self._threads.append(t)
 
-    def submit(self, alerts: Sequence[Alert]) -> None:
-        """Queue each alert for every receiver that wants it."""
-        for r in self.config.receivers:
-            for a in alerts:
-                if not r.wants(a):
-                    continue
-                try:
-                    self._queues[r.name].put_nowait(a)
-                except queue.Full:
-                    self.record(Delivery(alert_id=a.id, receiver=r.name, status="failed", attempts=0,
-                                         error="queue full (receiver too slow or down)", time=self._now()))
+def fmt_time(t: datetime) -> str:
+    """``t`` as an RFC 3339 UTC string with microseconds."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Deliver what is queued (up to ``timeout``), then stop the threads."""
-        for q in self._queues.values():
-            q.put(None)
-        deadline = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
-        self._stop.set()
 
-    def _loop(self, receiver: Receiver, q: queue.Queue[Alert | None]) -> None:
-        while not self._stop.is_set():
-            alert = q.get()
-            if alert is None:
-                return
-            self.record(self._deliver(receiver, alert))
-
-    def _deliver(self, receiver: Receiver, alert: Alert) -> Delivery:
-        body = payload(receiver, alert)
-        error = ""
-        for attempt in range(1, self.config.attempts + 1):
-            try:
-                self.post(receiver.endpoint, body, self.timeout)
-                return Delivery(alert_id=alert.id, receiver=receiver.name, status="delivered", attempts=attempt,
-                                time=self._now())
-            except (OSError, urllib.error.URLError, ValueError) as exc:
-                error = str(getattr(exc, "reason", None) or exc)
-                if attempt < self.config.attempts and not self._stop.is_set():
-                    self.sleep(self.config.backoff * 2 ** (attempt - 1))
-        return Delivery(alert_id=alert.id, receiver=receiver.name, status="failed", attempts=self.config.attempts,
-                        error=error, time=self._now())
-
-    def _now(self) -> str:
-        return self.clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def deliver(receiver: Receiver, alert: Alert, *, attempts: int, backoff: float, timeout: float,
+            wait: Callable[[float], bool], post: Callable[[str, object, float], None] = post_json,
+            now: Callable[[], str] = utc_now, failed: Callable[[int, str], None] | None = None) -> Delivery | None:
+    """POST ``alert`` to ``receiver`` up to ``attempts`` times, waiting ``backoff`` seconds before the
+    second attempt and doubling after (at most :data:`MAX_BACKOFF`). ``wait(seconds)`` sleeps and returns True when the process is
+    stopping: then there is no final outcome and None is returned (the alert is delivered again by
+    whoever resumes from the committed offsets). ``failed(attempt, error)`` hears of each failed attempt."""
+    body = payload(receiver, alert)
+    error = ""
+    for attempt in range(1, attempts + 1):
+        try:
+            post(receiver.endpoint, body, timeout)
+            return Delivery(alert_id=alert.id, receiver=receiver.name, status="delivered", attempts=attempt,
+                            time=now())
+        except (OSError, urllib.error.URLError, http.client.HTTPException, ValueError) as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                error = f"HTTP {exc.code} {exc.reason}"
+            else:
+                error = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            if failed is not None:
+                failed(attempt, error)
+        if attempt < attempts and wait(min(backoff * 2.0 ** min(attempt - 1, 30), MAX_BACKOFF)):
+            return None
+    return Delivery(alert_id=alert.id, receiver=receiver.name, status="failed", attempts=attempts, error=error,
+                    time=now())

@@ -125,12 +125,14 @@ def test_up_produce_sql_timeline_status_down(stack: Stack) -> None:
         status = stack.cli("status", "--json")
         assert status.returncode == 0, status.stdout + status.stderr
         report = json_rows(status.stdout)
-        if (report["lag"] == 0 and report["rules"]["lag"] == 0) or time.monotonic() > deadline:
+        if (report["lag"] == 0 and report["rules"]["lag"] == 0 and report["rules"].get("sink_lag") == {"store": 0}) \
+                or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert report["tables"]["events"] == 16 and report["lag"] == 0
     # `causelog up` started the rules runner; it has evaluated every stored event on <prefix>.chains.
     assert report["rules"]["up"] and report["rules"]["lag"] == 0
+    assert report["rules"]["sink_lag"] == {"store": 0}  # the alert sink stored what was raised
     assert "rules runner ready" in (stack.home / "run" / "rules.log").read_text()
     json_rows(stack.cli("alerts", "--json", check=True).stdout)
 

@@ -199,6 +199,14 @@ def test_rules_metrics() -> None:
     assert value(s, "causelog_notifications_total", notifier="pager", outcome="sent") == 1
     assert value(s, "causelog_notifications_total", notifier="pager", outcome="failed") == 1
     assert value(s, "causelog_notifications_total", notifier="pager", outcome="retried") == 2
+    assert value(s, "causelog_alerts_stored_total", outcome="stored") == 0
+    m.stored(4)
+    m.stored(2, "failed")
+    m.in_flight = lambda: {"pager": 3}
+    s = scrape(registry)
+    assert value(s, "causelog_alerts_stored_total", outcome="stored") == 4
+    assert value(s, "causelog_alerts_stored_total", outcome="failed") == 2
+    assert value(s, "causelog_notifications_in_flight", notifier="pager") == 3
     assert documented("rules") <= names(s)
 
 

@@ -1,5 +1,5 @@
 """Notifications: notify.yaml, the receivers' payloads, and delivery to local HTTP receivers with
-retries, backoff and a dead receiver that blocks nobody."""
+retries and backoff (the alert sink's threads and commits: tests/integration/test_sink_alerts.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.rules.model import Alert
 from pipeline.rules.notify import NotifyConfig, Receiver, load_notify, payload
-from pipeline.stream.notifier import Delivery, Notifier
+from pipeline.stream.notifier import Delivery, deliver
 
 ALERT = Alert(id="a" * 32, rule_id="d9a89ab9-fd82-4c19-993c-8f16aa0eadbc", title="Unreviewed deploy", level="high",
               kind="detection", time="2026-11-27T02:14:00.000000Z", tags=("attack.t1195",), event_ids=("e1",),
@@ -118,54 +117,62 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{port}/hook"
 
 
-def test_delivery_with_retries_and_a_dead_receiver_that_blocks_nobody(receivers) -> None:  # type: ignore[no-untyped-def]
+def test_delivery_with_retries_backoff_and_a_dead_receiver(receivers) -> None:  # type: ignore[no-untyped-def]
     ok, flaky = receivers
-    cfg = NotifyConfig(receivers=(Receiver("ok", "webhook", ok.url), Receiver("flaky", "pagerduty", flaky.url,
-                                                                               routing_key="k"),
-                                  Receiver("dead", "webhook", _dead_url())), attempts=4, backoff=0.01)
-    records: list[Delivery] = []
-    lock = threading.Lock()
-    release = threading.Event()
-    sleeps: dict[str, list[float]] = {}
+    waits: list[float] = []
 
-    def sleep(seconds: float) -> None:
-        sleeps.setdefault(threading.current_thread().name, []).append(seconds)
-        release.wait(5)  # the dead receiver's retries hang here until the others are done
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return False
 
-    def record(d: Delivery) -> None:
-        with lock:
-            records.append(d)
+    def send(r: Receiver, attempts: int = 4) -> Delivery | None:
+        return deliver(r, ALERT, attempts=attempts, backoff=0.01, timeout=2, wait=wait,
+                       now=lambda: "2026-11-27T02:15:00.000000Z")
 
-    n = Notifier(cfg, record, timeout=2, sleep=sleep, clock=lambda: datetime(2026, 11, 27, 2, 15, tzinfo=UTC))
-    alerts = [Alert(**{**_fields(ALERT), "id": f"{i:032d}"}) for i in range(3)]
-    n.submit(alerts)
-    deadline = datetime.now(UTC).timestamp() + 10
-    while datetime.now(UTC).timestamp() < deadline and len(ok.bodies) < 3:
-        threading.Event().wait(0.05)
-    assert [b["id"] for b in ok.bodies] == [a.id for a in alerts]  # not held up by the dead receiver
-    release.set()
-    n.close(timeout=20)
-    by = {(d.receiver, d.alert_id): d for d in records}
-    assert len(by) == 9
-    assert all(by[("ok", a.id)].status == "delivered" and by[("ok", a.id)].attempts == 1 for a in alerts)
-    flaky_first = by[("flaky", alerts[0].id)]
-    assert (flaky_first.status, flaky_first.attempts) == ("delivered", 3)  # two 500s, then 202
-    assert [b["dedup_key"] for b in flaky.bodies] == [a.id for a in alerts]
-    dead = by[("dead", alerts[0].id)]
-    assert dead.status == "failed" and dead.attempts == 4 and "refused" in dead.error.lower()
+    assert send(Receiver("ok", "webhook", ok.url)) == Delivery(
+        alert_id=ALERT.id, receiver="ok", status="delivered", attempts=1, time="2026-11-27T02:15:00.000000Z")
+    assert [(b["id"], b["summary"]) for b in ok.bodies] == [(ALERT.id, ALERT.summary)] and waits == []
+    d = send(Receiver("flaky", "pagerduty", flaky.url, routing_key="k"))
+    assert d is not None and (d.status, d.attempts) == ("delivered", 3)  # two 500s, then 202
+    assert [b["dedup_key"] for b in flaky.bodies] == [ALERT.id] and waits == [0.01, 0.02]
+    waits.clear()
+    dead = send(Receiver("dead", "webhook", _dead_url()))
+    assert dead is not None and dead.status == "failed" and dead.attempts == 4 and "refused" in dead.error.lower()
+    assert waits == [0.01, 0.02, 0.04]  # exponential backoff, attempts - 1 waits
     assert dead.time == "2026-11-27T02:15:00.000000Z"
-    assert sleeps["notify-dead"][:3] == [0.01, 0.02, 0.04]  # exponential backoff, attempts - 1 waits
-    assert sleeps["notify-flaky"] == [0.01, 0.02]
 
 
-def test_a_full_queue_is_recorded_not_dropped() -> None:
-    records: list[Delivery] = []
-    gate = threading.Event()
-    cfg = NotifyConfig(receivers=(Receiver("slow", "webhook", "http://127.0.0.1:9/x"),), attempts=1)
-    n = Notifier(cfg, records.append, queue_size=1, post=lambda url, body, timeout: gate.wait(5))
-    n.submit([Alert(**{**_fields(ALERT), "id": f"{i:032d}"}) for i in range(5)])
-    gate.set()
-    n.close()
-    failed = [d for d in records if d.status == "failed"]
-    assert failed and all("queue full" in d.error for d in failed)
-    assert len(records) == 5
+def test_a_delivery_stopped_between_attempts_has_no_outcome() -> None:
+    calls: list[str] = []
+
+    def post(url: str, body: object, timeout: float) -> None:
+        calls.append(url)
+        raise OSError("HTTP 503")
+
+    got = deliver(Receiver("r", "webhook", "http://127.0.0.1:9/x"), ALERT, attempts=5, backoff=1.0, timeout=1,
+                  wait=lambda seconds: len(calls) >= 2, post=post)
+    assert got is None and len(calls) == 2  # stopping: left uncommitted, delivered again after a restart
+
+
+def test_concurrency_and_unique_receiver_names(tmp_path: Path) -> None:
+    f = tmp_path / "notify.yaml"
+    f.write_text("receivers: [{name: a, type: webhook, url: 'http://x'}]\nconcurrency: 8\n")
+    assert load_notify(f, {}).concurrency == 8
+    f.write_text("receivers: [{name: a, type: webhook, url: 'http://x'}, {name: a, type: slack, url: 'http://y'}]\n")
+    with pytest.raises(ConfigError, match="receiver name 'a' is used twice"):
+        load_notify(f, {})
+    f.write_text("concurrency: 0\n")
+    with pytest.raises(ConfigError, match="concurrency"):
+        load_notify(f, {})
+
+
+def test_backoff_doubles_up_to_a_cap() -> None:
+    waits: list[float] = []
+
+    def fail(url: str, body: object, timeout: float) -> None:
+        raise OSError("HTTP 500")
+
+    d = deliver(Receiver("r", "webhook", "http://127.0.0.1:9/x"), ALERT, attempts=1500, backoff=1.0, timeout=1,
+                wait=lambda s: waits.append(s) is not None, post=fail)
+    assert d is not None and d.status == "failed" and d.attempts == 1500 and d.error == "HTTP 500"
+    assert waits[:4] == [1.0, 2.0, 4.0, 8.0] and max(waits) == 300.0 and len(waits) == 1499
