@@ -52,17 +52,35 @@ encoded state is exact, so a restarted worker compacts exactly when an uninterru
 
 from __future__ import annotations
 
-from array import array
+import struct
 from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pipeline.correlate.emissions import Alias, Edge, EdgeRemoved, Emission, Expired, Member
-from pipeline.correlate.state import NEVER, State
+from pipeline.correlate.state import (
+    DEADLINE,
+    GAP_LIMIT,
+    NEVER,
+    PACKED,
+    TIME_LIMIT,
+    WIDE,
+    State,
+    chain_ref,
+    deadline_of,
+    derived_deadline,
+    header,
+    hex16,
+    pack_key,
+    unpack_key,
+    with_chain,
+)
 from pipeline.model.event import to_micros
 
 _COMPACT_SLACK = 1024
+_head = struct.Struct("<Q16s").pack
+"""A packed record's header and chain ref."""
 
 
 class Correlatable(Protocol):
@@ -114,45 +132,81 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     state.dirty_keys.update(links)
     dirty_chains = state.dirty_chains
 
-    # Record layout (see pipeline.correlate.state): rec = [chain_ref, times, id_1, ..., id_n] and
-    # times = array('q', [deadline, t_1, ..., t_n]): event j is at times[j] and rec[j + 1].
+    # Records: see pipeline.correlate.state. A packed record whose newest event is older than this
+    # one gets it appended without being unpacked ("fast"); any other is unpacked into lists.
     keys = state.keys
     parent = state.parent
     heads = state.heads
-    hits: list[tuple[str, list, int]] = []
-    fresh: list[str] = []
+    config = state.config
+    ttl_us = config.ttl_us
+    default_ttl = config.default_ttl_us
+    packed_eid = None
+    if 0 <= t < TIME_LIMIT and len(eid) == 32 and (eid.islower() or eid.isdigit()):
+        packed_eid = hex16(eid)
+    # (key, key type, ttl, record, unpacked fields or None if fast, insertion index or newest time)
+    hits: list[tuple[str, str, int | None, bytes, Any, int]] = []
+    fresh: list[tuple[str, int | None]] = []
+    refreshed: list[tuple[str, str, int | None]] = []
     root: str | None = None
+    packed_c: bytes | None = None
+    packed_root: bytes | None = None  # root's 16 bytes when read from a packed record as is
     others: set[str] | None = None
     maintenance = False
 
     for k in links:
+        j = k.find(":")
+        kt = k[:j] if j >= 0 else k
+        ttl = ttl_us.get(kt, default_ttl)
         rec = keys.get(k)
-        if rec is not None and rec[1][0] < now_us:
+        if rec is None:
+            fresh.append((k, ttl))
+            continue
+        flags = rec[0]
+        fields = None
+        if flags & PACKED and not flags & DEADLINE:
+            p = header(rec)[0] >> 8  # the newest time
+            if ttl is not None and p + ttl < now_us:
+                rec = None
+            elif t > p and packed_eid is not None:
+                packed_c = rec[8:24]
+                c = packed_c.hex()
+            else:
+                fields = unpack_key(rec, ttl)
+        else:
+            fields = unpack_key(rec, ttl)
+            if fields[0] < now_us:
+                rec = None
+        if rec is None:
             del keys[k]
             out.append(Expired(k))
             maintenance = True
-            rec = None
-        if rec is None:
-            fresh.append(k)
+            fresh.append((k, ttl))
             continue
-        times = rec[1]
-        p = bisect_left(times, t, 1)
-        end = len(times)
-        if p < end and times[p] == t:
-            while p < end and times[p] == t:
-                x = rec[p + 1]
-                if x == eid:
-                    return out  # already correlated: a replay
-                if x > eid:
-                    break
-                p += 1
-        hits.append((k, rec, p))
-        c = rec[0]
+        if fields is not None:
+            times = fields[2]
+            p = bisect_left(times, t)
+            end = len(times)
+            if p < end and times[p] == t:
+                ids = fields[3]
+                while p < end and times[p] == t:
+                    x = ids[p]
+                    if x == eid:  # already correlated: a replay
+                        for rk, rc, rttl in refreshed:
+                            keys[rk] = with_chain(keys[rk], rc, rttl)
+                        return out
+                    if x > eid:
+                        break
+                    p += 1
+            c = fields[1]
+            packed_c = None
+        hits.append((k, kt, ttl, rec, fields, p))
         if c in parent:
             c = _find(parent, c, dirty_chains)
-            rec[0] = c
+            refreshed.append((k, c, ttl))
+            packed_c = None
         if root is None:
             root = c
+            packed_root = packed_c
         elif c != root:
             if others is None:
                 others = {c}
@@ -170,16 +224,92 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             else:
                 others.add(c)
 
-    # Membership.
+    if root is not None and others is None and ((ht := heads[root]) < t or (ht == t and root < eid)):
+        winner = root  # the usual case: joins the one chain its keys are on, which keeps its head
+        out.append(Member(eid, root))
+    else:
+        winner = _merge(state, eid, t, root, others, out)
+        if others is not None or (root is not None and winner != root):
+            maintenance = True  # aliases were written
+
+    # Edges and remembered events.
+    maxk = config.max_per_key
+    if packed_eid is None or winner is eid:
+        packed_winner = packed_eid
+    elif winner is root and packed_root is not None:
+        packed_winner = packed_root
+    else:
+        packed_winner = hex16(winner)
+    for k, kt, ttl, rec, fields, p in hits:
+        if fields is None:
+            # Packed, and this event is its newest: append without unpacking (p: the newest time).
+            flags = rec[0]
+            gap = t - p
+            width = 8 if flags & WIDE else 4 if gap < GAP_LIMIT else 0
+            if packed_winner is not None and width:
+                out.append(Edge(k, kt, eid, rec[-16:].hex(), t))
+                step = 16 + width
+                n = (len(rec) - 40) // step + 1
+                drop = n + 1 - maxk
+                if drop >= n:
+                    keys[k] = b"".join((_head((t << 8) | flags, packed_winner), packed_eid))  # type: ignore[arg-type]
+                else:
+                    keys[k] = b"".join((_head((t << 8) | flags, packed_winner),
+                                        rec[24:] if drop <= 0 else rec[24 + drop * step :],
+                                        gap.to_bytes(width, "little"), packed_eid))  # type: ignore[arg-type]
+                continue
+            fields = unpack_key(rec, ttl)
+            p = len(fields[2])
+        deadline, _, times, ids = fields
+        end = len(times)
+        if p == end:  # the newest event of the key
+            out.append(Edge(k, kt, eid, ids[-1], t))
+            times.append(t)
+            ids.append(eid)
+            if ttl is not None:
+                deadline = t + ttl
+        elif p == 0:  # older than every remembered event
+            out.append(Edge(k, kt, ids[0], eid, times[0]))
+            times.insert(0, t)
+            ids.insert(0, eid)
+        else:  # between two remembered events
+            pid = ids[p - 1]
+            sid = ids[p]
+            st = times[p]
+            out.append(EdgeRemoved(k, kt, sid, pid, st))
+            out.append(Edge(k, kt, eid, pid, t))
+            out.append(Edge(k, kt, sid, eid, st))
+            times.insert(p, t)
+            ids.insert(p, eid)
+        if end >= maxk:  # end + 1 events now: keep the newest max_per_key
+            drop = end + 1 - maxk
+            del times[:drop]
+            del ids[:drop]
+        keys[k] = pack_key(winner, deadline, times, ids, ttl)
+    for k, ttl in fresh:
+        if packed_winner is not None:
+            keys[k] = b"".join((_head((t << 8) | PACKED, packed_winner), packed_eid))  # type: ignore[arg-type]
+        else:
+            keys[k] = pack_key(winner, derived_deadline(t, ttl), [t], [eid], ttl)
+
+    if maintenance:
+        _maybe_compact(state)
+    return out
+
+
+def _merge(state: State, eid: str, t: int, root: str | None, others: set[str] | None, out: list[Emission]) -> str:
+    """Membership: merge the chains ``root`` and ``others`` (and ``eid``'s own); the winner."""
+    heads = state.heads
+    parent = state.parent
+    dirty_chains = state.dirty_chains
     if root is None:
-        winner = eid
         heads[eid] = t
         dirty_chains.add(eid)
         out.append(Member(eid, eid))
-    elif others is None:
+        return eid
+    if others is None:
         ht = heads[root]
         if t < ht or (t == ht and eid < root):
-            winner = eid
             heads[eid] = t
             del heads[root]
             parent[root] = eid
@@ -187,73 +317,27 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             dirty_chains.add(root)
             out.append(Member(eid, eid))
             out.append(Alias(root, eid))
-            maintenance = True
-        else:
-            winner = root
-            out.append(Member(eid, root))
+            return eid
+        out.append(Member(eid, root))
+        return root
+    others.add(root)
+    ranked = sorted([(heads[c], c) for c in others])
+    ht, hc = ranked[0]
+    if t < ht or (t == ht and eid < hc):
+        winner = eid
+        heads[eid] = t
+        dirty_chains.add(eid)
+        losers = ranked
     else:
-        others.add(root)
-        ranked = sorted([(heads[c], c) for c in others])
-        ht, hc = ranked[0]
-        if t < ht or (t == ht and eid < hc):
-            winner = eid
-            heads[eid] = t
-            dirty_chains.add(eid)
-            losers = ranked
-        else:
-            winner = hc
-            losers = ranked[1:]
-        out.append(Member(eid, winner))
-        for _, c in losers:
-            parent[c] = winner
-            del heads[c]
-            dirty_chains.add(c)
-            out.append(Alias(c, winner))
-        maintenance = True
-
-    # Edges and remembered events.
-    config = state.config
-    maxk = config.max_per_key
-    ttl_us = config.ttl_us
-    default_ttl = config.default_ttl_us
-    for k, rec, p in hits:
-        rec[0] = winner
-        times = rec[1]
-        end = len(times)
-        j = k.find(":")
-        kt = k[:j] if j >= 0 else k
-        if p == end:  # the newest event of the key
-            out.append(Edge(k, kt, eid, rec[-1], t))
-            times.append(t)
-            rec.append(eid)
-            ttl = ttl_us.get(kt, default_ttl)
-            if ttl is not None:
-                times[0] = t + ttl
-        elif p == 1:  # older than every remembered event
-            out.append(Edge(k, kt, rec[2], eid, times[1]))
-            times.insert(1, t)
-            rec.insert(2, eid)
-        else:  # between two remembered events
-            pid = rec[p]
-            sid = rec[p + 1]
-            st = times[p]
-            out.append(EdgeRemoved(k, kt, sid, pid, st))
-            out.append(Edge(k, kt, eid, pid, t))
-            out.append(Edge(k, kt, sid, eid, st))
-            times.insert(p, t)
-            rec.insert(p + 1, eid)
-        if end > maxk:  # end - 1 events before this one: keep the newest max_per_key
-            drop = end - maxk
-            del times[1 : 1 + drop]
-            del rec[2 : 2 + drop]
-    for k in fresh:
-        j = k.find(":")
-        ttl = ttl_us.get(k[:j] if j >= 0 else k, default_ttl)
-        keys[k] = [winner, array("q", (NEVER if ttl is None else t + ttl, t)), eid]
-
-    if maintenance:
-        _maybe_compact(state)
-    return out
+        winner = hc
+        losers = ranked[1:]
+    out.append(Member(eid, winner))
+    for _, c in losers:
+        parent[c] = winner
+        del heads[c]
+        dirty_chains.add(c)
+        out.append(Alias(c, winner))
+    return winner
 
 
 def _find(parent: dict[str, str], c: str, dirty: set[str]) -> str:
@@ -277,7 +361,26 @@ def _find(parent: dict[str, str], c: str, dirty: set[str]) -> str:
 
 def _sweep(state: State, now_us: int, out: list[Emission]) -> None:
     keys = state.keys
-    dead = [k for k, rec in keys.items() if rec[1][0] < now_us]
+    config = state.config
+    ttl_us = config.ttl_us
+    default_ttl = config.default_ttl_us
+    # A packed record's deadline is its newest time + its type's TTL: one newer than now minus the
+    # shortest TTL is alive whatever its type (no need to look the type up).
+    finite = [ttl for ttl in (*ttl_us.values(), default_ttl) if ttl is not None]
+    alive_after = now_us - min(finite) if finite else NEVER
+    dead = []
+    for k, rec in keys.items():
+        flags = rec[0]
+        if flags & PACKED and not flags & DEADLINE:
+            newest = header(rec)[0] >> 8
+            if newest >= alive_after:
+                continue
+            j = k.find(":")
+            ttl = ttl_us.get(k[:j] if j >= 0 else k, default_ttl)
+            if ttl is not None and newest + ttl < now_us:
+                dead.append(k)
+        elif deadline_of(rec, config.ttl_of(k)) < now_us:
+            dead.append(k)
     state.steps_since_sweep = 0
     if not dead:
         return
@@ -300,11 +403,13 @@ def compact(state: State) -> None:
     heads = state.heads
     dirty = state.dirty_chains
     live: dict[str, int] = {}
-    for k, rec in state.keys.items():
-        c = rec[0]
+    keys = state.keys
+    ttl_of = state.config.ttl_of
+    for k, rec in keys.items():
+        c = chain_ref(rec)
         if c in parent:
             c = _find(parent, c, dirty)
-            rec[0] = c
+            keys[k] = with_chain(rec, c, ttl_of(k))  # same key: no resize while iterating
             state.dirty_keys.add(k)
         if c not in live:
             live[c] = heads[c]

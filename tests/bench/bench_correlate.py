@@ -166,9 +166,10 @@ def deep_size(state: State) -> int:
         add(d)
     for k, rec in state.keys.items():
         add(k)
-        add(rec)
-        for part in rec:  # chain ref, times array, remembered event ids
-            add(part)
+        add(rec)  # one bytes object per key (pipeline.correlate.state): nothing else to follow
+        if not isinstance(rec, bytes):  # a container layout: count what it holds
+            for part in rec:
+                add(part)
     for k, v in state.parent.items():
         add(k)
         add(v)
@@ -201,7 +202,7 @@ def run(events: list[Event], config: CorrelationConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     blob = encode_state(state)
     encode_s = time.perf_counter() - t0
-    remembered = sum(len(rec) - 2 for rec in state.keys.values())
+    remembered = sum(len(state.events_of_key(k)) for k in state.keys)
     return {
         "events": len(events),
         "seconds": round(elapsed, 3),
