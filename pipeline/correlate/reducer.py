@@ -42,9 +42,12 @@ Emission order within a step: ``Expired`` (sorted by key) from a sweep, ``Expire
 link order its ``EdgeRemoved``/``Edge`` records as listed above.
 
 Union-find compaction: ``parent`` and ``heads`` entries of chains no live key refers to are
-dropped when they outnumber twice the live keys (plus 1024): every key's chain ref is resolved to
-its root, ``parent`` is emptied, and ``heads`` keeps the roots in use. Cost O(live keys), at most
-once per ``live keys + 1024`` aliases or expiries, so amortised O(1). It does not change any
+dropped when the aliases outnumber a sixteenth of the live keys (plus 256) or aliases and heads
+together twice the live keys (plus 1024): every key's chain ref is resolved to its root,
+``parent`` is emptied, and ``heads`` keeps the roots in use. Cost O(live keys), at most once per
+``live keys / 16 + 256`` aliases or ``live keys + 1024`` expiries, so amortised O(1). (Until
+2026-12 only the second bound existed; the first keeps the union-find, whose ids are strings, a
+small part of the state.) It does not change any
 emission, except for a replay past the dedup horizon of an event that headed a since-merged
 chain (with the entry kept, such a replay rejoins the winning chain). It is deterministic and the
 encoded state is exact, so a restarted worker compacts exactly when an uninterrupted one would.
@@ -53,6 +56,7 @@ encoded state is exact, so a restarted worker compacts exactly when an uninterru
 from __future__ import annotations
 
 import struct
+import sys
 from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import datetime
@@ -62,7 +66,6 @@ from pipeline.correlate.emissions import Alias, Edge, EdgeRemoved, Emission, Exp
 from pipeline.correlate.state import (
     DEADLINE,
     GAP_LIMIT,
-    NEVER,
     PACKED,
     TIME_LIMIT,
     WIDE,
@@ -79,6 +82,13 @@ from pipeline.correlate.state import (
 from pipeline.model.event import to_micros
 
 _COMPACT_SLACK = 1024
+# Aliases are compacted away once they exceed 1/16 of the live keys (plus 256): an alias costs
+# about as much memory as a key's record (two ids as strings), and the O(live keys) compaction
+# then runs at most once per live keys / 16 aliases (amortised: 16 record visits per alias).
+_ALIAS_SHARE = 16
+_SPARSE = 40
+"""A bucket (dict) of live keys taking more bytes per key than this is copied by the sweep."""
+_ALIAS_SLACK = 256
 _head = struct.Struct("<Q16s").pack
 """A packed record's header and chain ref."""
 
@@ -120,7 +130,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     """:func:`step` on already extracted fields (event id, event time in µs, link keys, now in µs)."""
     out: list[Emission] = []
     state.steps_since_sweep += 1
-    if now_us >= state.next_sweep_us and state.steps_since_sweep >= len(state.keys):
+    if now_us >= state.next_sweep_us and state.steps_since_sweep >= state.live:
         _sweep(state, now_us, out)
         state.next_sweep_us = now_us + state.config.sweep_every_us
     if not links:
@@ -134,7 +144,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
 
     # Records: see pipeline.correlate.state. A packed record whose newest event is older than this
     # one gets it appended without being unpacked ("fast"); any other is unpacked into lists.
-    keys = state.keys
+    buckets = state.buckets
     parent = state.parent
     heads = state.heads
     config = state.config
@@ -143,10 +153,11 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     packed_eid = None
     if 0 <= t < TIME_LIMIT and len(eid) == 32 and (eid.islower() or eid.isdigit()):
         packed_eid = hex16(eid)
-    # (key, key type, ttl, record, unpacked fields or None if fast, insertion index or newest time)
-    hits: list[tuple[str, str, int | None, bytes, Any, int]] = []
-    fresh: list[tuple[str, int | None]] = []
-    refreshed: list[tuple[str, str, int | None]] = []
+    # (key, key type, ttl, record, unpacked fields or None if fast, insertion index or newest time,
+    # the key's bucket, the key in it)
+    hits: list[tuple[str, str, int | None, bytes, Any, int, dict[str, bytes], str]] = []
+    fresh: list[tuple[str | None, str, int | None]] = []  # (bucket, key in it, ttl)
+    refreshed: list[tuple[dict[str, bytes], str, str, int | None]] = []
     root: str | None = None
     packed_c: bytes | None = None
     packed_root: bytes | None = None  # root's 16 bytes when read from a packed record as is
@@ -155,11 +166,17 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
 
     for k in links:
         j = k.find(":")
-        kt = k[:j] if j >= 0 else k
+        if j >= 0:
+            kt = bucket = k[:j]
+            rest = k[j + 1 :]
+        else:
+            kt = rest = k
+            bucket = None
         ttl = ttl_us.get(kt, default_ttl)
-        rec = keys.get(k)
+        recs = buckets.get(bucket)
+        rec = None if recs is None else recs.get(rest)
         if rec is None:
-            fresh.append((k, ttl))
+            fresh.append((bucket, rest, ttl))
             continue
         flags = rec[0]
         fields = None
@@ -177,10 +194,13 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             if fields[0] < now_us:
                 rec = None
         if rec is None:
-            del keys[k]
+            del recs[rest]  # type: ignore[union-attr]
+            if not recs:  # no empty bucket: the bucket order is then the same after a restore
+                del buckets[bucket]
+            state.live -= 1
             out.append(Expired(k))
             maintenance = True
-            fresh.append((k, ttl))
+            fresh.append((bucket, rest, ttl))
             continue
         if fields is not None:
             times = fields[2]
@@ -191,18 +211,18 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
                 while p < end and times[p] == t:
                     x = ids[p]
                     if x == eid:  # already correlated: a replay
-                        for rk, rc, rttl in refreshed:
-                            keys[rk] = with_chain(keys[rk], rc, rttl)
+                        for rrecs, rk, rc, rttl in refreshed:
+                            rrecs[rk] = with_chain(rrecs[rk], rc, rttl)
                         return out
                     if x > eid:
                         break
                     p += 1
             c = fields[1]
             packed_c = None
-        hits.append((k, kt, ttl, rec, fields, p))
+        hits.append((k, kt, ttl, rec, fields, p, recs, rest))  # type: ignore[arg-type]
         if c in parent:
             c = _find(parent, c, dirty_chains)
-            refreshed.append((k, c, ttl))
+            refreshed.append((recs, rest, c, ttl))  # type: ignore[arg-type]
             packed_c = None
         if root is None:
             root = c
@@ -240,7 +260,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
         packed_winner = packed_root
     else:
         packed_winner = hex16(winner)
-    for k, kt, ttl, rec, fields, p in hits:
+    for k, kt, ttl, rec, fields, p, recs, rest in hits:
         if fields is None:
             # Packed, and this event is its newest: append without unpacking (p: the newest time).
             flags = rec[0]
@@ -252,11 +272,11 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
                 n = (len(rec) - 40) // step + 1
                 drop = n + 1 - maxk
                 if drop >= n:
-                    keys[k] = b"".join((_head((t << 8) | flags, packed_winner), packed_eid))  # type: ignore[arg-type]
+                    recs[rest] = b"".join((_head((t << 8) | flags, packed_winner), packed_eid))  # type: ignore[arg-type]
                 else:
-                    keys[k] = b"".join((_head((t << 8) | flags, packed_winner),
-                                        rec[24:] if drop <= 0 else rec[24 + drop * step :],
-                                        gap.to_bytes(width, "little"), packed_eid))  # type: ignore[arg-type]
+                    recs[rest] = b"".join((_head((t << 8) | flags, packed_winner),
+                                          rec[24:] if drop <= 0 else rec[24 + drop * step :],
+                                          gap.to_bytes(width, "little"), packed_eid))  # type: ignore[arg-type]
                 continue
             fields = unpack_key(rec, ttl)
             p = len(fields[2])
@@ -285,12 +305,16 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             drop = end + 1 - maxk
             del times[:drop]
             del ids[:drop]
-        keys[k] = pack_key(winner, deadline, times, ids, ttl)
-    for k, ttl in fresh:
+        recs[rest] = pack_key(winner, deadline, times, ids, ttl)
+    for bucket, rest, ttl in fresh:
+        recs = buckets.get(bucket)
+        if recs is None:
+            recs = buckets[bucket] = {}
         if packed_winner is not None:
-            keys[k] = b"".join((_head((t << 8) | PACKED, packed_winner), packed_eid))  # type: ignore[arg-type]
+            recs[rest] = b"".join((_head((t << 8) | PACKED, packed_winner), packed_eid))  # type: ignore[arg-type]
         else:
-            keys[k] = pack_key(winner, derived_deadline(t, ttl), [t], [eid], ttl)
+            recs[rest] = pack_key(winner, derived_deadline(t, ttl), [t], [eid], ttl)
+    state.live += len(fresh)
 
     if maintenance:
         _maybe_compact(state)
@@ -360,40 +384,50 @@ def _find(parent: dict[str, str], c: str, dirty: set[str]) -> str:
 
 
 def _sweep(state: State, now_us: int, out: list[Emission]) -> None:
-    keys = state.keys
     config = state.config
     ttl_us = config.ttl_us
     default_ttl = config.default_ttl_us
-    # A packed record's deadline is its newest time + its type's TTL: one newer than now minus the
-    # shortest TTL is alive whatever its type (no need to look the type up).
-    finite = [ttl for ttl in (*ttl_us.values(), default_ttl) if ttl is not None]
-    alive_after = now_us - min(finite) if finite else NEVER
-    dead = []
-    for k, rec in keys.items():
-        flags = rec[0]
-        if flags & PACKED and not flags & DEADLINE:
-            newest = header(rec)[0] >> 8
-            if newest >= alive_after:
-                continue
-            j = k.find(":")
-            ttl = ttl_us.get(k[:j] if j >= 0 else k, default_ttl)
-            if ttl is not None and newest + ttl < now_us:
-                dead.append(k)
-        elif deadline_of(rec, config.ttl_of(k)) < now_us:
-            dead.append(k)
+    dead: list[tuple[str, dict[str, bytes], str]] = []  # (key, its bucket, key in it)
+    for bucket, recs in state.buckets.items():
+        if bucket is None:
+            for rest, rec in recs.items():
+                if deadline_of(rec, ttl_us.get(rest, default_ttl)) < now_us:
+                    dead.append((rest, recs, rest))
+            continue
+        ttl = ttl_us.get(bucket, default_ttl)
+        # A packed record's deadline is its newest time + the bucket's TTL (none: never dead).
+        limit = -1 if ttl is None else now_us - ttl
+        for rest, rec in recs.items():
+            flags = rec[0]
+            if flags & PACKED and not flags & DEADLINE:
+                if (header(rec)[0] >> 8) < limit:
+                    dead.append((f"{bucket}:{rest}", recs, rest))
+            elif deadline_of(rec, ttl) < now_us:
+                dead.append((f"{bucket}:{rest}", recs, rest))
     state.steps_since_sweep = 0
     if not dead:
         return
     dead.sort()
-    state.dirty_keys.update(dead)
-    for k in dead:
-        del keys[k]
+    state.dirty_keys.update(k for k, _, _ in dead)
+    for k, recs, rest in dead:
+        del recs[rest]
         out.append(Expired(k))
+    state.live -= len(dead)
+    buckets = state.buckets
+    for bucket, recs in list(buckets.items()):
+        if not recs:
+            del buckets[bucket]
+        elif sys.getsizeof(recs) > _SPARSE * len(recs) + 1024:
+            # A dict never shrinks: the slots of the keys expired since it last grew stay. A copy
+            # is sized for what it holds (same order, same content).
+            buckets[bucket] = dict(recs)
     _maybe_compact(state)
 
 
 def _maybe_compact(state: State) -> None:
-    if len(state.parent) + len(state.heads) > 2 * len(state.keys) + _COMPACT_SLACK:
+    parent = state.parent
+    n = state.live
+    if len(parent) > n // _ALIAS_SHARE + _ALIAS_SLACK or len(parent) + len(state.heads) > 2 * n + _COMPACT_SLACK:
         compact(state)
 
 
@@ -402,15 +436,30 @@ def compact(state: State) -> None:
     parent = state.parent
     heads = state.heads
     dirty = state.dirty_chains
-    live: dict[str, int] = {}
-    keys = state.keys
     ttl_of = state.config.ttl_of
-    for k, rec in keys.items():
-        c = chain_ref(rec)
-        if c in parent:
-            c = _find(parent, c, dirty)
-            keys[k] = with_chain(rec, c, ttl_of(k))  # same key: no resize while iterating
-            state.dirty_keys.add(k)
+    # Packed records hold their chain ref as 16 bytes: compare those, no string per key.
+    stale = {b for b in map(hex16, parent) if b is not None}
+    in_use: set[bytes] = set()
+    live: dict[str, int] = {}
+    for bucket, recs in state.buckets.items():
+        for rest, rec in recs.items():
+            flags = rec[0]
+            if flags & PACKED:
+                start = 16 if flags & DEADLINE else 8
+                packed = rec[start : start + 16]
+                if packed not in stale:
+                    in_use.add(packed)
+                    continue
+            c = chain_ref(rec)
+            if c in parent:
+                c = _find(parent, c, dirty)
+                k = rest if bucket is None else f"{bucket}:{rest}"
+                recs[rest] = with_chain(rec, c, ttl_of(k))  # same key: no resize while iterating
+                state.dirty_keys.add(k)
+            if c not in live:
+                live[c] = heads[c]
+    for packed in in_use:
+        c = packed.hex()
         if c not in live:
             live[c] = heads[c]
     dirty.update(parent)

@@ -60,6 +60,7 @@ from __future__ import annotations
 import struct
 import sys
 from array import array
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -200,14 +201,19 @@ _general_decoder = msgspec.msgpack.Decoder(tuple[int, str, list[int], list[str]]
 
 
 class State:
-    """Correlation state of one scope. Mutated in place by :func:`~pipeline.correlate.step`."""
+    """Correlation state of one scope. Mutated in place by :func:`~pipeline.correlate.step`.
 
-    __slots__ = ("config", "dirty_chains", "dirty_keys", "heads", "keys", "next_sweep_us", "parent",
+    Live keys are kept per type: ``buckets[type][rest]`` for a key ``type:rest`` (``buckets[None]
+    [key]`` for a key without ``:``): each key string is shorter by its type, and several smaller
+    dicts cost less per entry than one big one. ``live`` counts them; :attr:`keys` is a copy."""
+
+    __slots__ = ("buckets", "config", "dirty_chains", "dirty_keys", "heads", "live", "next_sweep_us", "parent",
                  "steps_since_sweep")
 
     def __init__(self, config: CorrelationConfig | None = None) -> None:
         self.config = config if config is not None else CorrelationConfig()
-        self.keys: dict[str, KeyRecord] = {}
+        self.buckets: dict[str | None, dict[str, KeyRecord]] = {}
+        self.live = 0
         self.parent: dict[str, str] = {}
         self.heads: dict[str, int] = {}
         self.next_sweep_us = 0
@@ -216,31 +222,62 @@ class State:
         self.dirty_keys: set[str] = set()
         self.dirty_chains: set[str] = set()
 
+    @property
+    def keys(self) -> dict[str, KeyRecord]:
+        """Every live key with its record, in a new dict (for tests and debugging)."""
+        return dict(self.items())
+
+    def items(self) -> Iterator[tuple[str, KeyRecord]]:
+        """``(link key, record)`` of every live key."""
+        for bucket, recs in self.buckets.items():
+            if bucket is None:
+                yield from recs.items()
+            else:
+                prefix = bucket + ":"
+                for rest, rec in recs.items():
+                    yield prefix + rest, rec
+
+    def get(self, key: str) -> KeyRecord | None:
+        """The record of a live key, ``None`` if it is not live."""
+        bucket, rest = split_key(key)
+        recs = self.buckets.get(bucket)
+        return None if recs is None else recs.get(rest)
+
+    def put(self, key: str, rec: KeyRecord) -> None:
+        """Set the record of a key."""
+        bucket, rest = split_key(key)
+        recs = self.buckets.get(bucket)
+        if recs is None:
+            recs = self.buckets[bucket] = {}
+        if rest not in recs:
+            self.live += 1
+        recs[rest] = rec
+
     def take_changes(self) -> tuple[dict[str, bytes | None], dict[str, bytes | None]]:
         """The key and chain records (:func:`encode_key` / :func:`encode_chain`; ``None``: the key
         or chain is gone) that changed since the previous call, and forget them. Folding every
         call's records in order with :func:`state_from_records` rebuilds this state exactly."""
-        keys = self.keys
+        get = self.get
         heads = self.heads
         parent = self.parent
         ttl_of = self.config.ttl_of
-        out_keys = {k: (None if (rec := keys.get(k)) is None else encode_key(rec, ttl_of(k))) for k in self.dirty_keys}
+        out_keys = {k: (None if (rec := get(k)) is None else encode_key(rec, ttl_of(k))) for k in self.dirty_keys}
         out_chains = {c: encode_chain(heads.get(c), parent.get(c)) for c in self.dirty_chains}
         self.dirty_keys = set()
         self.dirty_chains = set()
         return out_keys, out_chains
 
     def __repr__(self) -> str:
-        return f"<State keys={len(self.keys)} chains={len(self.heads)} aliases={len(self.parent)}>"
+        return f"<State keys={self.live} chains={len(self.heads)} aliases={len(self.parent)}>"
 
     def unpack(self, key: str) -> tuple[int, str, list[int], list[str]] | None:
         """``(deadline_us, chain_ref, times, ids)`` of a live key, ``None`` if not live."""
-        rec = self.keys.get(key)
+        rec = self.get(key)
         return None if rec is None else unpack_key(rec, self.config.ttl_of(key))
 
     def chain_of_key(self, key: str) -> str | None:
         """The current chain id of a live key (``None`` if the key is not live). Read-only."""
-        rec = self.keys.get(key)
+        rec = self.get(key)
         return None if rec is None else root_of(self.parent, chain_ref(rec))
 
     def events_of_key(self, key: str) -> list[tuple[int, str]]:
@@ -254,8 +291,9 @@ class State:
         chain a live key belongs to. For tests and debugging."""
         keys = {}
         heads = {}
-        for key in self.keys:
-            deadline, chain, times, ids = self.unpack(key)  # type: ignore[misc]
+        ttl_of = self.config.ttl_of
+        for key, rec in self.items():
+            deadline, chain, times, ids = unpack_key(rec, ttl_of(key))
             root = root_of(self.parent, chain)
             heads[root] = self.heads[root]
             keys[key] = {
@@ -264,6 +302,12 @@ class State:
                 "events": list(zip(times, ids, strict=True)),
             }
         return {"keys": keys, "heads": heads}
+
+
+def split_key(key: str) -> tuple[str | None, str]:
+    """``(type, rest)`` of a link key ``type:rest``; ``(None, key)`` if it has no ``:``."""
+    i = key.find(":")
+    return (None, key) if i < 0 else (key[:i], key[i + 1 :])
 
 
 def root_of(parent: dict[str, str], chain_id: str) -> str:
@@ -379,7 +423,7 @@ def state_from_records(
                 raise ValueError(f"corrupt correlation state: chain {c!r} leads to no head")
         for k, data in keys.items():
             kr = _key_decoder.decode(data)
-            state.keys[k] = _key_record(state, k, kr.chain, kr.times, kr.ids)
+            state.put(k, _key_record(state, k, kr.chain, kr.times, kr.ids))
     except msgspec.DecodeError as exc:
         raise ValueError(f"corrupt correlation state record: {exc}") from None
     return state
@@ -389,7 +433,7 @@ def encode_state(state: State) -> bytes:
     """Serialise ``state`` (format in the module docstring). Does not modify ``state``."""
     keys = []
     ttl_of = state.config.ttl_of
-    for key, rec in state.keys.items():
+    for key, rec in state.items():
         deadline, chain, times, ids = unpack_key(rec, ttl_of(key))
         keys.append(_KeyWire(key, chain, _times_bytes(deadline, times), ids))
     wire = _StateWire(
@@ -414,11 +458,10 @@ def decode_state(data: bytes, config: CorrelationConfig | None = None) -> State:
     for c in parent:
         if root_of_checked(parent, c) not in heads:
             raise ValueError(f"corrupt correlation state: chain {c!r} leads to no head")
-    keys = state.keys
     for k in wire.keys:
-        if k.key in keys:
+        if state.get(k.key) is not None:
             raise ValueError(f"corrupt correlation state: key {k.key!r} twice")
-        keys[k.key] = _key_record(state, k.key, k.chain, k.times, k.ids)
+        state.put(k.key, _key_record(state, k.key, k.chain, k.times, k.ids))
     return state
 
 

@@ -162,14 +162,14 @@ def deep_size(state: State) -> int:
             seen.add(id(obj))
             total += sys.getsizeof(obj)
 
-    for d in (state.keys, state.parent, state.heads):
+    for d in (state.buckets, state.parent, state.heads):
         add(d)
-    for k, rec in state.keys.items():
-        add(k)
-        add(rec)  # one bytes object per key (pipeline.correlate.state): nothing else to follow
-        if not isinstance(rec, bytes):  # a container layout: count what it holds
-            for part in rec:
-                add(part)
+    for bucket, recs in state.buckets.items():  # live keys per type (pipeline.correlate.state)
+        add(bucket)
+        add(recs)
+        for k, rec in recs.items():
+            add(k)
+            add(rec)  # one bytes object per key: nothing else to follow
     for k, v in state.parent.items():
         add(k)
         add(v)
@@ -194,11 +194,11 @@ def run(events: list[Event], config: CorrelationConfig) -> dict[str, Any]:
     for i, (e, now) in enumerate(zip(events, nows, strict=True)):
         _, out = step(state, e, now)
         emitted += len(out)
-        if not i & 1023 and len(state.keys) > peak:
-            peak = len(state.keys)
+        if not i & 1023 and state.live > peak:
+            peak = state.live
     elapsed = time.perf_counter() - start
-    peak = max(peak, len(state.keys))
-    live = max(len(state.keys), 1)
+    peak = max(peak, state.live)
+    live = max(state.live, 1)
     t0 = time.perf_counter()
     blob = encode_state(state)
     encode_s = time.perf_counter() - t0
@@ -210,7 +210,7 @@ def run(events: list[Event], config: CorrelationConfig) -> dict[str, Any]:
         "us_per_event": round(elapsed / len(events) * 1e6, 2),
         "emissions": emitted,
         "peak_live_keys": peak,
-        "final_live_keys": len(state.keys),
+        "final_live_keys": state.live,
         "final_chains": len(state.heads),
         "remembered_events_per_key": round(remembered / live, 2),
         "state_bytes_per_key": round(deep_size(state) / live),
