@@ -60,12 +60,13 @@ import sys
 from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pipeline.correlate.emissions import Alias, Edge, EdgeRemoved, Emission, Expired, Member
 from pipeline.correlate.state import (
     DEADLINE,
     GAP_LIMIT,
+    NEVER,
     PACKED,
     TIME_LIMIT,
     WIDE,
@@ -90,6 +91,8 @@ _SPARSE = 40
 """A bucket (dict) of live keys taking more bytes per key than this is copied by the sweep."""
 _ALIAS_SLACK = 256
 _head = struct.Struct("<Q16s").pack
+_gap4 = struct.Struct("<I").unpack_from
+_gap8 = struct.Struct("<Q").unpack_from
 """A packed record's header and chain ref."""
 
 
@@ -151,8 +154,14 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     ttl_us = config.ttl_us
     default_ttl = config.default_ttl_us
     packed_eid = None
-    if 0 <= t < TIME_LIMIT and len(eid) == 32 and (eid.islower() or eid.isdigit()):
-        packed_eid = hex16(eid)
+    if 0 <= t < TIME_LIMIT and len(eid) == 32 and (eid.islower() or eid.isdigit()):  # hex16(), inline
+        try:
+            packed_eid = bytes.fromhex(eid)
+        except ValueError:
+            pass
+        else:
+            if len(packed_eid) != 16:
+                packed_eid = None
     # (key, key type, ttl, record, unpacked fields or None if fast, insertion index or newest time,
     # the key's bucket, the key in it)
     hits: list[tuple[str, str, int | None, bytes, Any, int, dict[str, bytes], str]] = []
@@ -184,11 +193,19 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             p = header(rec)[0] >> 8  # the newest time
             if ttl is not None and p + ttl < now_us:
                 rec = None
-            elif t > p and packed_eid is not None:
+            elif packed_eid is None:
+                fields = unpack_key(rec, ttl)
+            else:
+                if t <= p:  # out of order (or a replay): find its place from the newest back
+                    spot = _locate(rec, p, t, packed_eid)
+                    if spot is None:  # already correlated: a replay
+                        for rrecs, rk, rc, rttl in refreshed:
+                            rrecs[rk] = with_chain(rrecs[rk], rc, rttl)
+                        return out
+                    if spot.pos < spot.n:
+                        fields = spot  # type: ignore[assignment]
                 packed_c = rec[8:24]
                 c = packed_c.hex()
-            else:
-                fields = unpack_key(rec, ttl)
         else:
             fields = unpack_key(rec, ttl)
             if fields[0] < now_us:
@@ -202,7 +219,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             maintenance = True
             fresh.append((bucket, rest, ttl))
             continue
-        if fields is not None:
+        if fields is not None and type(fields) is not _Spot:
             times = fields[2]
             p = bisect_left(times, t)
             end = len(times)
@@ -254,6 +271,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
 
     # Edges and remembered events.
     maxk = config.max_per_key
+    full = (0, 0, 0, 0, 40 + (maxk - 1) * 20, 0, 0, 0, 40 + (maxk - 1) * 24)  # by gap width: max_per_key events
     if packed_eid is None or winner is eid:
         packed_winner = packed_eid
     elif winner is root and packed_root is not None:
@@ -269,17 +287,26 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
             if packed_winner is not None and width:
                 out.append(Edge(k, kt, eid, rec[-16:].hex(), t))
                 step = 16 + width
-                n = (len(rec) - 40) // step + 1
-                drop = n + 1 - maxk
-                if drop >= n:
+                size = len(rec)
+                # 24 bytes of header and chain, then n ids with n - 1 gaps between them.
+                drop = 0 if size < full[width] else (size - 40) // step + 2 - maxk
+                if drop and drop * step >= size - 24:
                     recs[rest] = b"".join((_head((t << 8) | flags, packed_winner), packed_eid))  # type: ignore[arg-type]
                 else:
                     recs[rest] = b"".join((_head((t << 8) | flags, packed_winner),
-                                          rec[24:] if drop <= 0 else rec[24 + drop * step :],
+                                          rec[24 + drop * step :],
                                           gap.to_bytes(width, "little"), packed_eid))  # type: ignore[arg-type]
                 continue
             fields = unpack_key(rec, ttl)
             p = len(fields[2])
+        elif type(fields) is _Spot:
+            if packed_winner is not None:
+                new = _insert_packed(rec, fields, t, eid, packed_eid, packed_winner, maxk, k, kt, out)  # type: ignore[arg-type]
+                if new is not None:
+                    recs[rest] = new
+                    continue
+            p = fields.pos
+            fields = unpack_key(rec, ttl)
         deadline, _, times, ids = fields
         end = len(times)
         if p == end:  # the newest event of the key
@@ -319,6 +346,76 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     if maintenance:
         _maybe_compact(state)
     return out
+
+
+class _Spot(NamedTuple):
+    """Where an out-of-order event goes in a packed record: before event ``pos`` (of ``n``),
+    between ``(pred_t, pred)`` and ``(succ_t, succ)`` (``pred`` None: before the oldest)."""
+
+    pos: int
+    n: int
+    pred_t: int
+    pred: bytes | None
+    succ_t: int
+    succ: bytes
+
+
+def _locate(rec: bytes, newest: int, t: int, packed_eid: bytes) -> _Spot | None:
+    """The place of event ``(t, id)`` (id as 16 bytes, which order like the hex strings) in a
+    packed record (no stored deadline), walking back from the newest; None if it is there."""
+    wide = rec[0] & WIDE
+    step = 24 if wide else 20
+    gap_at = _gap8 if wide else _gap4
+    n = (len(rec) - 40) // step + 1
+    j = n - 1
+    tj = newest
+    succ_t = 0
+    succ = b""
+    while True:
+        at = 24 + j * step
+        idj = rec[at : at + 16]
+        if tj < t or (tj == t and idj < packed_eid):
+            return _Spot(j + 1, n, tj, idj, succ_t, succ)
+        if tj == t and idj == packed_eid:
+            return None
+        if j == 0:
+            return _Spot(0, n, 0, None, tj, idj)
+        succ_t = tj
+        succ = idj
+        j -= 1
+        tj -= gap_at(rec, at - (step - 16))[0]
+
+
+def _insert_packed(
+    rec: bytes, spot: _Spot, t: int, eid: str, packed_eid: bytes, packed_winner: bytes, maxk: int,
+    k: str, kt: str, out: list[Emission],
+) -> bytes | None:
+    """The record with the out-of-order event inserted at ``spot`` (its edges emitted), or None
+    (nothing emitted) if a gap does not fit the record's width."""
+    wide = rec[0] & WIDE
+    width = 8 if wide else 4
+    limit = NEVER if wide else GAP_LIMIT
+    step = 16 + width
+    at = 24 + spot.pos * step  # the successor's id
+    after = spot.succ_t - t
+    if after >= limit:
+        return None
+    if spot.pred is None:  # older than every remembered event
+        body = b"".join((packed_eid, after.to_bytes(width, "little"), rec[at:]))
+        out.append(Edge(k, kt, spot.succ.hex(), eid, spot.succ_t))
+    else:
+        before = t - spot.pred_t
+        if before >= limit:
+            return None
+        body = b"".join((rec[24 : at - width], before.to_bytes(width, "little"), packed_eid,
+                         after.to_bytes(width, "little"), rec[at:]))
+        pid = spot.pred.hex()
+        sid = spot.succ.hex()
+        out.append(EdgeRemoved(k, kt, sid, pid, spot.succ_t))
+        out.append(Edge(k, kt, eid, pid, t))
+        out.append(Edge(k, kt, sid, eid, spot.succ_t))
+    drop = spot.n + 1 - maxk  # keep the newest max_per_key
+    return b"".join((rec[:8], packed_winner, body[drop * step :] if drop > 0 else body))
 
 
 def _merge(state: State, eid: str, t: int, root: str | None, others: set[str] | None, out: list[Emission]) -> str:
