@@ -91,6 +91,8 @@ _SPARSE = 40
 """A bucket (dict) of live keys taking more bytes per key than this is copied by the sweep."""
 _ALIAS_SLACK = 256
 _head = struct.Struct("<Q16s").pack
+_tail4 = struct.Struct("<I16s").pack
+_tail8 = struct.Struct("<Q16s").pack
 _gap4 = struct.Struct("<I").unpack_from
 _gap8 = struct.Struct("<Q").unpack_from
 """A packed record's header and chain ref."""
@@ -174,13 +176,8 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     maintenance = False
 
     for k in links:
-        j = k.find(":")
-        if j >= 0:
-            kt = bucket = k[:j]
-            rest = k[j + 1 :]
-        else:
-            kt = rest = k
-            bucket = None
+        kt, colon, rest = k.partition(":")
+        bucket = kt if colon else None
         ttl = ttl_us.get(kt, default_ttl)
         recs = buckets.get(bucket)
         rec = None if recs is None else recs.get(rest)
@@ -293,9 +290,8 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
                 if drop and drop * step >= size - 24:
                     recs[rest] = b"".join((_head((t << 8) | flags, packed_winner), packed_eid))  # type: ignore[arg-type]
                 else:
-                    recs[rest] = b"".join((_head((t << 8) | flags, packed_winner),
-                                          rec[24 + drop * step :],
-                                          gap.to_bytes(width, "little"), packed_eid))  # type: ignore[arg-type]
+                    recs[rest] = b"".join((_head((t << 8) | flags, packed_winner), rec[24 + drop * step :],
+                                           (_tail8 if width == 8 else _tail4)(gap, packed_eid)))
                 continue
             fields = unpack_key(rec, ttl)
             p = len(fields[2])
