@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.correlate import CorrelationConfig, State, decode_state, encode_state, step
+from pipeline.correlate import CorrelationConfig, State, decode_state, encode_state, step, step_raw
 from pipeline.correlate.partition import PartitionCorrelator, correlate_batch
 from pipeline.correlate.state import PACKED, WIDE, hex16, state_from_records
 from pipeline.model.event import from_micros
@@ -133,12 +133,33 @@ def test_packed_and_general_layouts_behave_alike(max_per_key: int) -> None:
     plain, s1 = run({})
     packed, s2 = run(hexes)
     assert plain == packed
+    # A third of the ids not hex (same order: the suffix never decides a comparison): records
+    # switch between the layouts as such ids come and go.
+    mixed = {n: h + "x" if rng.random() < 0.3 else h for n, h in hexes.items()}
+    assert run(mixed)[0] == plain
     kinds = {type(e).__name__ for e in plain}
     one = max_per_key == 1  # nothing remembered to land between
     assert kinds == {"Member", "Alias", "Edge", "Expired"} | (set() if one else {"EdgeRemoved"})
     assert one or any(rec[0] & WIDE for rec in s2.keys.values())  # gaps over 2**32 µs
     assert all(rec[0] & PACKED for rec in s2.keys.values()) and not any(rec[0] & PACKED for rec in s1.keys.values())
     assert hex16(hexes["e1"]) is not None and hex16(hexes["e1"].upper()) is None and hex16("e1") is None
+
+
+def test_times_outside_the_packed_range_use_the_general_layout() -> None:
+    """Times before 1970 (or past 2**56 µs) do not fit a packed record: same emissions."""
+    ids = [f"{i:032x}" for i in range(1, 6)]
+    steps = [(ids[0], 10), (ids[1], -5), (ids[2], 2**56 + 1), (ids[3], 20), (ids[4], -7)]
+    outs = []
+    for rename in ({}, {i: f"id{n}" for n, i in enumerate(ids)}):
+        back = {v: k for k, v in rename.items()}
+        state = State(CorrelationConfig(max_per_key=3, ttls={"commit": None}))
+        out = []
+        for eid, t in steps:
+            out += [_rename(e, back) for e in step_raw(state, rename.get(eid, eid), t, ("commit:c",), 0)]
+        outs.append(out)
+        assert not state.keys["commit:c"][0] & PACKED
+    assert outs[0] == outs[1]
+    assert len(outs[0]) > len(steps)
 
 
 def _rename(e: Any, back: dict[str, str]) -> Any:
