@@ -147,14 +147,6 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     state.dirty_keys.update(links)
     dirty_chains = state.dirty_chains
 
-    # Records: see pipeline.correlate.state. A packed record whose newest event is older than this
-    # one gets it appended without being unpacked ("fast"); any other is unpacked into lists.
-    buckets = state.buckets
-    parent = state.parent
-    heads = state.heads
-    config = state.config
-    ttl_us = config.ttl_us
-    default_ttl = config.default_ttl_us
     packed_eid = None
     if 0 <= t < TIME_LIMIT and len(eid) == 32 and (eid.islower() or eid.isdigit()):  # hex16(), inline
         try:
@@ -164,6 +156,18 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
         else:
             if len(packed_eid) != 16:
                 packed_eid = None
+    if packed_eid is not None and len(links) == 1 and _append_one(state, eid, packed_eid, t, links[0], now_us, out):
+        return out
+
+    # Records: see pipeline.correlate.state. A packed record whose newest event is older than this
+    # one gets it appended without being unpacked ("fast"); an out-of-order one is spliced in
+    # (_locate, _insert_packed); any other record is unpacked into lists and packed again.
+    buckets = state.buckets
+    parent = state.parent
+    heads = state.heads
+    config = state.config
+    ttl_us = config.ttl_us
+    default_ttl = config.default_ttl_us
     # (key, key type, ttl, record, unpacked fields or None if fast, insertion index or newest time,
     # the key's bucket, the key in it)
     hits: list[tuple[str, str, int | None, bytes, Any, int, dict[str, bytes], str]] = []
@@ -303,32 +307,7 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
                     continue
             p = fields.pos
             fields = unpack_key(rec, ttl)
-        deadline, _, times, ids = fields
-        end = len(times)
-        if p == end:  # the newest event of the key
-            out.append(Edge(k, kt, eid, ids[-1], t))
-            times.append(t)
-            ids.append(eid)
-            if ttl is not None:
-                deadline = t + ttl
-        elif p == 0:  # older than every remembered event
-            out.append(Edge(k, kt, ids[0], eid, times[0]))
-            times.insert(0, t)
-            ids.insert(0, eid)
-        else:  # between two remembered events
-            pid = ids[p - 1]
-            sid = ids[p]
-            st = times[p]
-            out.append(EdgeRemoved(k, kt, sid, pid, st))
-            out.append(Edge(k, kt, eid, pid, t))
-            out.append(Edge(k, kt, sid, eid, st))
-            times.insert(p, t)
-            ids.insert(p, eid)
-        if end >= maxk:  # end + 1 events now: keep the newest max_per_key
-            drop = end + 1 - maxk
-            del times[:drop]
-            del ids[:drop]
-        recs[rest] = pack_key(winner, deadline, times, ids, ttl)
+        recs[rest] = _insert_unpacked(fields, p, t, eid, k, kt, ttl, maxk, winner, out)
     for bucket, rest, ttl in fresh:
         recs = buckets.get(bucket)
         if recs is None:
@@ -342,6 +321,76 @@ def step_raw(state: State, eid: str, t: int, links: Sequence[str], now_us: int) 
     if maintenance:
         _maybe_compact(state)
     return out
+
+
+def _insert_unpacked(
+    fields: tuple[int, str, list[int], list[str]], p: int, t: int, eid: str, k: str, kt: str, ttl: int | None,
+    maxk: int, winner: str, out: list[Emission],
+) -> bytes:
+    """The record of an unpacked key with event ``(t, eid)`` inserted at ``p`` (edges emitted)."""
+    deadline, _, times, ids = fields
+    end = len(times)
+    if p == end:  # the newest event of the key
+        out.append(Edge(k, kt, eid, ids[-1], t))
+        times.append(t)
+        ids.append(eid)
+        if ttl is not None:
+            deadline = t + ttl
+    elif p == 0:  # older than every remembered event
+        out.append(Edge(k, kt, ids[0], eid, times[0]))
+        times.insert(0, t)
+        ids.insert(0, eid)
+    else:  # between two remembered events
+        pid = ids[p - 1]
+        sid = ids[p]
+        st = times[p]
+        out.append(EdgeRemoved(k, kt, sid, pid, st))
+        out.append(Edge(k, kt, eid, pid, t))
+        out.append(Edge(k, kt, sid, eid, st))
+        times.insert(p, t)
+        ids.insert(p, eid)
+    if end >= maxk:  # end + 1 events now: keep the newest max_per_key
+        drop = end + 1 - maxk
+        del times[:drop]
+        del ids[:drop]
+    return pack_key(winner, deadline, times, ids, ttl)
+
+
+def _append_one(state: State, eid: str, packed_eid: bytes, t: int, k: str, now_us: int, out: list[Emission]) -> bool:
+    """The most common step, short: one live key, packed, of which the event is the newest, on a
+    chain that is not aliased; the event joins it (its head is older than the key's newest event)
+    and is appended. False (nothing done) in any other case."""
+    kt, colon, rest = k.partition(":")
+    recs = state.buckets.get(kt if colon else None)
+    rec = None if recs is None else recs.get(rest)
+    if rec is None:
+        return False
+    flags = rec[0]
+    if flags != PACKED and flags != PACKED | WIDE:
+        return False
+    newest = header(rec)[0] >> 8
+    gap = t - newest
+    ttl = state.config.ttl_us.get(kt, state.config.default_ttl_us)
+    if gap <= 0 or (ttl is not None and newest + ttl < now_us) or (gap >= GAP_LIMIT and flags == PACKED):
+        return False
+    packed_root = rec[8:24]
+    root = packed_root.hex()
+    parent = state.parent
+    if root in parent or eid in state.heads or eid in parent:
+        return False
+    out.append(Member(eid, root))
+    out.append(Edge(k, kt, eid, rec[-16:].hex(), t))
+    wide = flags & WIDE
+    step = 24 if wide else 20
+    size = len(rec)
+    maxk = state.config.max_per_key
+    drop = 0 if size < 40 + (maxk - 1) * step else (size - 40) // step + 2 - maxk
+    if drop and drop * step >= size - 24:
+        recs[rest] = b"".join((_head((t << 8) | flags, packed_root), packed_eid))  # type: ignore[index]
+    else:
+        recs[rest] = b"".join((_head((t << 8) | flags, packed_root), rec[24 + drop * step :],  # type: ignore[index]
+                               (_tail8 if wide else _tail4)(gap, packed_eid)))
+    return True  # (the caller marked k dirty)
 
 
 class _Spot(NamedTuple):
