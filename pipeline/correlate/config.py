@@ -2,8 +2,9 @@
 
 The configuration is *not* part of the serialised state: the worker passes the same
 :class:`CorrelationConfig` to :func:`~pipeline.correlate.state.decode_state` after a restart.
-A key's expiry deadline is computed when the key is updated (``last event time + ttl``) and stored
-with the key, so a changed TTL applies to a key from its next event on.
+A key's expiry deadline is computed when the key is updated (``last event time + ttl``), so a
+changed TTL applies to a key from its next event on: a key restored with another TTL than the one
+its deadline was computed with keeps that deadline (stored with it) until then.
 """
 
 from __future__ import annotations

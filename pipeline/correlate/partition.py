@@ -136,7 +136,7 @@ class PartitionCorrelator:
         self.dirty_scopes: set[str] = set()
 
     def __repr__(self) -> str:
-        keys = sum(len(s.keys) for s in self.states.values())
+        keys = sum(s.live for s in self.states.values())
         return f"<PartitionCorrelator p{self.partition} @{self.next_offset} scopes={len(self.states)} keys={keys}>"
 
     def seen(self, offset: int) -> bool:
@@ -286,6 +286,6 @@ def describe(pc: PartitionCorrelator) -> dict[str, Any]:
         "partition": pc.partition,
         "next_offset": pc.next_offset,
         "scopes": len(pc.states),
-        "live_keys": sum(len(s.keys) for s in pc.states.values()),
+        "live_keys": sum(s.live for s in pc.states.values()),
         "chains": sum(len(s.heads) for s in pc.states.values()),
     }
