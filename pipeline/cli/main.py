@@ -24,7 +24,8 @@ from pipeline.errors import CauselogError, DecodeError
 from pipeline.settings import Settings
 from pipeline.stream.jsonio import dumps, iso
 
-err = Console(stderr=True)
+# Messages stay one line each when stderr is a pipe or a log (rich would wrap them at 80 columns).
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 # Piped output keeps whole values (rich would squeeze tables to 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 400)
 
@@ -264,7 +265,9 @@ def _rules_line(s: Settings, r: dict[str, Any]) -> str:
 
 
 @cli.command(hidden=False)
-@click.option("--loglevel", default="info", show_default=True, help="Worker log level.")
+@click.option("--loglevel", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+              help="Worker log level.")
 @click.pass_obj
 def worker(s: Settings, loglevel: str) -> None:
     """Run one worker in the foreground (what `causelog up` starts; run N for scale-out)."""
@@ -285,7 +288,7 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, allow_dash=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default=None, help="Topic to send to (default <prefix>.changes).")
 @click.option("--wait", "wait_secs", type=float, default=None, metavar="SECONDS",
               help="Then wait (up to SECONDS) until the workers have stored everything on the topic.")
@@ -364,14 +367,16 @@ def _run_sql(s: Settings, sql: str, params: dict[str, Any], limit: int) -> dict[
 
 def _print_rows(result: dict[str, Any], as_json: bool) -> None:
     columns, rows = result["columns"], result["rows"]
+    more = " (more rows exist: raise --limit or narrow the query)" if result.get("truncated") else ""
     if as_json:
         click.echo(dumps([dict(zip(columns, row, strict=True)) for row in rows]))
+        if more:
+            err.print(f"{len(rows)} row(s){more}")
         return
     table = Table(*columns, show_lines=False)
     for row in rows:
         table.add_row(*(escape(_cell(v)) for v in row))
     out.print(table)
-    more = " (more rows exist: raise --limit or narrow the query)" if result.get("truncated") else ""
     err.print(f"{len(rows)} row(s){more}")
 
 
@@ -386,7 +391,7 @@ def _cell(value: Any) -> str:
 @cli.command()
 @click.argument("query")
 @click.option("--param", "-p", multiple=True, metavar="NAME=VALUE", help="Query parameter for {NAME:Type}.")
-@click.option("--limit", default=10000, show_default=True,
+@click.option("--limit", default=10000, show_default=True, type=click.IntRange(min=1),
               help="Most rows returned (at most CAUSELOG_QUERY_MAX_ROWS).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.pass_obj
