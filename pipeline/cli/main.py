@@ -298,11 +298,13 @@ def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None)
 
     A bad line is reported with its line number and not sent; the exit code is 1 if any was bad.
     """
-    from pipeline.bus import DeliveryTracker, make_producer
+    from pipeline.bus import DeliveryTracker, make_producer, wait_for_broker
     from pipeline.integrity.sourcesig import source_signer
     from pipeline.model import decode, encode, with_observed_time
 
     topic = topic or s.topic_changes
+    # A producer retries an unreachable broker for minutes: fail fast, in one line, instead.
+    wait_for_broker(s, timeout=15.0)
     tracker = DeliveryTracker(make_producer(s))
     sign = source_signer(s.source_signing_key)
     now = datetime.now(UTC)

@@ -7,11 +7,17 @@ CAUSELOG_QUERY_MAX_ROWS. Each step failed before its fix:
 - `causelog evidence` of an event failed once `causelog prune` had removed other rows of its log
   ("rows of the checkpointed tree are missing"), although the signed pruned record keeps their leaves;
 - `causelog verify --log N` of a log that does not exist answered 500 (a traceback in the worker);
-- `POST /v1/sql {"limit": 0}` answered the default number of rows instead of refusing the limit.
+- `POST /v1/sql {"limit": 0}` answered the default number of rows instead of refusing the limit;
+- `causelog produce` to an unreachable broker retried for two minutes, printing a librdkafka line
+  every 50 ms, before its error.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -89,3 +95,18 @@ def test_readme_walk_with_default_settings(stack: Stack, tmp_path: Path) -> None
         assert len(unknown.stderr.splitlines()) == 1 and "no log 99 in the store" in unknown.stderr
     finally:
         stack.cli("down")
+
+
+def test_produce_to_an_unreachable_broker_fails_fast_in_one_line(tmp_path: Path) -> None:
+    """It used to retry for two minutes, printing a librdkafka line every 50 ms, before its error."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAUSELOG_", "KAFKA_", "CLICKHOUSE_"))}
+    env |= {"CAUSELOG_HOME": str(tmp_path), "KAFKA_BOOTSTRAP": f"127.0.0.1:{closed}"}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.main", "produce", SAMPLE], env=env,
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 2 and time.monotonic() - started < 45, proc.stderr[-500:]
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr[-500:]
+    assert proc.stderr.startswith(f"error: Kafka at 127.0.0.1:{closed} did not answer within 15s")
