@@ -8,6 +8,8 @@ CAUSELOG_QUERY_MAX_ROWS. Each step failed before its fix:
   ("rows of the checkpointed tree are missing"), although the signed pruned record keeps their leaves;
 - `causelog verify --log N` of a log that does not exist answered 500 (a traceback in the worker);
 - `POST /v1/sql {"limit": 0}` answered the default number of rows instead of refusing the limit;
+- `causelog up` with a CAUSELOG_API already served by another deployment's worker said "causelog is
+  up" (its own worker had died on the busy port) and started a rules runner;
 - `causelog produce` to an unreachable broker retried for two minutes, printing a librdkafka line
   every 50 ms, before its error.
 """
@@ -52,10 +54,21 @@ def _evidence_when_signed(stack: Stack, out: Path, timeout: float = 60) -> None:
     assert made.returncode == 0, made.stderr
 
 
-def test_readme_walk_with_default_settings(stack: Stack, tmp_path: Path) -> None:
+def test_readme_walk_with_default_settings(stack: Stack, kafka_bootstrap: str, tmp_path: Path) -> None:
     _user_defaults(stack)
     stack.cli("up", "--detach", check=True)
     try:
+        # A second deployment given the same CAUSELOG_API: its worker cannot listen there. `up`
+        # used to take the first deployment's /health for its own and report success.
+        other = Stack(kafka_bootstrap, tmp_path / "other", CAUSELOG_API=stack.env["CAUSELOG_API"])
+        try:
+            clash = other.cli("up", "--detach")
+        finally:
+            other.cli("down")  # whatever it started (before the fix: a rules runner)
+        assert clash.returncode == 2 and "Traceback" not in clash.stderr, clash.stderr
+        assert f"{stack.settings.api_url} (CAUSELOG_API) is already served by another process" in clash.stderr
+        assert not (other.settings.run_dir / "rules.pid").exists()
+
         stack.cli("produce", SAMPLE, "--wait", "60", check=True)
 
         # rules hunt with its default --limit, and a --limit that cuts the window says so.
