@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -26,6 +27,10 @@ from pipeline.stream.jsonio import dumps, iso
 
 # Messages stay one line each when stderr is a pipe or a log (rich would wrap them at 80 columns).
 err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+# clickhouse-connect logs its own "Unexpected Http Driver Exception" before raising what the CLI
+# reports in one line; with no handler configured, Python would print it on stderr too. (In the
+# worker the records still propagate to the handlers Faust installs.)
+logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 # Piped output keeps whole values (rich would squeeze tables to 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 400)
 

@@ -75,3 +75,9 @@ def test_the_readme_rule_examples_validate(tmp_path: Path) -> None:
     proc = causelog(tmp_path, "rules", "validate", str(rules))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "; 0 bad" in proc.stderr
+
+
+def test_an_unreachable_clickhouse_server_is_one_error_line(tmp_path: Path) -> None:
+    # clickhouse-connect's own log line ("Unexpected Http Driver Exception") came first.
+    err = refused(causelog(tmp_path, "sql", "SELECT 1", CLICKHOUSE_URL=f"http://127.0.0.1:{_closed_port()}"))
+    assert len(err.splitlines()) == 1 and err.startswith("error: cannot open ClickHouse"), err
