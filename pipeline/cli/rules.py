@@ -80,7 +80,7 @@ def _offline_hasher(s: Settings) -> None:
 
 
 @rules.command("test")
-@click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("rule_paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--on", "files", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Source file or directory to run the rules over (repeatable).")
 @click.option("--source", "kind", type=click.Choice(
@@ -93,7 +93,8 @@ def _offline_hasher(s: Settings) -> None:
 @click.pass_obj
 def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...], kind: str | None,
                builtin: bool, flush: bool, as_json: bool) -> None:
-    """Run RULE_PATHS over source files offline (no broker, no store) and print the alerts.
+    """Run RULE_PATHS (and/or the built-in pack with --builtin) over source files offline (no
+    broker, no store) and print the alerts.
 
     The files are read by the sources' own normalizers (CloudTrail, Okta, GitHub audit log and
     webhooks, Kubernetes audit, Terraform plans, Debezium, PostgreSQL logs), chained like the
@@ -103,6 +104,8 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
     from pipeline.rules.engine import Engine
     from pipeline.rules.offline import evaluate, read_events
 
+    if not rule_paths and not builtin:
+        raise click.UsageError("give rule files or directories (RULE_PATHS), or --builtin for the built-in pack")
     rs = _load(rule_paths, builtin)
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)

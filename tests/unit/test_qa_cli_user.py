@@ -81,3 +81,16 @@ def test_an_unreachable_clickhouse_server_is_one_error_line(tmp_path: Path) -> N
     # clickhouse-connect's own log line ("Unexpected Http Driver Exception") came first.
     err = refused(causelog(tmp_path, "sql", "SELECT 1", CLICKHOUSE_URL=f"http://127.0.0.1:{_closed_port()}"))
     assert len(err.splitlines()) == 1 and err.startswith("error: cannot open ClickHouse"), err
+
+
+def test_rules_test_runs_the_builtin_pack_alone_and_needs_some_rules(tmp_path: Path) -> None:
+    trail = tmp_path / "trail.json"
+    trail.write_text('{"Records": [{"eventVersion": "1.08", "eventSource": "cloudtrail.amazonaws.com", '
+                     '"eventName": "StopLogging", "eventTime": "2026-11-27T02:00:00Z", "awsRegion": "eu-west-1", '
+                     '"eventID": "e-1", "requestParameters": {"name": "arn:aws:cloudtrail:eu-west-1:1:trail/main"}, '
+                     '"userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/mallory", '
+                     '"accountId": "1", "userName": "mallory"}, "sourceIPAddress": "203.0.113.9"}]}')
+    proc = causelog(tmp_path, "rules", "test", "--builtin", "--on", str(trail), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "Audit logging disabled" in proc.stdout, proc.stdout
+    assert "give rule files or directories" in refused(causelog(tmp_path, "rules", "test", "--on", str(trail)))
