@@ -158,6 +158,11 @@ def status(s: Settings, as_json: bool) -> None:
         report["broker_error"] = str(exc)
     health = api.health(s)
     report["worker"] = health
+    # Another deployment's worker on CAUSELOG_API is not this one's: its rows and health say nothing here.
+    if health is not None and health.get("group") not in (None, s.group):
+        report["worker_error"] = (f"the worker answering on {s.api_url} is of group {health.get('group')} "
+                                  f"(store {health.get('store')}), not {s.group}: check CAUSELOG_API")
+        health = None
     healthy = bool(health and health.get("ok"))
     if report["brokers"]:
         try:
@@ -212,7 +217,9 @@ def _print_status(s: Settings, report: dict[str, Any], health: dict[str, Any] | 
     table = Table(show_header=False, box=None)
     table.add_row("broker", f"[green]up[/] ({report['brokers']} at {s.kafka_bootstrap})" if report["brokers"]
                   else f"[red]down[/] ({escape(str(report.get('broker_error')))})")
-    if health is None:
+    if report.get("worker_error"):
+        table.add_row("worker", f"[red]not this deployment's[/] ({escape(report['worker_error'])})")
+    elif health is None:
         table.add_row("worker", f"[red]down[/] (no answer on {s.api_url})")
     elif health.get("ok"):
         table.add_row("worker", f"[green]up[/] (pid {health.get('pid')}, {s.api_url})")

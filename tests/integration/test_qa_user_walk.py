@@ -9,7 +9,8 @@ CAUSELOG_QUERY_MAX_ROWS. Each step failed before its fix:
 - `causelog verify --log N` of a log that does not exist answered 500 (a traceback in the worker);
 - `POST /v1/sql {"limit": 0}` answered the default number of rows instead of refusing the limit;
 - `causelog up` with a CAUSELOG_API already served by another deployment's worker said "causelog is
-  up" (its own worker had died on the busy port) and started a rules runner;
+  up" (its own worker had died on the busy port) and started a rules runner, and `status` showed
+  the other deployment's worker as up;
 - `causelog produce` to an unreachable broker retried for two minutes, printing a librdkafka line
   every 50 ms, before its error.
 """
@@ -68,6 +69,10 @@ def test_readme_walk_with_default_settings(stack: Stack, kafka_bootstrap: str, t
         assert clash.returncode == 2 and "Traceback" not in clash.stderr, clash.stderr
         assert f"{stack.settings.api_url} (CAUSELOG_API) is already served by another process" in clash.stderr
         assert not (other.settings.run_dir / "rules.pid").exists()
+        # ... and `status` does not report the first deployment's worker as its own.
+        mixed = other.cli("status", "--json")
+        assert mixed.returncode == 1
+        assert f"is of group {stack.settings.group}" in orjson.loads(mixed.stdout)["worker_error"]
 
         stack.cli("produce", SAMPLE, "--wait", "60", check=True)
 
