@@ -405,11 +405,11 @@ def _cell(value: Any) -> str:
 @cli.command()
 @click.argument("query")
 @click.option("--param", "-p", multiple=True, metavar="NAME=VALUE", help="Query parameter for {NAME:Type}.")
-@click.option("--limit", default=10000, show_default=True, type=click.IntRange(min=1),
-              help="Most rows returned (at most CAUSELOG_QUERY_MAX_ROWS).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Most rows returned  [default: 10000, at most CAUSELOG_QUERY_MAX_ROWS].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.pass_obj
-def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bool) -> None:
+def sql(s: Settings, query: str, param: tuple[str, ...], limit: int | None, as_json: bool) -> None:
     """Run a read-only ClickHouse SQL QUERY against the store.
 
     One SELECT, WITH, SHOW, DESCRIBE or EXPLAIN statement; ClickHouse runs it with readonly=1
@@ -424,7 +424,7 @@ def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bo
         if not sep:
             raise click.BadParameter(f"{p!r} must look like NAME=VALUE", param_hint="--param")
         params[name] = value
-    _print_rows(_run_sql(s, query, params, limit), as_json)
+    _print_rows(_run_sql(s, query, params, _limit(s, limit, 10000)), as_json)
 
 
 def _events_query(s: Settings, path: str, params: dict[str, Any], local: Any) -> dict[str, Any]:
@@ -474,7 +474,14 @@ def _evidence(s: Settings, ids: list[str], directory: Path) -> None:
 
 _SINCE = click.option("--since", help="Start: RFC 3339, '2026-11-27 02:14', 02:14 (today UTC) or 6h (ago).")
 _UNTIL = click.option("--until", help="End, same forms as --since.")
-_LIMIT = click.option("--limit", default=1000, show_default=True, help="Most events listed.")
+_LIMIT = click.option("--limit", type=click.IntRange(min=1),
+                      help="Most events listed  [default: 1000, at most CAUSELOG_QUERY_MAX_ROWS].")
+
+
+def _limit(s: Settings, asked: int | None, default: int) -> int:
+    """The --limit to send: the one asked for, else the default within CAUSELOG_QUERY_MAX_ROWS
+    (the API refuses a limit above it, so a lowered cap must not break the default)."""
+    return asked if asked is not None else min(default, s.query_max_rows)
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 
 
@@ -486,13 +493,15 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array
 @_LIMIT
 @_JSON
 @click.pass_obj
-def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int, as_json: bool) -> None:
+def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int | None,
+             as_json: bool) -> None:
     """List stored events in time order."""
     from pipeline.store import queries
 
     now = datetime.now(UTC)
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
+    limit = _limit(s, limit, 1000)
     params = {"since": t_since, "until": t_until, "target": target, "limit": limit}
     result = _events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
         st, since=t_since, until=t_until, target=target, limit=limit))
@@ -515,9 +524,10 @@ def _link_command(key_type: str, what: str) -> None:
     @_LIMIT
     @_JSON
     @click.pass_obj
-    def command(s: Settings, ident: str, limit: int, as_json: bool) -> None:
+    def command(s: Settings, ident: str, limit: int | None, as_json: bool) -> None:
         from pipeline.store import queries
 
+        limit = _limit(s, limit, 1000)
         result = _events_query(s, f"/v1/linked/{key_type}/{urllib.parse.quote(ident, safe='')}", {"limit": limit},
                                lambda st: queries.linked(st, key_type, ident, limit=limit))
         _print_events(result, as_json)
@@ -534,7 +544,7 @@ _link_command("trace", "distributed trace (W3C trace id)")
 @_LIMIT
 @_JSON
 @click.pass_obj
-def who(s: Settings, actor: str, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+def who(s: Settings, actor: str, since: str | None, until: str | None, limit: int | None, as_json: bool) -> None:
     """List what ACTOR did (actor id, principal or display name), in time order.
 
     ACTOR may also be a person of the identity map (CAUSELOG_IDENTITIES plus joins learned from
@@ -548,6 +558,7 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
     now = datetime.now(UTC)
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
+    limit = _limit(s, limit, 1000)
     params = {"actor": actor, "since": t_since, "until": t_until, "limit": limit}
     _print_events(_events_query(s, "/v1/who", params, lambda st: queries.who(
         st, actor, since=t_since, until=t_until, limit=limit, identities=identity_map(st, s.identities_path))),

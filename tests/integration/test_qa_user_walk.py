@@ -128,3 +128,22 @@ def test_produce_to_an_unreachable_broker_fails_fast_in_one_line(tmp_path: Path)
     assert proc.returncode == 2 and time.monotonic() - started < 45, proc.stderr[-500:]
     assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr[-500:]
     assert proc.stderr.startswith(f"error: Kafka at 127.0.0.1:{closed} did not answer within 15s")
+
+
+def test_query_commands_default_limits_stay_within_a_lowered_row_cap(stack: Stack) -> None:
+    """An operator lowering CAUSELOG_QUERY_MAX_ROWS broke `sql` (default --limit 10000) and
+    `timeline`/`who`/`session`/`trace` (1000): the worker refused the CLI's own default."""
+    from pipeline.settings import load
+
+    stack.env["CAUSELOG_QUERY_MAX_ROWS"] = "500"
+    stack.settings = load(stack.env)
+    stack.start_worker()
+    for args in (("sql", "SELECT number FROM numbers(600)"), ("timeline", "--since", "30d"), ("who", "erin"),
+                 ("session", "6560a1b2.3f1"), ("trace", "4bf92f3577b34da6a3ce929d0e0e4736")):
+        done = stack.cli(*args, "--json")
+        assert done.returncode == 0, (args, done.stderr)
+        orjson.loads(done.stdout)
+    cut = stack.cli("sql", "SELECT number FROM numbers(600)", "--json", check=True)
+    assert len(orjson.loads(cut.stdout)) == 500 and "more rows exist" in cut.stderr
+    over = stack.cli("timeline", "--since", "30d", "--limit", "501")
+    assert over.returncode == 2 and "limit 501 is outside 1..500" in over.stderr
