@@ -75,3 +75,12 @@ class IntegrityError(CauselogError):
 def _shorten(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parser error in one line: the problem and where it is (PyYAML's own text spans
+    several lines, with an excerpt of the file), for a ConfigError naming the file."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split()) or type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"

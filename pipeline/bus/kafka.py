@@ -69,7 +69,9 @@ def topic_specs(settings: Settings, changes_partitions: int | None = None) -> li
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000})
+    # log_level 0: an unreachable broker is reported once by the caller (BusError), not by
+    # librdkafka on stderr every 50 ms while it retries.
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "socket.timeout.ms": 10000, "log_level": 0})
 
 
 def wait_for_broker(settings: Settings, timeout: float = 60.0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.cli.options import FOLLOW
-from pipeline.errors import DecodeError
+from pipeline.errors import CauselogError, DecodeError
 from pipeline.integrity.sourcesig import source_signer
 from pipeline.metrics import SourceMetrics
 from pipeline.model import Event
@@ -25,7 +26,7 @@ from pipeline.settings import Settings
 from pipeline.sources import files
 from pipeline.sources.runner import RawRecord, Report, load_cursor, run_source
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # one line per message in a log
 
 #: Key of the ``--metrics`` collector in the click context's ``meta`` (shared with subcommands).
 METRICS_KEY = "causelog.ingest.metrics"
@@ -341,6 +342,12 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | 
     fetch_log). Only complete records are read: a record still being written waits for the next poll.
     """
     from pipeline.sources import postgres_log as pg
+
+    if path.is_dir() and not follow and not pg.log_files(path, format=fmt, glob=pattern):
+        # Reading nothing is not a successful import: say which files were looked for.
+        used = pattern or pg.DEFAULT_GLOBS.get(fmt, "*.log")
+        raise CauselogError(f"{path}: no file matches {used!r} (the files read for --format {fmt}); "
+                            "name them with --glob, e.g. --glob '*.log'")
 
     def fetch(cursor: Any) -> Iterable[RawRecord]:
         for record, after in pg.fetch_log(path, cursor if isinstance(cursor, dict) else None, format=fmt,

@@ -11,6 +11,7 @@ is a connector instance, or a class/factory called with the ``-o KEY=VALUE`` opt
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from importlib.metadata import entry_points
 from typing import Any
@@ -24,7 +25,7 @@ from pipeline.settings import Settings
 
 GROUP = "causelog.connectors"
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # one line per message in a log
 
 
 def load_spec(spec: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import time
@@ -24,7 +25,12 @@ from pipeline.errors import CauselogError, DecodeError
 from pipeline.settings import Settings
 from pipeline.stream.jsonio import dumps, iso
 
-err = Console(stderr=True)
+# Messages stay one line each when stderr is a pipe or a log (rich would wrap them at 80 columns).
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
+# clickhouse-connect logs its own "Unexpected Http Driver Exception" before raising what the CLI
+# reports in one line; with no handler configured, Python would print it on stderr too. (In the
+# worker the records still propagate to the handlers Faust installs.)
+logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 # Piped output keeps whole values (rich would squeeze tables to 80 columns).
 out = Console(width=None if sys.stdout.isatty() else 400)
 
@@ -152,6 +158,11 @@ def status(s: Settings, as_json: bool) -> None:
         report["broker_error"] = str(exc)
     health = api.health(s)
     report["worker"] = health
+    # Another deployment's worker on CAUSELOG_API is not this one's: its rows and health say nothing here.
+    if health is not None and health.get("group") not in (None, s.group):
+        report["worker_error"] = (f"the worker answering on {s.api_url} is of group {health.get('group')} "
+                                  f"(store {health.get('store')}), not {s.group}: check CAUSELOG_API")
+        health = None
     healthy = bool(health and health.get("ok"))
     if report["brokers"]:
         try:
@@ -206,7 +217,9 @@ def _print_status(s: Settings, report: dict[str, Any], health: dict[str, Any] | 
     table = Table(show_header=False, box=None)
     table.add_row("broker", f"[green]up[/] ({report['brokers']} at {s.kafka_bootstrap})" if report["brokers"]
                   else f"[red]down[/] ({escape(str(report.get('broker_error')))})")
-    if health is None:
+    if report.get("worker_error"):
+        table.add_row("worker", f"[red]not this deployment's[/] ({escape(report['worker_error'])})")
+    elif health is None:
         table.add_row("worker", f"[red]down[/] (no answer on {s.api_url})")
     elif health.get("ok"):
         table.add_row("worker", f"[green]up[/] (pid {health.get('pid')}, {s.api_url})")
@@ -274,7 +287,9 @@ def _rules_line(s: Settings, r: dict[str, Any]) -> str:
 
 
 @cli.command(hidden=False)
-@click.option("--loglevel", default="info", show_default=True, help="Worker log level.")
+@click.option("--loglevel", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error", "critical"], case_sensitive=False),
+              help="Worker log level.")
 @click.pass_obj
 def worker(s: Settings, loglevel: str) -> None:
     """Run one worker in the foreground (what `causelog up` starts; run N for scale-out)."""
@@ -295,7 +310,7 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, allow_dash=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default=None, help="Topic to send to (default <prefix>.changes).")
 @click.option("--wait", "wait_secs", type=float, default=None, metavar="SECONDS",
               help="Then wait (up to SECONDS) until the workers have stored everything on the topic.")
@@ -305,11 +320,13 @@ def produce(s: Settings, file: Path, topic: str | None, wait_secs: float | None)
 
     A bad line is reported with its line number and not sent; the exit code is 1 if any was bad.
     """
-    from pipeline.bus import DeliveryTracker, make_producer
+    from pipeline.bus import DeliveryTracker, make_producer, wait_for_broker
     from pipeline.integrity.sourcesig import source_signer
     from pipeline.model import decode, encode, with_observed_time
 
     topic = topic or s.topic_changes
+    # A producer retries an unreachable broker for minutes: fail fast, in one line, instead.
+    wait_for_broker(s, timeout=15.0)
     tracker = DeliveryTracker(make_producer(s))
     sign = source_signer(s.source_signing_key)
     now = datetime.now(UTC)
@@ -374,14 +391,16 @@ def _run_sql(s: Settings, sql: str, params: dict[str, Any], limit: int) -> dict[
 
 def _print_rows(result: dict[str, Any], as_json: bool) -> None:
     columns, rows = result["columns"], result["rows"]
+    more = " (more rows exist: raise --limit or narrow the query)" if result.get("truncated") else ""
     if as_json:
         click.echo(dumps([dict(zip(columns, row, strict=True)) for row in rows]))
+        if more:
+            err.print(f"{len(rows)} row(s){more}")
         return
     table = Table(*columns, show_lines=False)
     for row in rows:
         table.add_row(*(escape(_cell(v)) for v in row))
     out.print(table)
-    more = " (more rows exist: raise --limit or narrow the query)" if result.get("truncated") else ""
     err.print(f"{len(rows)} row(s){more}")
 
 
@@ -396,11 +415,11 @@ def _cell(value: Any) -> str:
 @cli.command()
 @click.argument("query")
 @click.option("--param", "-p", multiple=True, metavar="NAME=VALUE", help="Query parameter for {NAME:Type}.")
-@click.option("--limit", default=10000, show_default=True,
-              help="Most rows returned (at most CAUSELOG_QUERY_MAX_ROWS).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Most rows returned  [default: 10000, at most CAUSELOG_QUERY_MAX_ROWS].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.pass_obj
-def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bool) -> None:
+def sql(s: Settings, query: str, param: tuple[str, ...], limit: int | None, as_json: bool) -> None:
     """Run a read-only ClickHouse SQL QUERY against the store.
 
     One SELECT, WITH, SHOW, DESCRIBE or EXPLAIN statement; ClickHouse runs it with readonly=1
@@ -415,7 +434,7 @@ def sql(s: Settings, query: str, param: tuple[str, ...], limit: int, as_json: bo
         if not sep:
             raise click.BadParameter(f"{p!r} must look like NAME=VALUE", param_hint="--param")
         params[name] = value
-    _print_rows(_run_sql(s, query, params, limit), as_json)
+    _print_rows(_run_sql(s, query, params, _limit(s, limit, 10000)), as_json)
 
 
 def _events_query(s: Settings, path: str, params: dict[str, Any], local: Any) -> dict[str, Any]:
@@ -465,7 +484,14 @@ def _evidence(s: Settings, ids: list[str], directory: Path) -> None:
 
 _SINCE = click.option("--since", help="Start: RFC 3339, '2026-11-27 02:14', 02:14 (today UTC) or 6h (ago).")
 _UNTIL = click.option("--until", help="End, same forms as --since.")
-_LIMIT = click.option("--limit", default=1000, show_default=True, help="Most events listed.")
+_LIMIT = click.option("--limit", type=click.IntRange(min=1),
+                      help="Most events listed  [default: 1000, at most CAUSELOG_QUERY_MAX_ROWS].")
+
+
+def _limit(s: Settings, asked: int | None, default: int) -> int:
+    """The --limit to send: the one asked for, else the default within CAUSELOG_QUERY_MAX_ROWS
+    (the API refuses a limit above it, so a lowered cap must not break the default)."""
+    return asked if asked is not None else min(default, s.query_max_rows)
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 
 
@@ -477,13 +503,15 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print a JSON array
 @_LIMIT
 @_JSON
 @click.pass_obj
-def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int, as_json: bool) -> None:
+def timeline(s: Settings, since: str | None, until: str | None, target: str | None, limit: int | None,
+             as_json: bool) -> None:
     """List stored events in time order."""
     from pipeline.store import queries
 
     now = datetime.now(UTC)
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
+    limit = _limit(s, limit, 1000)
     params = {"since": t_since, "until": t_until, "target": target, "limit": limit}
     result = _events_query(s, "/v1/timeline", params, lambda st: queries.timeline(
         st, since=t_since, until=t_until, target=target, limit=limit))
@@ -506,9 +534,10 @@ def _link_command(key_type: str, what: str) -> None:
     @_LIMIT
     @_JSON
     @click.pass_obj
-    def command(s: Settings, ident: str, limit: int, as_json: bool) -> None:
+    def command(s: Settings, ident: str, limit: int | None, as_json: bool) -> None:
         from pipeline.store import queries
 
+        limit = _limit(s, limit, 1000)
         result = _events_query(s, f"/v1/linked/{key_type}/{urllib.parse.quote(ident, safe='')}", {"limit": limit},
                                lambda st: queries.linked(st, key_type, ident, limit=limit))
         _print_events(result, as_json)
@@ -525,7 +554,7 @@ _link_command("trace", "distributed trace (W3C trace id)")
 @_LIMIT
 @_JSON
 @click.pass_obj
-def who(s: Settings, actor: str, since: str | None, until: str | None, limit: int, as_json: bool) -> None:
+def who(s: Settings, actor: str, since: str | None, until: str | None, limit: int | None, as_json: bool) -> None:
     """List what ACTOR did (actor id, principal or display name), in time order.
 
     ACTOR may also be a person of the identity map (CAUSELOG_IDENTITIES plus joins learned from
@@ -539,6 +568,7 @@ def who(s: Settings, actor: str, since: str | None, until: str | None, limit: in
     now = datetime.now(UTC)
     t_since = parse_time(since, now) if since else None
     t_until = parse_time(until, now) if until else None
+    limit = _limit(s, limit, 1000)
     params = {"actor": actor, "since": t_since, "until": t_until, "limit": limit}
     _print_events(_events_query(s, "/v1/who", params, lambda st: queries.who(
         st, actor, since=t_since, until=t_until, limit=limit, identities=identity_map(st, s.identities_path))),

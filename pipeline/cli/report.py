@@ -3,6 +3,7 @@ reviewed, verified, unowned, access changes), as text, JSON or one self-containe
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from pipeline.errors import CauselogError
 from pipeline.settings import Settings
 from pipeline.stream.jsonio import dumps
 
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 400)  # piped: whole values, like the other commands
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # one line per message in a log
 
 
 @click.command("report")

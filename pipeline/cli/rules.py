@@ -82,7 +82,7 @@ def _offline_hasher(s: Settings) -> None:
 
 
 @rules.command("test")
-@click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("rule_paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--on", "files", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Source file or directory to run the rules over (repeatable).")
 @click.option("--source", "kind", type=click.Choice(
@@ -95,7 +95,8 @@ def _offline_hasher(s: Settings) -> None:
 @click.pass_obj
 def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...], kind: str | None,
                builtin: bool, flush: bool, as_json: bool) -> None:
-    """Run RULE_PATHS over source files offline (no broker, no store) and print the alerts.
+    """Run RULE_PATHS (and/or the built-in pack with --builtin) over source files offline (no
+    broker, no store) and print the alerts.
 
     The files are read by the sources' own normalizers (CloudTrail, Okta, GitHub audit log and
     webhooks, Kubernetes audit, Terraform plans, Debezium, PostgreSQL logs), chained like the
@@ -105,6 +106,8 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
     from pipeline.rules.engine import Engine
     from pipeline.rules.offline import evaluate, read_events
 
+    if not rule_paths and not builtin:
+        raise click.UsageError("give rule files or directories (RULE_PATHS), or --builtin for the built-in pack")
     rs = _load(rule_paths, builtin)
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
@@ -128,12 +131,12 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
 @click.argument("rule_paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--since", required=True, help="Start of the history to search (RFC 3339, '2026-11-27 02:14', 30d, 6h ...).")
 @click.option("--until", help="End of the history (default: now).")
-@click.option("--limit", default=1_000_000, show_default=True, type=click.IntRange(1, 10_000_000),
-              help="Most stored events to read.")
+@click.option("--limit", type=click.IntRange(1, 10_000_000),
+              help="Most stored events to read (default and ceiling: CAUSELOG_QUERY_MAX_ROWS).")
 @click.option("--builtin", is_flag=True, help="Also run the built-in pack.")
 @click.option("--json", "as_json", is_flag=True, help="Print the alerts as a JSON list.")
 @click.pass_obj
-def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | None, limit: int, builtin: bool,
+def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | None, limit: int | None, builtin: bool,
          as_json: bool) -> None:
     """Run RULE_PATHS over stored history (the events table) and print what they would have raised.
 
@@ -147,8 +150,11 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
     from pipeline.rules.offline import HUNT_SQL, evaluate_items, hunt_items
 
     now = datetime.now(UTC)
+    # The worker refuses a limit above its CAUSELOG_QUERY_MAX_ROWS: never ask for more by default.
+    limit = limit or s.query_max_rows
+    # One row more than kept in the SQL's LIMIT, so that a cut answer says so (`truncated`).
     params = {"since": parse_time(since, now).isoformat(), "until": (parse_time(until, now) if until else now).isoformat(),
-              "limit": limit}
+              "limit": limit + 1}
     rs = _load(rule_paths, builtin)
     for p in rs.problems:
         err.print(f"[red]bad rule[/] {escape(str(p))}", highlight=False, soft_wrap=True)
@@ -160,13 +166,18 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
 
             store = open_store(s, create=False)
             try:
-                rows = store.readonly(sql, params, limit=limit).rows
+                result = store.readonly(sql, params, limit=limit)
+                rows, truncated = result.rows, result.truncated
             finally:
                 store.close()
         else:
             from pipeline.cli import api
 
-            rows = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})["rows"]
+            answer = api.call(s, "/v1/sql", {"sql": sql, "params": params, "limit": limit})
+            rows, truncated = answer["rows"], bool(answer.get("truncated"))
+    if truncated:
+        err.print(f"[yellow]read only the first {len(rows):,} stored events of the window[/] (--limit, at most "
+                  "CAUSELOG_QUERY_MAX_ROWS): narrow --since/--until to hunt over the rest", highlight=False, soft_wrap=True)
     with bar("rules hunt: evaluating", quiet=as_json) as progress:
         task = progress.add_task("hunt", total=len(rows))
         alerts = evaluate_items(CountingEngine(Engine(rs), progress, task), hunt_items(rows))

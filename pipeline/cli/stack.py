@@ -70,9 +70,18 @@ def _live_pid(pidfile: Path, *, reap: bool = False) -> int | None:
 
 
 def start_worker(settings: Settings, *, timeout: float = 120.0) -> int:
-    """Start the worker in the background and wait until its API answers; return its pid."""
-    if (pid := worker_pid(settings)) is not None and api.health(settings) is not None:
-        return pid
+    """Start the worker in the background and wait until its API answers; return its pid.
+
+    Only an answer from this very worker counts (``/health`` names its pid): another process on
+    CAUSELOG_API (another deployment's worker) is an error, not a started stack."""
+    pid = worker_pid(settings)
+    answering = api.health(settings)
+    if answering is not None:
+        if pid is not None and answering.get("pid") == pid:
+            return pid
+        raise CauselogError(
+            f"{settings.api_url} (CAUSELOG_API) is already served by another process (pid {answering.get('pid')}, "
+            f"store {answering.get('store')}, group {answering.get('group')}): set CAUSELOG_API to a free HOST:PORT")
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = worker_log(settings).open("ab")
     proc = subprocess.Popen(
@@ -88,7 +97,7 @@ def start_worker(settings: Settings, *, timeout: float = 120.0) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise CauselogError(f"the worker exited with code {proc.returncode}:\n{tail(worker_log(settings))}")
-        if api.healthy(settings, timeout=1.0):
+        if (h := api.healthy(settings, timeout=1.0)) is not None and h.get("pid") == proc.pid:
             return proc.pid
         time.sleep(0.3)
     raise CauselogError(f"the worker did not answer on {settings.api_url} within {timeout:.0f}s:\n{tail(worker_log(settings))}")

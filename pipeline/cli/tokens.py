@@ -7,6 +7,8 @@ at once. See :mod:`pipeline.tokens`.
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.console import Console
 from rich.table import Table
@@ -15,7 +17,7 @@ from pipeline import tokens
 from pipeline.settings import Settings
 from pipeline.stream.jsonio import dumps
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=not sys.stderr.isatty())  # one line per message in a log
 
 
 @click.group("token")

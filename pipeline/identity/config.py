@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, yaml_problem
 from pipeline.identity.principals import normalize
 
 _PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*\Z")
@@ -139,5 +139,5 @@ def load_identities(path: Path) -> IdentityConfig:
     try:
         obj = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     return IdentityConfig.from_obj(obj, str(path))

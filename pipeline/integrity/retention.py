@@ -33,7 +33,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.errors import ConfigError, IntegrityError
+from pipeline.errors import ConfigError, IntegrityError, yaml_problem
 from pipeline.integrity.note import Signer, Verifier, open_note, sign_note
 
 _DURATION = re.compile(r"^(\d+)([dhw])$")
@@ -73,8 +73,10 @@ def load_policy(path: Path) -> Policy:
         return Policy({})
     try:
         data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     rules = data.get("retention") if isinstance(data, dict) else None
     if not isinstance(rules, dict):
         raise ConfigError(f"{path}: expected a mapping under 'retention'")

@@ -39,7 +39,7 @@ import jmespath.exceptions
 import jmespath.functions
 import yaml
 
-from pipeline.errors import ConfigError, DecodeError
+from pipeline.errors import ConfigError, DecodeError, yaml_problem
 from pipeline.model import LINK_TYPES, Event, event_id
 from pipeline.sources._normalize import build, parse_time, slug
 from pipeline.sources.diff import structured_diff
@@ -182,7 +182,7 @@ def load_mapping(spec: str | Path) -> Mapping:
         shipped = ", ".join(sorted(p.stem for p in MAPPINGS_DIR.glob("*.yaml")))
         raise ConfigError(f"cannot read mapping {spec}: {exc.strerror} (shipped mappings: {shipped})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"mapping {path} is not YAML: {exc}") from None
+        raise ConfigError(f"mapping {path} is not YAML: {yaml_problem(exc)}") from None
     return parse_mapping(doc, str(path))
 
 

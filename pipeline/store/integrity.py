@@ -48,10 +48,13 @@ def read_rows(store: Store, topic: str, log: int, since: datetime | None = None)
     top = int(store.query(f"SELECT max(log_index) FROM {db}.events WHERE {where} AND log_index >= 0", params).rows[0][0])
     rows: list[Row] = []
     for lo in range(0, top + 1, CHUNK):
-        idx, ids, offsets, stored, recheck_col, envelopes = store.columns(
+        cols = store.columns(
             f"SELECT log_index, id, kafka_offset, leaf_hash, {recheck} AS recheck, if(recheck, envelope, '') AS envelope "
             f"FROM {db}.events WHERE {where} AND log_index >= {{lo:Int64}} AND log_index < {{hi:Int64}} "
             "ORDER BY log_index, kafka_offset", {**params, "lo": lo, "hi": lo + CHUNK}, formats={"envelope": "bytes"})
+        if not cols or not cols[0]:
+            continue  # no row in this chunk (a log pruned whole): chDB names no columns for an empty result
+        idx, ids, offsets, stored, recheck_col, envelopes = cols
         rows.extend(Row(i, e, o, leaf_hash(env) if rc else s, s)
                     for i, e, o, s, rc, env in zip(idx, ids, offsets, stored, recheck_col, envelopes, strict=True))
     unlogged = store.query(f"SELECT id, kafka_offset FROM {db}.events WHERE {where} AND log_index < 0 "
@@ -112,7 +115,12 @@ def verify(
     told ``(logs done, logs)`` after each log."""
     if not verifiers:
         raise IntegrityError("no verifier key: give the signing key or a verifier key")
-    partitions = [log] if log is not None else logs_of(store, topic)
+    partitions = logs_of(store, topic)
+    if log is not None:
+        if log not in partitions:
+            known = ", ".join(map(str, partitions)) or "none yet"
+            raise IntegrityError(f"no log {log} in the store for {topic} (logs: {known})")
+        partitions = [log]
     reports = []
     for p in partitions:
         rows, unlogged = read_rows(store, topic, p, since)
@@ -146,15 +154,32 @@ def evidence(store: Store, topic: str, event_ids: Sequence[str], verifiers: list
     for p in sorted({e.log for e in chosen}):
         need = max(e.index for e in chosen if e.log == p) + 1
         cp, note = _covering(store, topic, p, need, verifiers)
-        leaves = store.columns(
-            f"SELECT leaf_hash FROM {db}.events WHERE kafka_topic = {{t:String}} AND kafka_partition = {{p:UInt32}} "
-            "AND log_index >= 0 AND log_index < {n:Int64} ORDER BY log_index LIMIT 1 BY log_index",
-            {"t": topic, "p": p, "n": cp.size})[0]
-        if len(leaves) != cp.size:
-            raise IntegrityError(f"log {p}: {cp.size - len(leaves)} rows of the checkpointed tree are missing "
-                                 "(run `causelog verify`)")
-        logs[p] = (Tree([_raw(h) for h in leaves]), cp, note)
+        logs[p] = (Tree(_tree_leaves(store, topic, p, cp.size, verifiers)), cp, note)
     return make_pack(chosen, logs, verifiers[0].vkey, query)
+
+
+def _tree_leaves(store: Store, topic: str, log: int, size: int, verifiers: list[Verifier]) -> list[bytes]:
+    """The first ``size`` leaves of ``log``: the stored rows' leaf hashes, and for rows removed by
+    retention the leaves their signed ``pruned`` record kept (a record whose signature does not
+    verify stands in for nothing, so a forged one cannot fill a deletion)."""
+    cols = store.columns(
+        f"SELECT log_index, leaf_hash FROM {store.database}.events WHERE kafka_topic = {{t:String}} "
+        "AND kafka_partition = {p:UInt32} AND log_index >= 0 AND log_index < {n:Int64} "
+        "ORDER BY log_index LIMIT 1 BY log_index",
+        {"t": topic, "p": log, "n": size})
+    leaves: dict[int, bytes] = dict(zip((int(i) for i in cols[0]), (_raw(h) for h in cols[1]), strict=True)) if cols else {}
+    for run, run_note in read_pruned(store, topic, log):
+        try:
+            run.check(run_note, verifiers)
+        except IntegrityError:
+            continue
+        for k, h in enumerate(run.leaves):
+            leaves.setdefault(run.first + k, h)
+    missing = [i for i in range(size) if i not in leaves]
+    if missing:
+        raise IntegrityError(f"log {log}: {len(missing)} rows of the checkpointed tree are missing, the first at "
+                             f"index {missing[0]} (run `causelog verify`)")
+    return [leaves[i] for i in range(size)]
 
 
 def _covering(store: Store, topic: str, log: int, need: int, verifiers: list[Verifier]) -> tuple[Checkpoint, str]:

@@ -70,7 +70,8 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
 
     def limit_of(q: Any, default: int) -> int:
         """The ``limit`` a request asks for; ValueError beyond the server's cap."""
-        limit = int(q.get("limit") or min(default, settings.query_max_rows))
+        asked = q.get("limit")  # 0 is a limit out of range, not "the default"
+        limit = int(asked) if asked not in (None, "") else min(default, settings.query_max_rows)
         if not 1 <= limit <= settings.query_max_rows:
             raise ValueError(f"limit {limit} is outside 1..{settings.query_max_rows} (CAUSELOG_QUERY_MAX_ROWS)")
         return limit

@@ -34,7 +34,7 @@ log = logging.getLogger("causelog.api.audit")
 
 #: Route prefixes whose answers hold events: each call is recorded.
 AUDITED = ("/v1/timeline", "/v1/why", "/v1/chain", "/v1/linked", "/v1/session", "/v1/trace", "/v1/who",
-           "/v1/sql", "/v1/alerts", "/v1/integrity/evidence")
+           "/v1/sql", "/v1/alerts", "/v1/integrity/evidence", "/v1/report")
 
 #: Answer keys counted as the rows a read returned, in this order.
 _ROW_KEYS = ("rows", "causes", "events", "alerts")

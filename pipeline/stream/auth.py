@@ -39,6 +39,9 @@ ROUTE_ROLES: tuple[tuple[str, str], ...] = (
     ("/v1/sql", "reader"),
     ("/v1/alerts", "reader"),
     ("/v1/stats", "reader"),
+    # The accountability report reads what why/timeline/who already show a reader; its audience
+    # (auditors, reviewers) must not need an admin token.
+    ("/v1/report", "reader"),
     ("/v1/integrity/verify", "auditor"),
     ("/v1/integrity/evidence", "auditor"),
 )
