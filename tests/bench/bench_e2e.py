@@ -364,21 +364,14 @@ def find_py_spy() -> str | None:
 # ------------------------------------------------------------------------------- pipeline run
 
 
-def run_pipeline(
-    args: argparse.Namespace,
-    bootstrap: str,
-    home: Path,
-    values: list[bytes],
-    keys: list[bytes],
-    progress: Progress,
-    cleanup: contextlib.ExitStack,
-) -> RunResult:
+def start_worker(
+    env: dict[str, str], settings: Any, home: Path, cleanup: contextlib.ExitStack
+) -> tuple[subprocess.Popen[Any], Path]:
+    """Start ``causelog worker`` with ``env`` on fresh topics; return once it is healthy and owns
+    every partition (not timed). The process is stopped when ``cleanup`` closes."""
     from pipeline.bus import ensure_topics
     from pipeline.cli import api
-    from pipeline.settings import load
 
-    env = stack_env(bootstrap, home, args.batch, args.within)
-    settings = load(env)
     ensure_topics(settings)
     worker_log = home / "worker.log"
     with worker_log.open("ab") as out:
@@ -403,6 +396,24 @@ def run_pipeline(
     log(
         f"worker pid {worker.pid} ready in {time.monotonic() - started:.1f}s (not timed); group {settings.group}"
     )
+    return worker, worker_log
+
+
+def run_pipeline(
+    args: argparse.Namespace,
+    bootstrap: str,
+    home: Path,
+    values: list[bytes],
+    keys: list[bytes],
+    progress: Progress,
+    cleanup: contextlib.ExitStack,
+) -> RunResult:
+    from pipeline.cli import api
+    from pipeline.settings import load
+
+    env = stack_env(bootstrap, home, args.batch, args.within)
+    settings = load(env)
+    worker, worker_log = start_worker(env, settings, home, cleanup)
 
     spy: subprocess.Popen[Any] | None = None
     if args.profile_worker:
@@ -842,6 +853,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-baseline", action="store_true", help="run only the pipeline")
     p.add_argument("--skip-pipeline", action="store_true", help="run only the baseline")
     p.add_argument("--json", action="store_true", help="also print a one-line JSON summary at the end")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="also write the JSON summary to FILE (tests/bench/summary.py reads it)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stores) for inspection")
     p.add_argument(
         "--profile-worker",
@@ -932,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(results, args.events, mean_size, broker.bootstrap, args, load_before)
     if args.json:
         print(orjson.dumps(summary).decode())
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(summary))
     return 0
 
 
