@@ -56,6 +56,8 @@ _NUMBERISH = bytes(
 )
 _LONG_DIGITS = b"0" * 1000
 _EXPONENT = re.compile(rb"0e[+-]?000")
+_DIGIT, _DOT, _MINUS = ord("0"), ord("."), ord("-")
+_VALUE_BEFORE = frozenset(b" \t\r\n:,[")
 # What the depth scan keeps of a record: brackets and the quotes that delimit strings.
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _OPEN_CLOSE = bytes.maketrans(b"{}", b"[]")
@@ -157,13 +159,31 @@ def _odd_numbers(data: bytes) -> bool:
     """Whether ``data`` may hold a number that only a full decode can judge (a three-digit
     exponent, a run of 1,000 digits); false positives just cost that decode."""
     shape = data.translate(_NUMBERISH)
-    # A JSON exponent follows a digit: one regex search (a literal-prefix scan) settles it; three
-    # substring searches for "e000"/"e+000"/"e-000" cost four times as much on a 1 KB record.
-    if _EXPONENT.search(shape) is not None:
-        return True
+    # A JSON exponent follows a digit: one regex search (a literal-prefix scan) finds candidates;
+    # three substring searches for "e000"/"e+000"/"e-000" cost four times as much on a 1 KB
+    # record. Hex ids ("...ab5e123...") match too: a candidate counts only if its number starts
+    # where a JSON value can (which sent a quarter of 1 KB test records to a full decode).
+    for m in _EXPONENT.finditer(shape):
+        if _starts_value(data, shape, m.start()):
+            return True
     # Counting is cheap, searching for a 1,000-byte needle is not, and a run of 1,000 digits
     # needs at least 1,000 digits.
     return len(data) >= 1000 and shape.count(b"0") >= 1000 and _LONG_DIGITS in shape
+
+
+def _starts_value(data: bytes, shape: bytes, end: int) -> bool:
+    """Whether the number whose last mantissa digit is at ``end`` may be a JSON value: its
+    ``-?digits(.digits)?`` is preceded by the start, whitespace, ``:``, ``,`` or ``[``."""
+    i = end
+    while i > 0 and shape[i - 1] == _DIGIT:
+        i -= 1
+    if i > 0 and data[i - 1] == _DOT:
+        i -= 1
+        while i > 0 and shape[i - 1] == _DIGIT:
+            i -= 1
+    if i > 0 and data[i - 1] == _MINUS:
+        i -= 1
+    return i == 0 or data[i - 1] in _VALUE_BEFORE
 
 
 def decode_json(data: bytes | msgspec.Raw) -> Any:

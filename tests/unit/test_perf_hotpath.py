@@ -52,6 +52,10 @@ def test_rows_sent_as_plain_strings_read_back_as_written(store: Store) -> None:
         (b'{"a":' + b"7" * 1000 + b"}", True),
         (b'{"a":1e40}', False),
         (b'{"a":"e000","b":"x-000"}', False),
+        (b'{"a": [-2.5e-0400]}', True),
+        (b'{"a":\n12.000E999}', True),
+        (b'{"id":"ab5e123f","b":"5e1234"}', False),  # hex ids: not where a number starts
+        (b'{"a":"x,1e400"}', True),  # a false positive: it only costs a full decode
         (b'{"a":' + b"7" * 999 + b',"b":' + b"7" * 999 + b"}", False),
     ],
 )
