@@ -68,10 +68,18 @@ lint: install  ## ruff + mypy
 
 # Query latency sizes (stored events); e.g. make bench BENCH_SIZES=1000000 for a quicker run.
 BENCH_SIZES ?= 1000000,10000000
-bench: install kafka-jars  ## correlation throughput, worker vs raw baseline, why/chain latency at 1M and 10M events
-	$(PY) tests/bench/bench_correlate.py $(BENCH_CORRELATE_ARGS)
-	$(PY) tests/bench/bench_e2e.py $(BENCH_ARGS)
-	$(PY) tests/bench/bench_queries.py --sizes $(BENCH_SIZES) $(BENCH_QUERY_ARGS)
+# Where the benches leave their results for tests/bench/summary.py (emptied at the start).
+BENCH_OUT ?= .bench
+# Each bench runs even if the one before failed (`-`); the summary at the end says what was not
+# measured and then fails the target.
+bench: install kafka-jars  ## correlation, worker vs raw baseline, freshness, rules, query latency; then one table of figures vs targets
+	@rm -rf $(BENCH_OUT) && mkdir -p $(BENCH_OUT)
+	-$(PY) tests/bench/bench_correlate.py --json $(BENCH_CORRELATE_ARGS) > $(BENCH_OUT)/correlate.out; cat $(BENCH_OUT)/correlate.out
+	-$(PY) tests/bench/bench_e2e.py --out $(BENCH_OUT)/e2e.json $(BENCH_ARGS)
+	-$(PY) tests/bench/bench_freshness.py --out $(BENCH_OUT)/freshness.json $(BENCH_FRESHNESS_ARGS)
+	-$(PY) tests/bench/bench_rules.py --json $(BENCH_RULES_ARGS) > $(BENCH_OUT)/rules.out; cat $(BENCH_OUT)/rules.out
+	-$(PY) tests/bench/bench_queries.py --sizes $(BENCH_SIZES) $(BENCH_QUERY_ARGS)
+	$(PY) tests/bench/summary.py $(BENCH_OUT)
 
 # Helm is built from its Go module (cached in deploy/helm/.bin); the chart is linted, rendered with
 # deploy/helm/causelog/ci/test-values.yaml and the manifests checked against Kubernetes schemas.

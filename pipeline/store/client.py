@@ -255,10 +255,13 @@ class Store:
         *,
         token: str | None = None,
         column_oriented: bool = False,
+        column_types: Sequence[str] | None = None,
     ) -> None:
         """Insert rows into ``database.table``; ``token`` makes a retried batch a no-op.
 
         With ``column_oriented`` the data is a list of columns instead of a list of rows.
+        ``column_types``: the types to send the columns as (ClickHouse converts them to the
+        table's), instead of asking the table; see :data:`pipeline.store.writer.EVENT_SEND_TYPES`.
         """
         settings: dict[str, Any] = dict(INSERT_SETTINGS) if self.cluster is not None else {}
         if token:
@@ -268,7 +271,7 @@ class Store:
         with self._guard(f"insert into {table} ({n} rows)"):
             self.client.insert(
                 table, rows, column_names=list(columns), database=self.database, settings=settings,
-                column_oriented=column_oriented,
+                column_oriented=column_oriented, column_type_names=column_types,
             )
 
     def _query_settings(self) -> dict[str, Any]:
@@ -331,7 +334,7 @@ class _ReadView(Store):
 
     def insert(
         self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str], *,
-        token: str | None = None, column_oriented: bool = False,
+        token: str | None = None, column_oriented: bool = False, column_types: Sequence[str] | None = None,
     ) -> None:
         """Refused: the view only reads."""
         raise StoreError(f"a read-only view cannot insert into {table}")

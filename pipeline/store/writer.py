@@ -32,6 +32,19 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 
 
+# The types the ``events`` columns are sent as. ``LowCardinality(String)`` columns go as plain
+# ``String`` (ClickHouse converts on insert): clickhouse-connect builds the dictionary of a
+# low-cardinality column in Python, which cost ~2 us an event of the worker's GIL-bound time.
+_TIME = "DateTime64(6, 'UTC')"
+EVENT_SEND_TYPES = (
+    "String", "String", "String", "String", _TIME, _TIME, "String",
+    "String", "String", "String", "String", "Bool", "String",
+    "String", "String", "String", "String", "String",
+    "String", "String", "Array(String)", "String", "String", _TIME, "String",
+    "String", "UInt32", "UInt64", _TIME, "Int64", "FixedString(32)",
+)  # fmt: skip
+
+
 class Position(NamedTuple):
     """Where a record came from: ``topic[partition]@offset``."""
 
@@ -140,12 +153,15 @@ def batch_token(positions: Iterable[Position], ids: Iterable[str] = ()) -> str:
     """Deterministic token for a batch: the offsets it covers (per topic-partition first..last)
     and the ids it inserts. The ids keep a recreated topic, whose offsets start again, from
     colliding with an older batch inside ClickHouse's dedup window."""
-    spans: dict[tuple[str, int], list[int]] = {}
-    for pos in positions:
-        span = spans.setdefault((pos.topic, pos.partition), [pos.offset, pos.offset])
-        span[0] = min(span[0], pos.offset)
-        span[1] = max(span[1], pos.offset)
-    h = hashlib.sha256(";".join(f"{t}[{p}]{lo}-{hi}" for (t, p), (lo, hi) in sorted(spans.items())).encode())
+    offsets: dict[tuple[str, int], list[int]] = {}
+    for topic, partition, offset in positions:
+        key = (topic, partition)
+        got = offsets.get(key)
+        if got is None:
+            offsets[key] = [offset]
+        else:
+            got.append(offset)
+    h = hashlib.sha256(";".join(f"{t}[{p}]{min(o)}-{max(o)}" for (t, p), o in sorted(offsets.items())).encode())
     h.update("\x1f".join(sorted(ids)).encode())
     return h.hexdigest()
 
@@ -238,6 +254,7 @@ class EventWriter:
                 event_columns(fresh, ingested, chains, heads, logged),
                 EVENT_COLUMNS,
                 column_oriented=True,
+                column_types=EVENT_SEND_TYPES,
                 token=batch_token((p.position for p in batch), (p.event.id for p in fresh)),
             )
         kept = tuple(p for p in batch if (stored[p.event.id] == p.position if p.event.id in stored
@@ -253,15 +270,20 @@ def _log_batch(
     logs: dict[int, PartitionLog],
 ) -> tuple[list[tuple[int, bytes]], dict[int, PartitionLog]]:
     """``(log index, leaf hash)`` of each ``fresh`` event, and the logs after the batch."""
-    leaves: list[bytes | None] = []
+    entries: list[tuple[int, int, bytes | None]] = []
+    # One pass: fresh is the batch's first copy of each id not stored, in batch order.
+    is_fresh: list[bool] = []
     for p in batch:
         at = stored.get(p.event.id)
-        keep = at == p.position if at is not None else unique[p.event.id] is p
-        leaves.append(leaf_hash(p.envelope) if keep else None)
-    indexes, new_logs = assign(logs, ((p.position.partition, p.position.offset, leaf)
-                                      for p, leaf in zip(batch, leaves, strict=True)))
-    by_position = {p.position: (i, leaf) for p, i, leaf in zip(batch, indexes, leaves, strict=True)}
-    return [(by_position[p.position][0], by_position[p.position][1] or b"") for p in fresh], new_logs
+        first = unique[p.event.id] is p
+        keep = at == p.position if at is not None else first
+        entries.append((p.position.partition, p.position.offset, leaf_hash(p.envelope) if keep else None))
+        is_fresh.append(at is None and first)
+    indexes, new_logs = assign(logs, entries)
+    out = [(i, e[2] or b"") for e, i, f in zip(entries, indexes, is_fresh, strict=True) if f]
+    if len(out) != len(fresh):  # a broken invariant must not silently misalign indexes and rows
+        raise AssertionError(f"integrity log: {len(out)} indexes for {len(fresh)} fresh events")
+    return out, new_logs
 
 
 def edge_columns(edges: Sequence[EdgeRow]) -> list[list[Any]]:

@@ -102,6 +102,12 @@ class BatchConsumer:
         self._thread = threading.Thread(target=self._run, name="causelog-ingest", daemon=True)
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="causelog-write")
         self._inflight: tuple[Future[object], Sequence[Record]] | None = None
+        # The periodic checkpoint's Kafka transaction runs here, while the loop goes on with the
+        # next batches (it waited ~0.5-1 s for the broker's acks of a checkpoint's chains records,
+        # the worst of the produced -> queryable delay at 5,000 events/s). One at a time; the
+        # next checkpoint, a revocation, a rewind and stop wait for it first.
+        self._checkpoints = ThreadPoolExecutor(1, thread_name_prefix="causelog-checkpoint")
+        self._committing: Future[None] | None = None
         self._consumer: Consumer | None = None
         self.assigned: set[int] = set()
         # Offsets of batches written but not committed yet (committed at the next checkpoint).
@@ -209,25 +215,58 @@ class BatchConsumer:
     def _checkpoint(self, partitions: set[int] | None = None, *, final: bool = False) -> None:
         """Settle, then commit the correlation changelog and the written offsets (of
         ``partitions``, default all) in one transaction; then sign the logs that are due (all
-        that grew when ``final``: stop or revocation)."""
+        that grew when ``final``: stop or revocation).
+
+        A periodic checkpoint (not ``final``, all partitions) commits in the background: what it
+        commits is taken out of the pending offsets and chains records here, so batches written
+        meanwhile wait for the next one. A failed background commit raises at the next
+        checkpoint (or :meth:`_check_committing`), and the loop rewinds as after a failed
+        synchronous one."""
         self._settle()
+        self._await_commit()
         self._last_checkpoint = time.monotonic()
         correlation = self.handler.correlation
         commit = [TopicPartition(t, p, o) for (t, p), o in sorted(self._written.items())
                   if partitions is None or p in partitions]
         records = correlation.collect(partitions) if correlation is not None else {}
         chains = {p: r for p, r in self._chains.items() if partitions is None or p in partitions}
+        for tp in commit:
+            del self._written[(tp.topic, tp.partition)]
+        for p in chains:
+            del self._chains[p]
+        sign = self.signer is not None and correlation is not None and correlation.changelog is not None
+        # Nothing is being written now: the logs are exactly what this checkpoint commits.
+        heads = correlation.log_heads(partitions) if sign and correlation is not None else None
+        if final or partitions is not None or not (commit or records or chains):
+            self._commit_and_sign(commit, records, chains, heads, final)
+        else:
+            self._committing = self._checkpoints.submit(self._commit_and_sign, commit, records, chains, heads, final)
+
+    def _commit_and_sign(self, commit: list[TopicPartition], records: dict[int, list[tuple[bytes, bytes | None]]],
+                         chains: dict[int, list[tuple[bytes, bytes]]],
+                         heads: dict[int, tuple[int, bytes]] | None, final: bool) -> None:
         if commit or records or chains:
             self._commit(commit, records, chains)
-        if self.signer is not None and correlation is not None and correlation.changelog is not None:
-            # Nothing is being written now: the logs are exactly what was just committed.
+        if self.signer is not None and heads is not None:
             try:
-                self.signer.committed(correlation.log_heads(partitions), force=final)
+                self.signer.committed(heads, force=final)
                 self.signing_error = self.signing_since = None
             except Exception as exc:  # signing must never stop ingestion; the next round retries
                 log.exception("signing checkpoints failed")
                 self.signing_error = f"{exc!r}"[:300]
                 self.signing_since = self.signing_since or time.time()
+
+    def _await_commit(self) -> None:
+        """Wait for the background checkpoint, if any; raise what it raised."""
+        if self._committing is None:
+            return
+        future, self._committing = self._committing, None
+        future.result()
+
+    def _check_committing(self) -> None:
+        """Raise now if the background checkpoint failed (the loop rewinds), without waiting."""
+        if self._committing is not None and self._committing.done():
+            self._await_commit()
 
     def _commit(self, commit: list[TopicPartition], records: dict[int, list[tuple[bytes, bytes | None]]],
                 chains: dict[int, list[tuple[bytes, bytes]]] | None = None) -> None:
@@ -245,10 +284,7 @@ class BatchConsumer:
             raise BusError(f"checkpoint of {len(commit)} partitions failed: {exc}") from exc
         now = time.time()
         for tp in commit:
-            self._written.pop((tp.topic, tp.partition), None)
             self.committed_at[tp.partition] = now
-        for p in chains or {}:
-            self._chains.pop(p, None)
 
     def _run(self) -> None:
         """Consume until stopped; rewind after a Kafka failure, stop the process on anything else."""
@@ -286,6 +322,8 @@ class BatchConsumer:
             self._inflight = None
             with contextlib.suppress(BaseException):
                 future.result()
+        with contextlib.suppress(BaseException):
+            self._await_commit()
         self._written.clear()
         self._chains.clear()
         correlation = self.handler.correlation
@@ -308,6 +346,7 @@ class BatchConsumer:
         try:
             while not self._stop.is_set():
                 self._at("consume (and rebalance callbacks)")
+                self._check_committing()
                 records = self._take(consumer)
                 self._at("prepare (decode, correlate)")
                 prepared = self.handler.prepare(records) if records else None
@@ -316,7 +355,7 @@ class BatchConsumer:
                 if prepared is not None:
                     self._inflight = (self._writes.submit(self.handler.finish, prepared), records)
                 # Also checkpoint as soon as the input is drained, so an idle worker has no lag.
-                idle = not records and (self._inflight is not None or bool(self._written))
+                idle = not records and (self._inflight is not None or bool(self._written) or bool(self._chains))
                 if idle or time.monotonic() - self._last_checkpoint >= s.checkpoint_seconds:
                     self._at("checkpoint (changelog transaction)")
                     self._checkpoint()

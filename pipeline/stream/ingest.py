@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
+
+import msgspec
 
 from pipeline.correlate.partition import Correlated
 from pipeline.errors import DecodeError, StoreError
@@ -22,7 +24,8 @@ from pipeline.identity import Join, learn
 from pipeline.integrity.note import Verifier
 from pipeline.integrity.sourcesig import check_envelope
 from pipeline.metrics import note_newest
-from pipeline.model.codec import decode, decode_wire
+from pipeline.model import Event
+from pipeline.model.codec import decode_json, decode_wire
 from pipeline.rules.engine import chains_record
 from pipeline.store.identities import write_joins
 from pipeline.store.writer import EventWriter, Pending, Position, WriteResult
@@ -114,7 +117,7 @@ def learn_each(good: Sequence[Pending]) -> tuple[list[Join], dict[Position, Deco
         e = p.event
         try:
             if e.source.partition("://")[0] in _JOIN_SOURCES:
-                found.update(learn(decode(p.envelope)))
+                found.update(learn(with_raw(e)))
             elif "noreply.github.com" in e.actor.id or "noreply.github.com" in e.actor.principal:
                 found.update(learn(e))
         except DecodeError as exc:
@@ -122,6 +125,17 @@ def learn_each(good: Sequence[Pending]) -> tuple[list[Join], dict[Position, Deco
         except Exception as exc:  # one record must never stop the partition
             failed[p.position] = internal_error(exc)
     return sorted(found), failed
+
+
+def with_raw(event: Event | Any) -> Event:
+    """``event`` with its ``raw`` payload parsed, for :func:`pipeline.identity.learn`: the worker's
+    ``WireEvent`` (validated by ``decode_wire``) gets only its ``raw`` parsed, where a full
+    ``decode`` of the envelope cost as much as validating it again; an ``Event`` is returned as
+    it is."""
+    raw = getattr(event, "raw", None)
+    if isinstance(raw, msgspec.Raw):
+        return cast(Event, msgspec.structs.replace(event, raw=decode_json(raw)))
+    return cast(Event, event)
 
 
 def split(
@@ -210,20 +224,22 @@ class BatchHandler:
         joins, failed = learn_each(good)
         correlated = None
         if self.correlation is not None:
-            rejected = {r.record.position for r in bad} | set(failed)
-            events = {p.position: p.event for p in good}
             topic = records[0].position.topic if records else ""
+            items: Iterable[tuple[Any, int, int]]
+            if not bad and not failed:  # the usual batch: every record decoded, in order
+                items = ((p.event, p.position.partition, p.position.offset) for p in good)
+            else:
+                rejected = {r.record.position for r in bad} | set(failed)
+                events = {p.position: p.event for p in good}
+                items = ((None if rec.position in rejected else events[rec.position], rec.position.partition,
+                          rec.position.offset) for rec in records)
 
             def on_error(partition: int, offset: int, exc: Exception) -> None:
                 pos = Position(topic, partition, offset)
                 log.error("correlating %s raised %r; rejecting it", pos, exc)
                 failed[pos] = internal_error(exc)
 
-            correlated = self.correlation.correlate(
-                ((None if rec.position in rejected else events[rec.position], rec.position.partition,
-                  rec.position.offset) for rec in records),
-                on_error=on_error,
-            )
+            correlated = self.correlation.correlate(items, on_error=on_error)
         if failed:
             # Records that failed after decoding go to the DLQ like undecodable ones.
             by_position = {r.position: r for r in records}
@@ -267,11 +283,18 @@ class BatchHandler:
         for alias in c.aliases:
             merged.setdefault(alias.event_id, []).append(alias.old_chain_id)
         out: dict[int, list[tuple[bytes, bytes]]] = {}
+        chain_of, person_of, no_merge = c.chains.get, self.people.person, ()
+        persons: dict[tuple[str, str], str | None] = {}  # a batch has few distinct actors
         for p in kept:
             e = p.event
-            value = chains_record(p.envelope, c.chains.get(e.id), self.people.person(e.actor.id, e.actor.principal),
-                                  merged.get(e.id, ()))
-            out.setdefault(p.position.partition, []).append((e.scope.encode(), value))
+            actor = e.actor
+            who = (actor.id, actor.principal)
+            person = persons[who] if who in persons else persons.setdefault(who, person_of(*who))
+            value = chains_record(p.envelope, chain_of(e.id), person, merged.get(e.id, no_merge))
+            part = out.get(p.position.partition)
+            if part is None:
+                part = out[p.position.partition] = []
+            part.append((e.scope.encode(), value))
         return out
 
     def _write(self, good: list[Pending], correlated: Correlated | None, joins: list[Join]) -> WriteResult:

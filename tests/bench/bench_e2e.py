@@ -321,6 +321,18 @@ def wait_group_assigned(settings: Any, timeout: float = 60.0) -> bool:
     return False
 
 
+def poll_pause(seen: list[tuple[float, int]], n: int, batch: int) -> float:
+    """Seconds to wait before asking the worker's count again: POLL_EVERY once at most two
+    batches are left (rows land a batch at a time), else a quarter of the time the rest would
+    take at the rate seen since the first stored row, at most 1 s."""
+    started = [(t, r) for t, r in seen if r > 0]
+    if n - seen[-1][1] <= 2 * batch or len(started) < 2 or started[-1][1] <= started[0][1]:
+        return POLL_EVERY
+    (t0, r0), (t1, r1) = started[0], started[-1]
+    eta = (n - r1) / ((r1 - r0) / (t1 - t0))
+    return min(1.0, max(POLL_EVERY, eta / 4))
+
+
 def stop_process(proc: subprocess.Popen[Any], grace: float = 20.0) -> None:
     if proc.poll() is not None:
         return
@@ -352,21 +364,14 @@ def find_py_spy() -> str | None:
 # ------------------------------------------------------------------------------- pipeline run
 
 
-def run_pipeline(
-    args: argparse.Namespace,
-    bootstrap: str,
-    home: Path,
-    values: list[bytes],
-    keys: list[bytes],
-    progress: Progress,
-    cleanup: contextlib.ExitStack,
-) -> RunResult:
+def start_worker(
+    env: dict[str, str], settings: Any, home: Path, cleanup: contextlib.ExitStack
+) -> tuple[subprocess.Popen[Any], Path]:
+    """Start ``causelog worker`` with ``env`` on fresh topics; return once it is healthy and owns
+    every partition (not timed). The process is stopped when ``cleanup`` closes."""
     from pipeline.bus import ensure_topics
     from pipeline.cli import api
-    from pipeline.settings import load
 
-    env = stack_env(bootstrap, home, args.batch, args.within)
-    settings = load(env)
     ensure_topics(settings)
     worker_log = home / "worker.log"
     with worker_log.open("ab") as out:
@@ -391,6 +396,24 @@ def run_pipeline(
     log(
         f"worker pid {worker.pid} ready in {time.monotonic() - started:.1f}s (not timed); group {settings.group}"
     )
+    return worker, worker_log
+
+
+def run_pipeline(
+    args: argparse.Namespace,
+    bootstrap: str,
+    home: Path,
+    values: list[bytes],
+    keys: list[bytes],
+    progress: Progress,
+    cleanup: contextlib.ExitStack,
+) -> RunResult:
+    from pipeline.cli import api
+    from pipeline.settings import load
+
+    env = stack_env(bootstrap, home, args.batch, args.within)
+    settings = load(env)
+    worker, worker_log = start_worker(env, settings, home, cleanup)
 
     spy: subprocess.Popen[Any] | None = None
     if args.profile_worker:
@@ -426,6 +449,8 @@ def run_pipeline(
 
     with progress.run("pipeline", n) as (on_produced, on_stored):
 
+        seen: list[tuple[float, int]] = []
+
         def poll_count() -> None:
             while not reached.is_set():
                 if worker.poll() is not None:
@@ -447,7 +472,11 @@ def run_pipeline(
                     t_reached.append(now)
                     reached.set()
                     return
-                time.sleep(POLL_EVERY)
+                # Each answer costs the worker GIL time: ask rarely while the end is far (at
+                # the rate so far), every POLL_EVERY s near it, so the clock still stops within
+                # POLL_EVERY of the last row.
+                seen.append((now, max(rows, 0)))
+                time.sleep(poll_pause(seen, n, args.batch))
 
         # Polling from before the first produce is harmless: the count cannot reach N earlier.
         threading.Thread(target=poll_count, name="count-poller", daemon=True).start()
@@ -824,6 +853,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-baseline", action="store_true", help="run only the pipeline")
     p.add_argument("--skip-pipeline", action="store_true", help="run only the baseline")
     p.add_argument("--json", action="store_true", help="also print a one-line JSON summary at the end")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="also write the JSON summary to FILE (tests/bench/summary.py reads it)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stores) for inspection")
     p.add_argument(
         "--profile-worker",
@@ -914,6 +945,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = report(results, args.events, mean_size, broker.bootstrap, args, load_before)
     if args.json:
         print(orjson.dumps(summary).decode())
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(summary))
     return 0
 
 
