@@ -70,9 +70,9 @@ class Recorder:
                                result_columns=[list(c) for c in zip(*rows, strict=True)])
 
     def insert(self, table: str, data: Any, column_names: list[str], database: str, settings: dict[str, Any],
-               column_oriented: bool) -> None:
+               column_oriented: bool, column_type_names: list[str] | None = None) -> None:
         self.inserts.append({"table": table, "database": database, "columns": column_names,
-                             "settings": settings, "data": data})
+                             "settings": settings, "data": data, "types": column_type_names})
 
     def close(self) -> None:
         pass
