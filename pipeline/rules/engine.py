@@ -284,10 +284,8 @@ class Engine:
         """Stage 2, per repartition partition: hold ``routed`` until the event-time watermark passes
         it, then apply the held records in event-time order (time, event id), so the alerts do not
         depend on how the chains partitions' records interleave (a rebalance, a restart, another
-        runner's speed). The watermark is the lowest of the ``sources`` chains partitions' ``TICK``
-        watermarks (0 until each has sent one), leaving out those that are idle (all idle: the
-        highest). Returns the alerts and the records to route again (an alert of a correlation used
-        by another correlation)."""
+        runner's speed): see :func:`release_watermark`. Returns the alerts and the records to route
+        again (an alert of a correlation used by another correlation whose group lives elsewhere)."""
         alerts: list[Alert] = []
         routes: list[Routed] = []
         if routed.kind != TICK:
@@ -628,15 +626,19 @@ def _insort_held(held: list[Routed], r: Routed) -> None:
 
 
 def release_watermark(state: State, sources: int) -> tuple[int, bool]:
-    """Stage 2's event-time watermark: the lowest watermark of the ``sources`` chains partitions
-    that are not idle, and whether all are idle (then the highest, and everything held is
-    released). Until every partition has sent a tick, 0: one not heard of yet may be behind."""
+    """Stage 2's event-time watermark and whether every chains partition is idle.
+
+    All of the ``sources`` partitions idle (read to their end): the highest watermark, and
+    everything held is released. Otherwise the lowest watermark of the partitions that have had
+    events, idle ones included (a partition idle for now may send older events than a busy one
+    next, and they must not come late), and of those busy before their first event. Until every partition has sent a tick: 0 (one not heard
+    of yet may be behind)."""
     if any(p not in state.origins for p in range(sources)):
         return 0, False
-    busy = [wm for wm, idle in state.origins.values() if not idle]
-    if busy:
-        return min(busy), False
-    return max((wm for wm, _ in state.origins.values()), default=0), bool(state.origins)
+    if all(idle for _, idle in state.origins.values()):
+        return max((wm for wm, _ in state.origins.values()), default=0), bool(state.origins)
+    # A partition idle without ever having had an event (no scope hashes to it) holds nothing back.
+    return min((wm for wm, idle in state.origins.values() if wm > 0 or not idle), default=0), False
 
 
 def tick(partition: int, watermark: int, idle: bool) -> Routed:

@@ -84,6 +84,8 @@ _ALERTS_DECODER = msgspec.json.Decoder(list[Alert])
 # Suffix of the key, in the state topic, of the alerts of the last transaction in which a
 # partition raised any (see ``on_restored``).
 LAST_ALERTS_SUFFIX = " alerts"
+# A chains partition counts as idle after this many consume() timeouts at its end.
+IDLE_AFTER_BATCHES = 3
 # Repartition records already consumed are deleted at most this often (seconds).
 PURGE_EVERY = 30.0
 
@@ -217,7 +219,9 @@ class _Runner:
         self.repart = repartition_topic(settings, group)
         self.st_topic = state_topic(settings, group)
         self.states: dict[tuple[str, int], State] = {}  # owned partition -> committed state
-        self.at_end: set[int] = set()  # chains partitions at their end (EOF) since their last record
+        # Chains partitions at their end (EOF) since their last record -> since when (monotonic).
+        self.at_end: dict[int, float] = {}
+        self.idle_after = 0.0
         self.idle_sent: set[int] = set()  # chains partitions whose idle tick is committed
         self.nexts: dict[tuple[str, int], int] = {}  # owned partition -> committed offset
         self.ends: dict[int, int] = {}  # --once: end of each chains partition when first assigned
@@ -253,6 +257,8 @@ class _Runner:
             "bootstrap.servers": self.s.kafka_bootstrap, "group.id": self.group, "enable.auto.commit": False,
             "enable.auto.offset.store": False, "isolation.level": "read_committed",
             "auto.offset.reset": "earliest", "enable.partition.eof": True,
+            # A runner that died hands its partitions over after this (the default is 45 s).
+            "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
         })
         try:
             self.producer.init_transactions(self.timeout)
@@ -304,7 +310,7 @@ class _Runner:
             self.states.pop((tp.topic, tp.partition), None)
             self.nexts.pop((tp.topic, tp.partition), None)
             if tp.topic == self.chains:
-                self.at_end.discard(tp.partition)
+                self.at_end.pop(tp.partition, None)
                 self.idle_sent.discard(tp.partition)
         log.info("revoked %s", _names(partitions))
 
@@ -314,6 +320,7 @@ class _Runner:
             on_alerts: Callable[[list[Alert]], None] | None, max_batches: int | None,
             on_ready: Callable[[RunReport], None] | None) -> RunReport:
         assert self.consumer is not None
+        self.idle_after = 0.0 if once else IDLE_AFTER_BATCHES * within
         if on_ready is not None:
             on_ready(self.report)
         batches = 0
@@ -326,8 +333,8 @@ class _Runner:
                 raise BusError(f"cannot consume {self.chains}: {exc}") from exc
             records = self._records(msgs)
             if once:  # read to its end as of the start: as good as idle (more may come meanwhile)
-                self.at_end |= {p for (t, p), o in self.nexts.items() if t == self.chains and o >= self.ends.get(p, 0) > 0
-                                and not any(m.partition() == p and m.topic() == t for m in records)}
+                for _, p in self._read_to_start_end(records):
+                    self.at_end.setdefault(p, 0.0)
             try:
                 out = self._transaction(records)
             except _Aborted:
@@ -349,21 +356,32 @@ class _Runner:
             p = m.partition() or 0
             if skip_eof(m):
                 if m.topic() == self.chains:
-                    self.at_end.add(p)
+                    self.at_end.setdefault(p, time.monotonic())
                 continue
             if (m.topic() or "", p) not in self.states:
                 continue  # fetched before a rebalance took the partition: its next owner reads it
             if m.topic() == self.chains:
-                self.at_end.discard(p)
+                self.at_end.pop(p, None)
                 self.idle_sent.discard(p)
             records.append(m)
         return records
+
+    def _read_to_start_end(self, records: list[Message]) -> list[tuple[str, int]]:
+        """--once: chains partitions read to their end as of the start, with no record in ``records``."""
+        busy = {(m.topic(), m.partition()) for m in records}
+        return [(t, p) for (t, p), o in self.nexts.items()
+                if t == self.chains and o >= self.ends.get(p, 0) > 0 and (t, p) not in busy]
 
     def _transaction(self, records: list[Message]) -> list[Alert] | None:
         """Evaluate ``records`` and commit everything they produce with their offsets; None when
         there was nothing to do."""
         assert self.producer is not None and self.consumer is not None
-        idle = {p for p in self.at_end - self.idle_sent if (self.chains, p) in self.states}
+        # Idle only after a while at the end: the other partitions' records of the same moment (the
+        # worker commits them in one transaction) reach their runners first, so a partition
+        # coming back from idle does not find the others' watermark past its events.
+        now = time.monotonic()
+        idle = {p for p, since in self.at_end.items()
+                if now - since >= self.idle_after and p not in self.idle_sent and (self.chains, p) in self.states}
         moved = {} if records else self._moved()
         if not records and not idle and not moved:
             return None
@@ -477,7 +495,7 @@ class _Runner:
         for (topic, p), st in work.items():
             if topic != self.chains:
                 continue
-            data = encode_routed(tick(p, st.watermark, p in self.at_end))
+            data = encode_routed(tick(p, st.watermark, p in idle))
             for r in range(self.n):
                 self._send(self.repart, data, b"", r)
 
