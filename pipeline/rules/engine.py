@@ -11,6 +11,16 @@ The state is plain data (:class:`State`, a msgspec struct): :func:`encode_state`
 :func:`decode_state` round-trip it, so a Faust table or a compacted changelog can hold it. The
 reducer changes the state it is given (for speed) and returns it.
 
+Two stages, for events spread over partitions (the rules runner): :meth:`Engine.route` runs per
+``<prefix>.chains`` partition (chains are partition-local) and does chain predicates and
+detections; for every correlation, absence and silence rule an event is relevant to, it returns
+a :class:`Routed` record keyed by the rule's group (:func:`route_partition`). :meth:`Engine.receive`
+runs per partition of those records: it holds them until every chains partition has passed their
+event time (``TICK`` records, :func:`release_watermark`) and applies them in event-time order, so
+the alerts are those of :meth:`step` over all events in time order, however the partitions'
+records interleave; only events older than what every partition had already passed come late
+(they are applied when they arrive).
+
 Determinism: alert ids come from (rule, group, window start, first event), so replaying the same
 events into the same state yields the same alerts with the same ids.
 """
