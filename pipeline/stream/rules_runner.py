@@ -231,6 +231,7 @@ class _Runner:
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self.lock: IO[bytes] | None = None
+        self.admin: AdminClient | None = None
 
     # ------------------------------------------------------------------ setup
 
@@ -542,9 +543,10 @@ class _Runner:
         done = [TopicPartition(t, p, o) for (t, p), o in self.nexts.items() if t == self.repart and o > 0]
         if not done:
             return
-        admin = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap})
+        if self.admin is None:
+            self.admin = AdminClient({"bootstrap.servers": self.s.kafka_bootstrap})
         try:
-            for fut in admin.delete_records(done, request_timeout=self.timeout).values():
+            for fut in self.admin.delete_records(done, request_timeout=self.timeout).values():
                 fut.result(self.timeout)
         except KafkaException as exc:  # only space: the records are consumed either way
             log.warning("cannot delete consumed records of %s: %s", self.repart, exc)

@@ -184,7 +184,10 @@ def _runner(stack: Stack, engine: Engine, group: str, stop: threading.Event, rep
     return t
 
 
-def test_a_second_runner_joining_changes_no_alert(stack: Stack, tmp_path: Path) -> None:
+def test_a_second_runner_joining_changes_no_alert(stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.stream import rules_runner
+
+    monkeypatch.setattr(rules_runner, "PURGE_EVERY", 0.0)  # consumed repartition records go at once
     engine = _engine(tmp_path)
     records = _scenario()
     expected = {a.id for a in evaluate_items(engine, [i for _, i in records])}
@@ -214,6 +217,11 @@ def test_a_second_runner_joining_changes_no_alert(stack: Stack, tmp_path: Path) 
         t.join(60)
     assert not errors, errors
     assert reports[0].records > 0 and reports[1].records > 0  # they shared the partitions
+    c = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": "lows"})
+    repart = repartition_topic(stack.settings, group)
+    lows = [c.get_watermark_offsets(TopicPartition(repart, p), timeout=30)[0] for p in range(4)]
+    c.close()
+    assert all(low > 0 for low in lows), lows  # what was consumed is deleted
     assert sum(r.records for r in reports) == len(records)  # each chains record evaluated once
     got = _alerts_on_topic(stack, len(expected))
     assert len(got) == len({a["id"] for a in got})  # nothing twice
