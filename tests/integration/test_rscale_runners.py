@@ -241,7 +241,7 @@ from pipeline.settings import load as settings
 from pipeline.stream.rules_runner import run_rules
 
 engine = Engine(load([Path(sys.argv[1])], builtin=False))
-run_rules(settings(), engine, group=sys.argv[2], once=sys.argv[3] == "once", batch=5, within=0.3,
+run_rules(settings(), engine, group=sys.argv[2], once=sys.argv[3] == "once", batch=20, within=0.2,
           on_alerts=lambda alerts: print("committed", len(alerts), flush=True))
 """
 
