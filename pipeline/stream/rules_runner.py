@@ -212,8 +212,9 @@ class _Runner:
     """One runner of the group: its clients, the states of the partitions it owns, its progress."""
 
     def __init__(self, settings: Settings, engine: Engine, group: str, timeout: float, report: RunReport,
-                 on_restored: Callable[[list[Alert]], None] | None) -> None:
+                 on_restored: Callable[[list[Alert]], None] | None, consumer_config: dict[str, Any] | None = None) -> None:
         self.s, self.engine, self.group, self.timeout, self.report = settings, engine, group, timeout, report
+        self.consumer_config = consumer_config or {}
         self.on_restored = on_restored
         self.chains = settings.topic_chains
         self.repart = repartition_topic(settings, group)
@@ -260,6 +261,7 @@ class _Runner:
             "auto.offset.reset": "earliest", "enable.partition.eof": True,
             # A runner that died hands its partitions over after this (the default is 45 s).
             "session.timeout.ms": 10000, "heartbeat.interval.ms": 2000,
+            **self.consumer_config,
         })
         try:
             self.producer.init_transactions(self.timeout)
@@ -355,6 +357,11 @@ class _Runner:
         records = []
         for m in msgs:
             p = m.partition() or 0
+            err = m.error()
+            if err is not None and err.code() == KafkaError._MAX_POLL_EXCEEDED:
+                # Too long between polls: the group moved on (a commit now fails); it rejoins.
+                log.warning("left the consumer group (%s); rejoining", err)
+                continue
             if skip_eof(m):
                 if m.topic() == self.chains:
                     self.at_end.setdefault(p, time.monotonic())
@@ -588,6 +595,7 @@ def run_rules(
     report: RunReport | None = None,
     on_ready: Callable[[RunReport], None] | None = None,
     on_restored: Callable[[list[Alert]], None] | None = None,
+    consumer_config: dict[str, Any] | None = None,
 ) -> RunReport:
     """Evaluate ``engine`` over ``<prefix>.chains`` as one runner of ``group`` (default
     ``<CAUSELOG_GROUP>-rules``) until ``stop`` (or, with ``once``, until the partitions it owns are
@@ -599,9 +607,10 @@ def run_rules(
     ``on_restored`` gets, whenever partitions are assigned, the alerts of the last committed
     transaction in which each raised any: a runner killed after its commit but before
     ``on_alerts`` finished would otherwise never hand them over (``on_alerts`` must be idempotent by
-    alert id: the table is)."""
+    alert id: the table is). ``consumer_config``: librdkafka settings over the consumer's own
+    (``session.timeout.ms``, ``max.poll.interval.ms`` ...)."""
     runner = _Runner(settings, engine, group or f"{settings.group}-rules", timeout,
-                     report if report is not None else RunReport(), on_restored)
+                     report if report is not None else RunReport(), on_restored, consumer_config)
     try:
         runner.start()
         return runner.run(once=once, stop=stop, batch=batch, within=within, on_alerts=on_alerts,

@@ -232,6 +232,64 @@ def test_a_second_runner_joining_changes_no_alert(stack: Stack, tmp_path: Path, 
     assert sorted(a.id for a in single) == sorted(expected)
 
 
+class _Stalling(Engine):
+    """Stalls in the middle of one batch (on event ``at``) until ``go`` is set."""
+
+    def __init__(self, rules, at: str, stalled: threading.Event, go: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(rules)
+        self.at, self.stalled, self.go = at, stalled, go
+
+    def route(self, state, item, watermark):  # type: ignore[no-untyped-def]
+        if item.event["id"] == self.at and not self.go.is_set():
+            self.stalled.set()
+            self.go.wait(60)
+        return super().route(state, item, watermark)
+
+
+def test_a_runner_that_lost_its_partitions_mid_batch_aborts(stack: Stack, tmp_path: Path) -> None:
+    """Runner A stalls mid-batch past max.poll.interval.ms: the group gives its partitions to B. When
+    A goes on, its commit is refused (KIP-447: the group generation moved on): it aborts, so
+    nothing of its batch is visible, B's evaluation stands, and no alert is lost or doubled."""
+    engine = _engine(tmp_path)
+    records = _scenario()
+    expected = {a.id for a in evaluate_items(engine, [i for _, i in records])}
+    _produce(stack, records)
+    group = f"{stack.settings.group}-lost"
+    stalled, go, stops, errors = threading.Event(), threading.Event(), [threading.Event(), threading.Event()], []
+    reports = [RunReport(), RunReport()]
+    stalling = _Stalling(engine.rules, records[0][1].event["id"], stalled, go)
+
+    def run_a() -> None:
+        try:
+            run_rules(stack.settings, stalling, group=group, stop=stops[0], report=reports[0], batch=50, within=0.3,
+                      consumer_config={"session.timeout.ms": 6000, "max.poll.interval.ms": 6000})
+        except BaseException as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=run_a, daemon=True)
+    a.start()
+    _wait(lambda: stalled.is_set() or bool(errors), 60, "runner A to stall mid-batch")
+    b = _runner(stack, engine, group, stops[1], reports[1], errors)
+    _wait(lambda: reports[1].records >= len(records) or bool(errors), 90, "runner B to evaluate everything")
+    go.set()  # A goes on with a batch whose partitions are B's now
+    _wait(lambda: reports[0].aborted > 0 or bool(errors), 60, "runner A to abort its transaction")
+    settled: list[int] = []
+
+    def done() -> bool:
+        settled.append(_lag(stack, group))
+        return bool(errors) or settled[-4:] == [0, 0, 0, 0]
+
+    _wait(done, 90, "both runners to finish")
+    for s in stops:
+        s.set()
+    a.join(60)
+    b.join(60)
+    assert not errors, errors
+    got = _alerts_on_topic(stack, len(expected))
+    assert len(got) == len({x["id"] for x in got})  # A's batch is not visible
+    assert {x["id"] for x in got} == expected
+
+
 RUNNER = """\
 import sys
 from pathlib import Path
