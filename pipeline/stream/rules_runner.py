@@ -295,6 +295,9 @@ class _Runner:
             state = decode_state(data) if data else State()
             self.states[(tp.topic, tp.partition)] = state
             self.nexts[(tp.topic, tp.partition)] = tp.offset
+            if tp.topic == self.chains:  # at its end or not, its next EOF says
+                self.at_end.pop(tp.partition, None)
+                self.idle_sent.discard(tp.partition)
             if data:
                 self.report.restored[key] = state.watermark
             alerts = saved.get(key + LAST_ALERTS_SUFFIX)
@@ -335,6 +338,8 @@ class _Runner:
             except KafkaException as exc:
                 raise BusError(f"cannot consume {self.chains}: {exc}") from exc
             records = self._records(msgs)
+            if not records:
+                self._mark_ends()
             if once:  # read to its end as of the start: as good as idle (more may come meanwhile)
                 for _, p in self._read_to_start_end(records):
                     self.at_end.setdefault(p, 0.0)
@@ -373,6 +378,26 @@ class _Runner:
                 self.idle_sent.discard(p)
             records.append(m)
         return records
+
+    def _mark_ends(self) -> None:
+        """Chains partitions read to their end without an EOF event (librdkafka sends none for a
+        partition assigned again at the offset where it had already sent one) count as at the end."""
+        assert self.consumer is not None
+        todo = [p for t, p in self.states if t == self.chains and p not in self.at_end and p not in self.idle_sent]
+        if not todo:
+            return
+        try:
+            positions = self.consumer.position([TopicPartition(self.chains, p) for p in todo])
+            for tp in positions:
+                low, high = self.consumer.get_watermark_offsets(TopicPartition(self.chains, tp.partition), cached=True)
+                if high < 0:
+                    low, high = self.consumer.get_watermark_offsets(TopicPartition(self.chains, tp.partition),
+                                                                    timeout=self.timeout)
+                pos = tp.offset if tp.offset >= 0 else self.nexts.get((self.chains, tp.partition), -1)
+                if pos >= high or (pos < 0 and high <= low):
+                    self.at_end.setdefault(tp.partition, time.monotonic())
+        except KafkaException as exc:
+            raise BusError(f"cannot read the rules runner's position on {self.chains}: {exc}") from exc
 
     def _read_to_start_end(self, records: list[Message]) -> list[tuple[str, int]]:
         """--once: chains partitions read to their end as of the start, with no record in ``records``."""
