@@ -11,13 +11,25 @@ The state is plain data (:class:`State`, a msgspec struct): :func:`encode_state`
 :func:`decode_state` round-trip it, so a Faust table or a compacted changelog can hold it. The
 reducer changes the state it is given (for speed) and returns it.
 
+Two stages, for events spread over partitions (the rules runner): :meth:`Engine.route` runs per
+``<prefix>.chains`` partition (chains are partition-local) and does chain predicates and
+detections; for every correlation, absence and silence rule an event is relevant to, it returns
+a :class:`Routed` record keyed by the rule's group (:func:`route_partition`). :meth:`Engine.receive`
+runs per partition of those records: it holds them until every chains partition has passed their
+event time (``TICK`` records, :func:`release_watermark`) and applies them in event-time order, so
+the alerts are those of :meth:`step` over all events in time order, however the partitions'
+records interleave; only events older than what every partition had already passed come late
+(they are applied when they arrive).
+
 Determinism: alert ids come from (rule, group, window start, first event), so replaying the same
 events into the same state yields the same alerts with the same ids.
 """
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +84,35 @@ class SourceStat(msgspec.Struct, array_like=True):
     last: int
 
 
+# Kinds of routed records, in the order records of the same event are applied.
+CORR, EXPECT, AFTER, SOURCE, TICK = 0, 1, 2, 3, 4
+
+
+class Routed(msgspec.Struct, array_like=True):
+    """What stage 1 sends stage 2 through the repartition topic (:meth:`Engine.route`).
+
+    ``CORR``: an entry of correlation ``rule`` for group ``key`` (``by``: the rule that matched);
+    ``EXPECT``/``AFTER``: a side of absence ``rule`` with join key ``key``; ``SOURCE``: ``count``
+    events of source ``key`` from ``t`` to ``last``; ``TICK``: chains partition ``origin`` has
+    seen events up to ``t`` (``idle``: and nothing more for now)."""
+
+    kind: int
+    rule: str
+    key: str
+    t: int
+    event_id: str = ""
+    by: str = ""
+    value: Any = None
+    chain_id: str | None = None
+    person: str | None = None
+    summary: str = ""
+    depth: int = 0
+    count: int = 1
+    last: int = 0
+    origin: int = -1
+    idle: bool = False
+
+
 class State(msgspec.Struct, kw_only=True):
     """Everything the rules remember between events (serialisable)."""
 
@@ -83,6 +124,10 @@ class State(msgspec.Struct, kw_only=True):
     sources: dict[str, SourceStat] = {}
     silenced: dict[str, dict[str, int]] = {}  # silence rule id -> source -> last time alerted on
     next_sweep: int = 0
+    # Stage 2 only (see :meth:`Engine.receive`): chains partition -> [watermark, idle (0/1)], and
+    # the routed records not yet released, in release order.
+    origins: dict[int, list[int]] = {}
+    held: list[Routed] = []
 
 
 def encode_state(state: State) -> bytes:
@@ -132,6 +177,7 @@ class Engine:
             for r in dict.fromkeys(c.rules):
                 self._corr_of.setdefault(r, []).append(c)
         self._silence_of: dict[str, list[Silence]] = {}
+        self._absences = {a.meta.id: a for a in rules.absences}
         self._patterns = sorted({p for d in rules.detections if d.chain for p in (*d.chain.missing, *d.chain.contains)})
 
     # ---------------------------------------------------------------- rule selection
@@ -169,26 +215,135 @@ class Engine:
     # ---------------------------------------------------------------- the reducer
 
     def step(self, state: State, item: Item, watermark: int) -> tuple[State, list[Alert]]:
-        """Fold one event into the state; the alerts it (and the watermark it brings) completes."""
+        """Fold one event into the state; the alerts it (and the watermark it brings) completes.
+
+        One state for every rule: what ``rules test``/``rules hunt`` use, and what :meth:`route` plus
+        :meth:`receive` compute in two stages when the events are spread over partitions."""
         env = item.event
         t = time_us(env["time"])
-        alerts: list[Alert] = []
+        # Time passes up to this event first: what fell due before it fires before it counts (a
+        # source's next event after a gap longer than its silence ``for`` does not hide the gap).
+        _, alerts = self.advance(state, min(watermark, t - 1))
         types = self._chain_marks(state, item, t) if item.chain_id else None
-        matched = self.matching(env, types)
-        for d in matched:
+        for d in self.matching(env, types):
             if d.alerts:
                 alerts.append(self._detection_alert(d, item, t))
             for corr in self._corr_of.get(d.meta.id, ()):
                 doc = Doc(env) if d.on_envelope else Doc(env.get("raw"))
-                alerts.extend(self._add_entry(state, corr, d.meta.id, doc, item, t, 0))
+                alerts.extend(self._add_entry(state, corr, self._corr_route(corr, d.meta.id, doc, item, t, 0), None))
         if self.rules.absences:
-            self._absence_step(state, item, t)
+            for r in self._absence_routes(item, t):
+                self._absence_apply(state, r)
         if self.rules.silences:
-            self._source_seen(state, str(env.get("source", "")), t)
+            src = self._source_route(item, t)
+            if src is not None:
+                self._source_seen(state, src)
         return self.advance(state, watermark, alerts)
 
-    def advance(self, state: State, watermark: int, alerts: list[Alert] | None = None) -> tuple[State, list[Alert]]:
-        """Move the watermark (also with no event) and fire what became due."""
+    def route(self, state: State, item: Item, watermark: int) -> tuple[State, list[Alert], list[Routed]]:
+        """Stage 1, per ``<prefix>.chains`` partition (whose events share their chains): chain marks
+        and detections, whose alerts it returns, and for every correlation, absence and silence
+        rule the event is relevant to, the :class:`Routed` record for stage 2 (:meth:`receive`),
+        to be sent to partition :func:`route_partition` so that one group meets in one state."""
+        env = item.event
+        t = time_us(env["time"])
+        alerts: list[Alert] = []
+        routes: list[Routed] = []
+        types = self._chain_marks(state, item, t) if item.chain_id else None
+        for d in self.matching(env, types):
+            if d.alerts:
+                alerts.append(self._detection_alert(d, item, t))
+            for corr in self._corr_of.get(d.meta.id, ()):
+                doc = Doc(env) if d.on_envelope else Doc(env.get("raw"))
+                routes.append(self._corr_route(corr, d.meta.id, doc, item, t, 0))
+        if self.rules.absences:
+            routes.extend(self._absence_routes(item, t))
+        if self.rules.silences:
+            src = self._source_route(item, t)
+            if src is not None:
+                routes.append(src)
+        state, alerts = self.advance(state, watermark, alerts)
+        return state, alerts, routes
+
+    def coalesce(self, routes: list[Routed]) -> list[Routed]:
+        """Fewer records, the same alerts: ``SOURCE`` records of one source whose event times (in
+        order) are less than its shortest silence ``for`` apart become one (count, first, last),
+        since no silence of that source can fire between them. Other records are kept as they are."""
+        out: list[Routed] = []
+        by_source: dict[str, list[Routed]] = {}
+        for r in routes:
+            if r.kind == SOURCE:
+                by_source.setdefault(r.key, []).append(r)
+            else:
+                out.append(r)
+        for source, rs in by_source.items():
+            gap = min(rule.for_us for rule in self._silences_for(source))
+            rs.sort(key=lambda r: (r.t, r.last))
+            cur = msgspec.structs.replace(rs[0])
+            for r in rs[1:]:
+                if r.t - cur.last < gap:
+                    cur.count += r.count
+                    cur.last = max(cur.last, r.last)
+                else:
+                    out.append(cur)
+                    cur = msgspec.structs.replace(r)
+            out.append(cur)
+        return out
+
+    def receive(self, state: State, routed: Routed, sources: int) -> tuple[State, list[Alert], list[Routed]]:
+        """Stage 2, per repartition partition: hold ``routed`` until the event-time watermark passes
+        it, then apply the held records in event-time order (time, event id), so the alerts do not
+        depend on how the chains partitions' records interleave (a rebalance, a restart, another
+        runner's speed): see :func:`release_watermark`. Returns the alerts and the records to route
+        again (an alert of a correlation used by another correlation whose group lives elsewhere)."""
+        alerts: list[Alert] = []
+        routes: list[Routed] = []
+        if routed.kind != TICK:
+            if routed.t <= state.watermark:  # late (an alert routed back, say): its time has passed
+                self._apply(state, routed, alerts, routes)
+            else:
+                _insort_held(state.held, routed)
+            return state, alerts, routes
+        o = state.origins.get(routed.origin)
+        if o is None:
+            state.origins[routed.origin] = [routed.t, int(routed.idle)]
+        else:
+            o[0], o[1] = max(o[0], routed.t), int(routed.idle)
+        self._release(state, sources, alerts, routes)
+        return state, alerts, routes
+
+    def _release(self, state: State, sources: int, alerts: list[Alert], routes: list[Routed]) -> None:
+        w, drained = release_watermark(state, sources)
+        if w <= 0:
+            return
+        held = state.held
+        n = 0
+        while n < len(held) and (drained or held[n].t < w):
+            r = held[n]
+            if n == 0 or held[n - 1].t != r.t:  # as :meth:`step`: time passes up to the instant first
+                self.advance(state, r.t - 1, alerts, routes)
+            n += 1
+            self._apply(state, r, alerts, routes)
+            if n == len(held) or held[n].t != r.t:
+                self.advance(state, r.t, alerts, routes)
+        del held[:n]
+        # Records of exactly ``w`` may still come (from another chains partition at ``w``).
+        self.advance(state, w if drained else w - 1, alerts, routes)
+
+    def _apply(self, state: State, r: Routed, alerts: list[Alert], routes: list[Routed]) -> None:
+        if r.kind == CORR:
+            corr = self.correlations.get(r.rule)
+            if corr is not None:  # else the rule was removed since
+                alerts.extend(self._add_entry(state, corr, r, routes))
+        elif r.kind in (EXPECT, AFTER):
+            self._absence_apply(state, r)
+        elif r.kind == SOURCE:
+            self._source_seen(state, r)
+
+    def advance(self, state: State, watermark: int, alerts: list[Alert] | None = None,
+                routes: list[Routed] | None = None) -> tuple[State, list[Alert]]:
+        """Move the watermark (also with no event) and fire what became due. ``routes`` (stage 2):
+        where alerts that feed other correlations go instead of being evaluated here."""
         out = [] if alerts is None else alerts
         if watermark > state.watermark:
             state.watermark = watermark
@@ -196,7 +351,7 @@ class Engine:
             state.due = _FAR
             self._fire_absences(state, out)
             self._fire_silences(state, out)
-            self._close_windows(state, out)
+            self._close_windows(state, out, routes)
         if state.watermark >= state.next_sweep:
             cutoff = state.watermark - CHAIN_TTL_US
             for cid in [c for c, v in state.chains.items() if v[0] < cutoff]:
@@ -245,8 +400,8 @@ class Engine:
 
     # ---------------------------------------------------------------- correlations
 
-    def _add_entry(self, state: State, corr: Correlation, rule_id: str, doc: Doc, item: Item, t: int,
-                   depth: int) -> list[Alert]:
+    def _corr_route(self, corr: Correlation, rule_id: str, doc: Doc, item: Item, t: int, depth: int) -> Routed:
+        """The entry of ``corr`` this event (matched by ``rule_id``) makes, with its group key."""
         group = {}
         for g in corr.group_by:
             name = corr.aliases.get(g, {}).get(rule_id, g)
@@ -263,9 +418,13 @@ class Engine:
                 parts.append(vals[0] if vals else None)
             value = None if any(p is None for p in parts) else (parts[0] if len(parts) == 1 else
                                                                   orjson.dumps(parts, default=str).decode())
+        return Routed(kind=CORR, rule=corr.meta.id, key=gkey, t=t, event_id=str(item.event.get("id", "")),
+                      by=rule_id, value=value, chain_id=item.chain_id, person=item.person, depth=depth)
+
+    def _add_entry(self, state: State, corr: Correlation, r: Routed, routes: list[Routed] | None) -> list[Alert]:
+        gkey, t = r.key, r.t
         entries = state.windows.setdefault(corr.meta.id, {}).setdefault(gkey, [])
-        entry = Entry(t=t, event_id=str(item.event.get("id", "")), rule=rule_id, value=value,
-                      chain_id=item.chain_id, person=item.person)
+        entry = Entry(t=t, event_id=r.event_id, rule=r.by, value=r.value, chain_id=r.chain_id, person=r.person)
         _insort(entries, entry)
         if corr.closing:
             state.due = min(state.due, entries[0].t + corr.timespan_us)
@@ -281,10 +440,11 @@ class Engine:
         entries[:] = [e for e in entries if id(e) not in ids]
         if not entries:
             del state.windows[corr.meta.id][gkey]
-        return self._correlation_alert(state, corr, gkey, group, window, depth)
+        return self._correlation_alert(state, corr, gkey, window, r.depth, routes)
 
-    def _correlation_alert(self, state: State, corr: Correlation, gkey: str, group: dict[str, Any],
-                           window: list[Entry], depth: int) -> list[Alert]:
+    def _correlation_alert(self, state: State, corr: Correlation, gkey: str, window: list[Entry], depth: int,
+                           routes: list[Routed] | None) -> list[Alert]:
+        group = orjson.loads(gkey)
         first, last = window[0], window[-1]
         person = next((e.person for e in window if e.person), None)
         shown = ", ".join(f"{k}={v}" for k, v in group.items())
@@ -300,10 +460,14 @@ class Engine:
         if depth < 8:  # correlations of correlations: the alert is an event with the group's fields
             item = Item(event={"id": alert.id, "time": alert.time}, chain_id=first.chain_id, person=person)
             for parent in self._corr_of.get(corr.meta.id, ()):
-                out.extend(self._add_entry(state, parent, corr.meta.id, Doc(group), item, last.t, depth + 1))
+                r = self._corr_route(parent, corr.meta.id, Doc(group), item, last.t, depth + 1)
+                if routes is None or r.key == gkey:  # the same group lives in this very state
+                    out.extend(self._add_entry(state, parent, r, routes))
+                else:  # stage 2: the parent's group lives in another partition
+                    routes.append(r)
         return out
 
-    def _close_windows(self, state: State, out: list[Alert]) -> None:
+    def _close_windows(self, state: State, out: list[Alert], routes: list[Routed] | None) -> None:
         for cid, groups in list(state.windows.items()):
             corr = self.correlations.get(cid)
             if corr is None or not corr.closing:
@@ -314,8 +478,7 @@ class Engine:
                     window = [e for e in entries if e.t < end]
                     entries[:] = entries[len(window):]
                     if _satisfied(corr, window):
-                        group = orjson.loads(gkey)
-                        out.extend(self._correlation_alert(state, corr, gkey, group, window, 0))
+                        out.extend(self._correlation_alert(state, corr, gkey, window, 0, routes))
                 if entries:
                     state.due = min(state.due, entries[0].t + corr.timespan_us)
                 else:
@@ -334,13 +497,15 @@ class Engine:
             parts.append(vals[0])
         return orjson.dumps(parts, default=str).decode()
 
-    def _absence_step(self, state: State, item: Item, t: int) -> None:
+    def _absence_routes(self, item: Item, t: int) -> list[Routed]:
+        """The sides (``EXPECT`` before ``AFTER``) of absence rules this event is, with join keys."""
         env = item.event
         product, service, category = ls.event_logsource(env)
         native = (product, service, category)
         own = (ls.CAUSELOG, ls.source_kind(str(env.get("source", ""))), category)
+        out: list[Routed] = []
         for rule in self.rules.absences:
-            for side, is_after in ((rule.expect, False), (rule.after, True)):
+            for side, kind in ((rule.expect, EXPECT), (rule.after, AFTER)):
                 key_ls = own if side.on_envelope else native
                 if not side.on_envelope and not product:
                     continue
@@ -352,20 +517,28 @@ class Engine:
                 key = self._join_key(rule, item, doc)
                 if key is None:
                     continue
-                waiting = state.pending.setdefault(rule.meta.id, {})
-                if not is_after:
-                    p = waiting.get(key)
-                    if p is not None and p.t <= t <= p.t + rule.within_us:
-                        del waiting[key]
-                elif key not in waiting:
-                    waiting[key] = Pending(t=t, event_id=str(env.get("id", "")), chain_id=item.chain_id,
-                                           person=item.person, summary=_summary(env))
-                    state.due = min(state.due, t + rule.within_us)
+                out.append(Routed(kind=kind, rule=rule.meta.id, key=key, t=t, event_id=str(env.get("id", "")),
+                                  chain_id=item.chain_id, person=item.person,
+                                  summary=_summary(env) if kind == AFTER else ""))
+        return out
+
+    def _absence_apply(self, state: State, r: Routed) -> None:
+        rule = self._absences.get(r.rule)
+        if rule is None:
+            return
+        waiting = state.pending.setdefault(r.rule, {})
+        if r.kind == EXPECT:
+            p = waiting.get(r.key)
+            if p is not None and p.t <= r.t <= p.t + rule.within_us:
+                del waiting[r.key]
+        elif r.key not in waiting:
+            waiting[r.key] = Pending(t=r.t, event_id=r.event_id, chain_id=r.chain_id, person=r.person,
+                                     summary=r.summary)
+            state.due = min(state.due, r.t + rule.within_us)
 
     def _fire_absences(self, state: State, out: list[Alert]) -> None:
-        rules = {a.meta.id: a for a in self.rules.absences}
         for rid, waiting in state.pending.items():
-            rule = rules.get(rid)
+            rule = self._absences.get(rid)
             if rule is None:
                 continue
             for key, p in sorted(waiting.items(), key=lambda kv: (kv[1].t, kv[0])):
@@ -392,19 +565,24 @@ class Engine:
             self._silence_of[source] = found
         return found
 
-    def _source_seen(self, state: State, source: str, t: int) -> None:
-        rules = self._silences_for(source)
+    def _source_route(self, item: Item, t: int) -> Routed | None:
+        source = str(item.event.get("source", ""))
+        if not self._silences_for(source):
+            return None
+        return Routed(kind=SOURCE, rule="", key=source, t=t, last=t)
+
+    def _source_seen(self, state: State, r: Routed) -> None:
+        rules = self._silences_for(r.key)
         if not rules:
             return
-        st = state.sources.get(source)
+        st = state.sources.get(r.key)
         if st is None:
-            state.sources[source] = SourceStat(count=1, first=t, last=t)
+            st = state.sources[r.key] = SourceStat(count=r.count, first=r.t, last=max(r.t, r.last))
         else:
-            st.count += 1
-            st.first = min(st.first, t)
-            st.last = max(st.last, t)
-        last = state.sources[source].last
-        state.due = min(state.due, last + min(r.for_us for r in rules))
+            st.count += r.count
+            st.first = min(st.first, r.t)
+            st.last = max(st.last, r.t, r.last)
+        state.due = min(state.due, st.last + min(rule.for_us for rule in rules))
 
     def _fire_silences(self, state: State, out: list[Alert]) -> None:
         for source, st in sorted(state.sources.items()):
@@ -444,6 +622,63 @@ def _chain_ok(d: Detection, marks: Iterable[str] | None) -> bool:
         return True
     have = set(marks or ())
     return all(p in have for p in d.chain.contains) and not any(p in have for p in d.chain.missing)
+
+
+def _held_order(r: Routed) -> tuple[int, str, int, str, str]:
+    return (r.t, r.event_id, r.kind, r.rule, r.key)
+
+
+def _insort_held(held: list[Routed], r: Routed) -> None:
+    if not held or _held_order(held[-1]) <= _held_order(r):
+        held.append(r)
+    else:
+        bisect.insort(held, r, key=_held_order)
+
+
+def release_watermark(state: State, sources: int) -> tuple[int, bool]:
+    """Stage 2's event-time watermark and whether every chains partition is idle.
+
+    All of the ``sources`` partitions idle (read to their end): the highest watermark, and
+    everything held is released. Otherwise the lowest watermark of the partitions that have had
+    events, idle ones included (a partition idle for now may send older events than a busy one
+    next, and they must not come late), and of those busy before their first event. Until every partition has sent a tick: 0 (one not heard
+    of yet may be behind)."""
+    if any(p not in state.origins for p in range(sources)):
+        return 0, False
+    if all(idle for _, idle in state.origins.values()):
+        return max((wm for wm, _ in state.origins.values()), default=0), bool(state.origins)
+    # A partition idle without ever having had an event (no scope hashes to it) holds nothing back.
+    return min((wm for wm, idle in state.origins.values() if wm > 0 or not idle), default=0), False
+
+
+def tick(partition: int, watermark: int, idle: bool) -> Routed:
+    """The record telling every stage-2 partition how far chains ``partition`` has got."""
+    return Routed(kind=TICK, rule="", key="", t=watermark, origin=partition, idle=idle)
+
+
+def route_key(r: Routed) -> bytes:
+    """The repartition topic's record key: the group of a correlation (so that correlations of
+    correlations with the same ``group-by`` stay in one state), else rule and join key or source."""
+    return r.key.encode() if r.kind == CORR else f"{r.rule}\x1f{r.key}".encode()
+
+
+def route_partition(r: Routed, partitions: int) -> int:
+    """The repartition topic partition of ``r``: a stable hash of :func:`route_key` (not the
+    client's partitioner), so every runner sends one group to the same partition."""
+    return int.from_bytes(hashlib.blake2b(route_key(r), digest_size=8).digest(), "big") % partitions
+
+
+_ROUTED_DECODER = msgspec.msgpack.Decoder(Routed)
+
+
+def encode_routed(r: Routed) -> bytes:
+    """A repartition topic record value (msgpack)."""
+    return msgspec.msgpack.encode(r)
+
+
+def decode_routed(data: bytes) -> Routed:
+    """Inverse of :func:`encode_routed`; raises ``msgspec.ValidationError``/``DecodeError`` on bad input."""
+    return _ROUTED_DECODER.decode(data)
 
 
 def _insort(entries: list[Entry], entry: Entry) -> None:
