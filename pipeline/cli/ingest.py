@@ -49,7 +49,8 @@ def _run(
     *,
     total: int | None,
     follow: bool = False,
-) -> None:
+) -> Report:
+    """Run the source until its input ends (or, following, until interrupted); the totals."""
     from pipeline.bus import ensure_topics
     from pipeline.bus.sink import KafkaSink
     from pipeline.hashkey import install
@@ -99,6 +100,7 @@ def _run(
         sink.close()
     if totals.rejected and not follow:
         raise SystemExit(1)
+    return totals
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -322,9 +324,11 @@ _line_source("github-audit", "Import GitHub organisation audit-log exports (JSON
 @ingest.command("postgres-log")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--server", required=True, help="Name of the PostgreSQL server (session ids are unique per server).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "csvlog", "jsonlog", "stderr", "cloudsql"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["auto", "csvlog", "jsonlog", "stderr", "cloudsql", "pgaudit-transcript"]),
               default="auto", show_default=True,
-              help="Log format (auto: from each file's first lines; a directory then means its *.csv files).")
+              help="Log format (auto: from each file's first lines, a psql transcript with pgaudit AUDIT: lines "
+                   "included; a directory then means its *.csv files).")
 @click.option("--glob", "pattern", metavar="PATTERN",
               help="With a log directory: its files to read (default *.csv for csvlog and auto, *.json for "
                    "jsonlog and cloudsql, *.log for stderr).")
@@ -361,13 +365,24 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | 
     # Lines that make no event (bad JSON, orphan continuations, a parallel worker's repeat of its
     # leader's pgaudit line): say how many of each.
     stats: Counter[str] = Counter()
+    report = Report()
     try:
-        _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
+        report = _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
     finally:
-        skipped = {k: v for k, v in stats.items() if k not in ("records", "blank_lines") and v}
+        skipped = {k: v for k, v in stats.items() if k not in _NOT_SKIPPED and v}
         if skipped:
-            err.print("postgres-log: lines read but not sent as events: "
-                      + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+            err.print(f"postgres-log: {sum(skipped.values()):,} lines read but not sent as events: "
+                      + ", ".join(f"{k} {v}" + _WHY_SKIPPED.get(k, "") for k, v in sorted(skipped.items())),
+                      highlight=False)
+    if not report.records and skipped:
+        # Lines were read and none made a record: a wrong --format or --prefix, not an empty log.
+        raise CauselogError(f"{path}: no PostgreSQL log record recognised in {sum(skipped.values()):,} lines "
+                            f"(--format {fmt}); name the format with --format and, for a stderr log, "
+                            "its log_line_prefix with --prefix")
+
+
+_NOT_SKIPPED = ("records", "blank_lines", "continuation_lines")
+_WHY_SKIPPED = {"orphan_lines": " (outside any record: text before the first one, or another format or prefix)"}
 
 
 from pipeline.cli import ingest_git  # noqa: E402
