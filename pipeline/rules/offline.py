@@ -137,18 +137,29 @@ def _file_events(f: Path, kind: str | None, scope: str, server: str) -> Iterator
 
 
 def _is_cloudtrail_csv(f: Path) -> bool:
+    from pipeline.sources import cloudtrail
+
     with f.open("rb") as fh:
-        return fh.readline().startswith(b"Event Type,Event Name,")
+        return cloudtrail.is_csv_export(fh.readline())
 
 
 def _cloudtrail_csv(f: Path, scope: str) -> Iterator[tuple[str, list[Event] | Rejected]]:
-    """OTRF's CSV export of CloudTrail calls (see ``cloudtrail.records_from_csv``)."""
+    """OTRF's CSV export of CloudTrail calls, row by row (``cloudtrail.csv_rows``, the reader
+    ``ingest cloudtrail`` uses)."""
     from pipeline.sources import cloudtrail
 
-    for n, record in enumerate(cloudtrail.records_from_csv(f.read_text(encoding="utf-8", errors="replace")), 2):
-        origin = f"{f}:{n}"
+    rows = cloudtrail.csv_rows(f.read_text(encoding="utf-8", errors="replace"))
+    while True:
         try:
-            yield origin, cloudtrail.to_events(record, scope=scope)
+            row = next(rows)
+        except StopIteration:
+            return
+        except CauselogError as exc:  # unreadable CSV: the rest of the file is one rejection
+            yield str(f), Rejected(str(f), str(exc))
+            return
+        origin = f"{f}:{row.line}"
+        try:
+            yield origin, cloudtrail.to_events(row.record, scope=scope)
         except CauselogError as exc:
             yield origin, Rejected(origin, str(exc))
 
