@@ -442,7 +442,7 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | 
             err.print(f"postgres-log: {sum(skipped.values()):,} lines read but not sent as events: "
                       + ", ".join(f"{k} {v}" + _WHY_SKIPPED.get(k, "") for k, v in sorted(skipped.items())),
                       highlight=False)
-    if not report.records and skipped:
+    if not report.records and not stats["records"] and skipped:
         # Lines were read and none made a record: a wrong --format or --prefix, not an empty log.
         raise CauselogError(f"{path}: no PostgreSQL log record recognised in {sum(skipped.values()):,} lines "
                             f"(--format {fmt}); name the format with --format and, for a stderr log, "
