@@ -49,7 +49,8 @@ def _run(
     *,
     total: int | None,
     follow: bool = False,
-) -> None:
+) -> Report:
+    """Run the source until its input ends (or, following, until interrupted); the totals."""
     from pipeline.bus import ensure_topics
     from pipeline.bus.sink import KafkaSink
     from pipeline.hashkey import install
@@ -99,6 +100,7 @@ def _run(
         sink.close()
     if totals.rejected and not follow:
         raise SystemExit(1)
+    return totals
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -269,6 +271,10 @@ def _json_documents(rec: RawRecord) -> list[Any]:
     return docs
 
 
+#: What ``ingest cloudtrail`` reads in a folder: deliveries (JSON, gzipped) and CSV exports.
+CLOUDTRAIL_SUFFIXES = (".json", ".json.gz", ".csv", ".csv.gz")
+
+
 @ingest.command("cloudtrail")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--scope", help="Scope of the events (default CAUSELOG_SCOPE).")
@@ -278,19 +284,83 @@ def _json_documents(rec: RawRecord) -> list[Any]:
 @click.pass_obj
 def cloudtrail(s: Settings, paths: tuple[Path, ...], scope: str | None, link_long_term_keys: bool,
                follow: bool) -> None:
-    """Import CloudTrail files as delivered ({"Records": [...]}, .json.gz, directory trees) or JSON lines."""
+    """Import CloudTrail files as delivered ({"Records": [...]}, .json.gz, directory trees), JSON lines,
+    or CSV exports (OTRF layout, .csv/.csv.gz: one record per row, resumed at the row where it stopped).
+
+    In a directory, files of other kinds are listed on stderr as not read.
+    """
     from pipeline.sources import cloudtrail as ct
 
     def convert(rec: RawRecord) -> list[Event]:
+        if isinstance(rec.payload, DecodeError):  # a CSV file that cannot be read (further)
+            raise rec.payload
+        if isinstance(rec.payload, dict):  # one row of a CSV export
+            return ct.to_events(rec.payload, scope=_scope(s, scope), link_long_term_keys=link_long_term_keys)
         out: list[Event] = []
         for doc in _json_documents(rec):
             for record in ct.iter_records(doc):
                 out.extend(ct.to_events(record, scope=_scope(s, scope), link_long_term_keys=link_long_term_keys))
         return out
 
+    unread = files.unread_files(list(paths), CLOUDTRAIL_SUFFIXES)
+    if unread:
+        shown = ", ".join(str(f) for f in unread[:5]) + (f" (and {len(unread) - 5} more)" if len(unread) > 5 else "")
+        err.print(f"cloudtrail: {len(unread)} file(s) not read (not {', '.join(CLOUDTRAIL_SUFFIXES)}): {shown}",
+                  highlight=False)
     instance = ",".join(sorted(str(p.resolve()) for p in paths))
-    _run(s, "cloudtrail", instance, lambda c: files.fetch_documents(list(paths), c), convert,
-         total=files.total_size(list(paths)), follow=follow)
+    _run(s, "cloudtrail", instance, lambda c: fetch_cloudtrail(list(paths), c), convert,
+         total=files.total_size(list(paths), CLOUDTRAIL_SUFFIXES), follow=follow)
+
+
+def fetch_cloudtrail(paths: list[Path], cursor: Any) -> Iterable[RawRecord]:
+    """Deliveries one record per file (cursor ``{"after": file}``, as before); CSV exports one
+    record per row (cursor ``{"after": file, "row": last line}``: a rerun reads rows added since)."""
+    from pipeline.sources import cloudtrail as ct
+
+    cursor = cursor if isinstance(cursor, dict) else {}
+    after, done_row = cursor.get("after"), cursor.get("row")
+    for f in files.expand(paths, CLOUDTRAIL_SUFFIXES):
+        name = str(f)
+        if after is not None and (name < after or (name == after and done_row is None)):
+            continue
+        data = files.read_bytes(f)
+        if not f.name.endswith((".csv", ".csv.gz")):
+            yield RawRecord(payload=data, cursor={"after": name}, origin=name, original=data)
+            continue
+        yield from _csv_records(ct, name, data, int(done_row) if name == after and done_row is not None else 0)
+
+
+_CSV_DONE = 1 << 62  # the cursor row of a CSV file that could not be read (further): nothing more to read
+
+
+def _csv_records(ct: Any, name: str, data: bytes, skip: int) -> Iterable[RawRecord]:
+    if skip >= _CSV_DONE:
+        return
+    text = data.decode("utf-8", "replace")
+    if not ct.is_csv_export(text.partition("\n")[0]):
+        problem = DecodeError("invalid_value", f"{name} is not a CloudTrail CSV export (its header does not start "
+                                               f"with {ct.CSV_HEADER!r})")
+        yield RawRecord(payload=problem, cursor={"after": name, "row": _CSV_DONE}, origin=name, original=data)
+        return
+    lines = text.splitlines(keepends=True)
+    rows = ct.csv_rows(text)
+    last = max(skip, 1)  # the header, or the last row read
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except DecodeError as exc:  # the rest of the file is unreadable: it goes to the DLQ as one record
+            rest = "".join(lines[last:]).encode()
+            yield RawRecord(payload=DecodeError(exc.reason, f"{name}: {exc.detail}", field=exc.field),
+                            cursor={"after": name, "row": _CSV_DONE}, origin=name, original=rest)
+            return
+        last = max(last, row.line_end)
+        if row.line_end <= skip:
+            continue
+        original = "".join(lines[row.line - 1:row.line_end]).encode()
+        yield RawRecord(payload=row.record, cursor={"after": name, "row": row.line_end},
+                        origin=f"{name}:{row.line}", original=original)
 
 
 def _line_source(kind: str, help_text: str, to_events: Callable[[Any, str], list[Event]]) -> None:
@@ -322,9 +392,11 @@ _line_source("github-audit", "Import GitHub organisation audit-log exports (JSON
 @ingest.command("postgres-log")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--server", required=True, help="Name of the PostgreSQL server (session ids are unique per server).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "csvlog", "jsonlog", "stderr", "cloudsql"]),
+@click.option("--format", "fmt",
+              type=click.Choice(["auto", "csvlog", "jsonlog", "stderr", "cloudsql", "pgaudit-transcript"]),
               default="auto", show_default=True,
-              help="Log format (auto: from each file's first lines; a directory then means its *.csv files).")
+              help="Log format (auto: from each file's first lines, a psql transcript with pgaudit AUDIT: lines "
+                   "included; a directory then means its *.csv files).")
 @click.option("--glob", "pattern", metavar="PATTERN",
               help="With a log directory: its files to read (default *.csv for csvlog and auto, *.json for "
                    "jsonlog and cloudsql, *.log for stderr).")
@@ -361,13 +433,24 @@ def postgres_log(s: Settings, path: Path, server: str, fmt: str, pattern: str | 
     # Lines that make no event (bad JSON, orphan continuations, a parallel worker's repeat of its
     # leader's pgaudit line): say how many of each.
     stats: Counter[str] = Counter()
+    report = Report()
     try:
-        _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
+        report = _run(s, "postgres-log", f"{server}:{path.resolve()}", fetch, convert, total=None, follow=follow)
     finally:
-        skipped = {k: v for k, v in stats.items() if k not in ("records", "blank_lines") and v}
+        skipped = {k: v for k, v in stats.items() if k not in _NOT_SKIPPED and v}
         if skipped:
-            err.print("postgres-log: lines read but not sent as events: "
-                      + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())))
+            err.print(f"postgres-log: {sum(skipped.values()):,} lines read but not sent as events: "
+                      + ", ".join(f"{k} {v}" + _WHY_SKIPPED.get(k, "") for k, v in sorted(skipped.items())),
+                      highlight=False)
+    if not report.records and not stats["records"] and skipped:
+        # Lines were read and none made a record: a wrong --format or --prefix, not an empty log.
+        raise CauselogError(f"{path}: no PostgreSQL log record recognised in {sum(skipped.values()):,} lines "
+                            f"(--format {fmt}); name the format with --format and, for a stderr log, "
+                            "its log_line_prefix with --prefix")
+
+
+_NOT_SKIPPED = ("records", "blank_lines", "continuation_lines")
+_WHY_SKIPPED = {"orphan_lines": " (outside any record: text before the first one, or another format or prefix)"}
 
 
 from pipeline.cli import ingest_git  # noqa: E402

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from pipeline.correlate.targets import last_segment
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, yaml_problem
 
 
 def names(typed: str, name: str) -> bool:
@@ -97,5 +97,5 @@ def load_topology(path: Path) -> Topology:
     try:
         obj = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     return Topology.from_obj(obj, str(path))

@@ -10,7 +10,6 @@ silently.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,8 +23,6 @@ from pipeline.model import Event
 
 KINDS = ("cloudtrail", "okta", "github-audit", "k8s-audit", "github-webhook", "terraform", "debezium",
          "postgres-log")
-_PGAUDIT_LINE = re.compile(r"^[A-Z]+:\s+AUDIT: (SESSION|OBJECT),", re.M)  # psql transcript (pgaudit.out)
-_LOG_PREFIXED = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d", re.M)  # a server log line starts with its time
 _SUFFIXES = (".json", ".jsonl", ".log", ".gz", ".ndjson", ".out", ".csv")
 
 
@@ -140,18 +137,29 @@ def _file_events(f: Path, kind: str | None, scope: str, server: str) -> Iterator
 
 
 def _is_cloudtrail_csv(f: Path) -> bool:
+    from pipeline.sources import cloudtrail
+
     with f.open("rb") as fh:
-        return fh.readline().startswith(b"Event Type,Event Name,")
+        return cloudtrail.is_csv_export(fh.readline())
 
 
 def _cloudtrail_csv(f: Path, scope: str) -> Iterator[tuple[str, list[Event] | Rejected]]:
-    """OTRF's CSV export of CloudTrail calls (see ``cloudtrail.records_from_csv``)."""
+    """OTRF's CSV export of CloudTrail calls, row by row (``cloudtrail.csv_rows``, the reader
+    ``ingest cloudtrail`` uses)."""
     from pipeline.sources import cloudtrail
 
-    for n, record in enumerate(cloudtrail.records_from_csv(f.read_text(encoding="utf-8", errors="replace")), 2):
-        origin = f"{f}:{n}"
+    rows = cloudtrail.csv_rows(f.read_text(encoding="utf-8", errors="replace"))
+    while True:
         try:
-            yield origin, cloudtrail.to_events(record, scope=scope)
+            row = next(rows)
+        except StopIteration:
+            return
+        except CauselogError as exc:  # unreadable CSV: the rest of the file is one rejection
+            yield str(f), Rejected(str(f), str(exc))
+            return
+        origin = f"{f}:{row.line}"
+        try:
+            yield origin, cloudtrail.to_events(row.record, scope=scope)
         except CauselogError as exc:
             yield origin, Rejected(origin, str(exc))
 
@@ -181,10 +189,7 @@ def _convert(kind: str, doc: Any, f: Path, scope: str, server: str) -> list[Even
 def _postgres(f: Path, scope: str, server: str) -> Iterator[tuple[str, list[Event] | Rejected]]:
     from pipeline.sources import postgres_log as pg
 
-    text = f.read_bytes()[:65536].decode("utf-8", "replace")
-    if _PGAUDIT_LINE.search(text) and not _LOG_PREFIXED.search(text):
-        yield from _pgaudit_transcript(f, scope, server)
-        return
+    # The reader `ingest postgres-log` uses: the same format detection (pgaudit transcripts too).
     produced = False
     try:
         for record, after in pg.fetch_log(f, None, final=True):
@@ -199,18 +204,6 @@ def _postgres(f: Path, scope: str, server: str) -> Iterator[tuple[str, list[Even
         return
     if not produced:  # nothing recognisable: say so rather than report zero events in silence
         yield str(f), Rejected(str(f), "no record recognised (not a known source format; give --source KIND)")
-
-
-def _pgaudit_transcript(f: Path, scope: str, server: str) -> Iterator[tuple[str, list[Event] | Rejected]]:
-    """A psql transcript with pgaudit ``AUDIT:`` lines (pgaudit's regression output)."""
-    from pipeline.sources import postgres_log as pg
-
-    for record in pg.parse_pgaudit_transcript(f.read_text(encoding="utf-8", errors="replace")):
-        origin = f"{f}:{record.line}"
-        try:
-            yield origin, pg.to_events(record, scope=scope, server=server)
-        except CauselogError as exc:
-            yield origin, Rejected(origin, str(exc))
 
 
 def evaluate(engine: Any, events: Sequence[Event], *, flush: bool = False,

@@ -1,8 +1,8 @@
 """AWS CloudTrail records -> change events (pure part of the AWS IAM/audit source).
 
 :func:`iter_records` unpacks a CloudTrail log file (``{"Records": [...]}``), a JSON array or a
-single record; :func:`records_from_csv` reads the CSV export of the OTRF "S3 honey bucket"
-dataset into record-shaped dicts. :func:`to_events` maps one record to exactly one envelope:
+single record; :func:`csv_rows` (:func:`records_from_csv`) reads the CSV export of the OTRF "S3
+honey bucket" dataset into record-shaped dicts, for ``ingest cloudtrail`` and ``rules test``. :func:`to_events` maps one record to exactly one envelope:
 nothing is dropped, reads included.
 
 Types
@@ -131,7 +131,8 @@ import ast
 import csv
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import DecodeError
@@ -139,7 +140,8 @@ from pipeline.model import Event, event_id
 from pipeline.sources._normalize import build, dig, fail, first_time, need, require_dict, slug
 from pipeline.sources.redact import redact
 
-__all__ = ["iter_records", "records_from_csv", "resolve_origin", "to_events"]
+__all__ = ["CSV_HEADER", "CsvRow", "csv_rows", "is_csv_export", "iter_records", "records_from_csv", "resolve_origin",
+           "to_events"]
 
 _ASSUME = frozenset({"AssumeRole", "AssumeRoleWithSAML", "AssumeRoleWithWebIdentity", "AssumeRoot"})
 _ISSUING = _ASSUME | {"GetFederationToken", "GetSessionToken"}
@@ -214,6 +216,44 @@ def _python_literal(text: str) -> Any:
         return None
 
 
+#: How an OTRF CloudTrail CSV export starts (its header row).
+CSV_HEADER = "Event Type,Event Name,"
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    """One row of a CloudTrail CSV export: its first and last line in the file (a quoted field
+    may span lines) and the record-shaped dict made of it."""
+
+    line: int
+    line_end: int
+    record: dict[str, Any]
+
+
+def is_csv_export(first_line: str | bytes) -> bool:
+    """Whether a file whose first line is ``first_line`` is a CloudTrail CSV export (OTRF layout)."""
+    text = first_line.decode("utf-8", "replace") if isinstance(first_line, bytes) else first_line
+    return text.lstrip("\ufeff").startswith(CSV_HEADER)
+
+
+def csv_rows(text: str | Iterable[str], *, event_source: str | None = None) -> Iterator[CsvRow]:
+    """The rows of a CloudTrail CSV export, in file order, with their line numbers (see
+    :func:`records_from_csv` for the mapping). CSV that cannot be read raises a ``DecodeError``
+    naming the line, after the rows before it were yielded; the rest of the text is not read."""
+    reader = csv.DictReader(io.StringIO(text) if isinstance(text, str) else text)
+    end = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DecodeError("invalid_value", f"not readable as CSV at line {reader.line_num}: {exc}",
+                              field="$") from None
+        start, end = end + 1, reader.line_num
+        yield CsvRow(start, end, _csv_record(row, event_source))
+
+
 def records_from_csv(text: str | Iterable[str], *, event_source: str | None = None) -> list[dict[str, Any]]:
     """Record-shaped dicts from the OTRF ``AWS_S3_HoneyBucketLogs.csv`` layout.
 
@@ -224,32 +264,24 @@ def records_from_csv(text: str | Iterable[str], *, event_source: str | None = No
     honeypot's ``Alert``, ``Alarm DateTime``, ``Repeated Attempts``) are kept under
     ``additionalEventData``; ``readOnly`` follows the call name.
     """
-    reader = csv.DictReader(io.StringIO(text) if isinstance(text, str) else text)
-    out: list[dict[str, Any]] = []
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise DecodeError("invalid_value", f"not readable as CSV at line {reader.line_num}: {exc}", field="$") from None
-    for row in rows:
-        rec: dict[str, Any] = {new: row.get(old) or None for old, new in _CSV_COLUMNS.items()}
-        identity = _python_literal(row.get("User ID") or "")
-        rec["userIdentity"] = identity if isinstance(identity, dict) else {"type": "Unknown"}
-        params = _python_literal(row.get("Request Parameters") or "")
-        rec["requestParameters"] = params if isinstance(params, dict) else None
-        source = event_source
-        if source is None and isinstance(params, dict) and "bucketName" in params:
-            source = "s3.amazonaws.com"
-        rec["eventSource"] = source
-        name = rec.get("eventName") or ""
-        rec["readOnly"] = name.startswith((*_READ_PREFIXES, "ListObjects"))
-        extra = {
-            k: v
-            for k, v in row.items()
-            if k not in _CSV_COLUMNS and k not in ("User ID", "Request Parameters")
-        }
-        rec["additionalEventData"] = {k: (v.strip() if isinstance(v, str) else v) for k, v in extra.items()}
-        out.append({k: v for k, v in rec.items() if v is not None})
-    return out
+    return [row.record for row in csv_rows(text, event_source=event_source)]
+
+
+def _csv_record(row: dict[str, Any], event_source: str | None) -> dict[str, Any]:
+    rec: dict[str, Any] = {new: row.get(old) or None for old, new in _CSV_COLUMNS.items()}
+    identity = _python_literal(row.get("User ID") or "")
+    rec["userIdentity"] = identity if isinstance(identity, dict) else {"type": "Unknown"}
+    params = _python_literal(row.get("Request Parameters") or "")
+    rec["requestParameters"] = params if isinstance(params, dict) else None
+    source = event_source
+    if source is None and isinstance(params, dict) and "bucketName" in params:
+        source = "s3.amazonaws.com"
+    rec["eventSource"] = source
+    name = rec.get("eventName") or ""
+    rec["readOnly"] = name.startswith((*_READ_PREFIXES, "ListObjects"))
+    extra = {k: v for k, v in row.items() if k not in _CSV_COLUMNS and k not in ("User ID", "Request Parameters")}
+    rec["additionalEventData"] = {k: (v.strip() if isinstance(v, str) else v) for k, v in extra.items()}
+    return {k: v for k, v in rec.items() if v is not None}
 
 
 # --------------------------------------------------------------------------------------------

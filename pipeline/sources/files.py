@@ -68,6 +68,22 @@ def _expand(paths: Sequence[Path], suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(set(files))
 
 
+def expand(paths: Sequence[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """``paths`` with directories replaced by their files (recursively) named ``*<suffix>``, sorted."""
+    return _expand(paths, suffixes)
+
+
+def unread_files(paths: Sequence[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """The files inside the directories of ``paths`` that :func:`expand` leaves out (for a source
+    to report rather than skip in silence), sorted; hidden files and folders are not listed."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(f for f in p.rglob("*") if f.is_file() and not f.name.endswith(suffixes)
+                       and not any(part.startswith(".") for part in f.relative_to(p).parts))
+    return sorted(set(out))
+
+
 def read_bytes(path: Path) -> bytes:
     """File contents, gunzipped when the name ends in .gz."""
     data = path.read_bytes()

@@ -33,7 +33,9 @@ counted as ``continuation_lines``. A malformed line never raises.
   value). ``extra["database_id"]`` keeps ``resource.labels.database_id``.
 - :func:`parse_pgaudit_transcript` -- the pgaudit regression transcript (``expected/*.out``):
   see its docstring.
-- :func:`parse` picks one of the above from the first non-blank line (``format="auto"``).
+- :func:`parse` picks one of the above with :func:`detect_format` (``format="auto"``): a psql
+  transcript by its ``AUDIT:`` lines without timestamps, else from the first non-blank line;
+  ``ingest postgres-log`` and ``rules test --on`` share it.
 
 Sessions. csvlog and jsonlog carry ``session_id`` (``%c``: hex start time ``.`` hex pid). For
 stderr it is taken from ``%c``; else, with ``%s`` (session start) and ``%p``, it is computed the
@@ -170,7 +172,7 @@ import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -190,6 +192,7 @@ __all__ = [
     "ParallelLeaders",
     "SessionAuthentications",
     "compile_prefix",
+    "detect_format",
     "fetch_log",
     "fetch_records",
     "log_files",
@@ -932,8 +935,8 @@ def parse(
     id), updated as records are read, so a log read in parts derives the same session ids."""
     lines: Iterable[str] = _lines(source)
     if format == "auto":
-        head, lines = _peek(lines, 50)
-        format = _guess_format(head)
+        head, lines = _peek(lines, 2000)
+        format = detect_format(head)
     if format == "csvlog":
         return parse_csvlog(lines, stats=stats, tz_abbrevs=tz_abbrevs)
     if format in ("jsonlog", "cnpg"):
@@ -948,6 +951,18 @@ def parse(
 
 
 _CSV_START = re.compile(r'^"?\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?(?: [A-Za-z+\-0-9:]+)?"?,')
+_TRANSCRIPT_LINE = re.compile(r"^[A-Z]+:\s+AUDIT: (?:SESSION|OBJECT),")  # psql's NOTICE:  AUDIT: ...
+_LOG_PREFIXED = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d")  # a server log line starts with its time
+
+
+def detect_format(head: Sequence[str]) -> str:
+    """The format of a log from its first lines (up to 2,000 of them): ``pgaudit-transcript``
+    when ``AUDIT:`` lines come with no timestamped server-log line (a psql transcript such as
+    pgaudit's regression output has its first one after the test's setup), else the format of
+    the first non-blank line (csvlog, jsonlog, cloudsql or stderr)."""
+    if any(_TRANSCRIPT_LINE.match(line) for line in head) and not any(_LOG_PREFIXED.match(line) for line in head):
+        return "pgaudit-transcript"
+    return _guess_format(list(head[:50]))
 
 
 def _guess_format(lines: list[str]) -> str:
@@ -1272,9 +1287,16 @@ def fetch_log(
                 sample = os.pread(fh.fileno(), 256 * 1024, 0)
                 head_lines = sample.decode("utf-8", "replace").splitlines(keepends=True)
             if fmt == "auto":
-                fmt = _guess_format(head_lines[:50])
+                fmt = detect_format(head_lines[:2000])
             if fmt == "stderr" and pre is None:
                 pre = _detect_prefix(head_lines[:200])
+            chunk = chunk_bytes
+            if fmt == "pgaudit-transcript" and start:
+                # A transcript's sessions, users and times come from the lines before a record:
+                # read it again from the top (in one block) and skip what was sent.
+                start, base_line, skip_lines = 0, 0, base_line
+            if fmt == "pgaudit-transcript":
+                chunk = max(chunk_bytes, st.st_size + 1)
             complete_last = final or index < len(files) - 1
             others = {p: s for p, s in states.items() if p != key}
             last: dict[str, Any] | None = None
@@ -1288,7 +1310,7 @@ def fetch_log(
                 complete_last,
                 stats,
                 tz_abbrevs,
-                chunk_bytes,
+                chunk,
                 sessions if derives else None,
                 snap if derives else None,
             ):

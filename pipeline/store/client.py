@@ -6,10 +6,12 @@ only by the worker; the CLI reaches it through the worker's query API.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -368,6 +370,8 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
     cluster, with ``CAUSELOG_CLICKHOUSE_CLUSTER``)."""
     cluster = (Cluster(settings.clickhouse_cluster, settings.clickhouse_zk_path)
                if settings.clickhouse_cluster and not settings.embedded else None)
+    if settings.embedded:
+        _check_not_locked(settings)  # before chDB prints its own raw complaint to stderr
     try:
         if settings.embedded:
             settings.chdb_path.mkdir(parents=True, exist_ok=True)
@@ -381,16 +385,53 @@ def open_store(settings: Settings, *, create: bool = True) -> Store:
             assert settings.clickhouse_url is not None
             client = clickhouse_connect.get_client(dsn=settings.clickhouse_url)
             where = _safe_url(settings.clickhouse_url)
-    except ClickHouseError as exc:
-        raise StoreError(f"cannot open ClickHouse: {_first_line(exc)}") from exc
-    except Exception as exc:  # chDB raises plain RuntimeError when another process holds the path
-        raise StoreError(f"cannot open ClickHouse at {settings.chdb_path}: {exc}") from exc
+    except Exception as exc:  # chDB raises plain RuntimeError too
+        if settings.embedded:
+            # chDB says only "Error initializing EmbeddedServer" when another process holds the
+            # path (it started between the check above and the open): check again to say why.
+            _check_not_locked(settings)
+            raise StoreError(f"cannot open the embedded store at {settings.chdb_path}: {_first_line(exc)}") from exc
+        if isinstance(exc, ClickHouseError):
+            raise StoreError(f"cannot open ClickHouse: {_first_line(exc)}") from exc
+        raise
     store = Store(client, settings.database, embedded=settings.embedded, where=where,
                   limits=QueryLimits.of(settings), dsn=settings.clickhouse_url, cluster=cluster)
     if create:
         on = f" {cluster.on}" if cluster is not None else ""
         store.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}{on}")
     return store
+
+
+def _check_not_locked(settings: Settings) -> None:
+    """Raise a one-line StoreError when another process holds the embedded engine at
+    ``settings.chdb_path`` (a second worker on the same CAUSELOG_HOME)."""
+    pid = engine_holder(settings.chdb_path)
+    if pid is not None:
+        raise StoreError(
+            f"the embedded store {settings.chdb_path} is already in use by another causelog worker "
+            f"(or process, pid {pid}); stop it, or give this one its own CAUSELOG_HOME "
+            f"(now {settings.home})"
+        )
+
+
+def engine_holder(path: Path, locks: Path = Path("/proc/locks")) -> int | None:
+    """The id of another process holding chDB's lock on ``path`` (the ``flock`` of its ``status``
+    file, as listed in ``/proc/locks``), or None: free, held by this process (a second handle
+    on the same engine), or not knowable on this system."""
+    try:
+        st = (path / "status").stat()
+        table = locks.read_text()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 21320 fe:00:10543153 0 EOF" (a blocked waiter adds "->")
+        if "->" in fields or len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        if fields[5] == device and fields[4].isdigit() and int(fields[4]) != os.getpid():
+            return int(fields[4])
+    return None
 
 
 def _safe_url(url: str) -> str:

@@ -104,7 +104,8 @@ def test_bad_lines_go_to_the_dlq_with_reason_and_the_source_goes_on(stack: Stack
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["cloudtrail", "iam/stratus-red-team-detonation-logs", "iam/otrf-security-datasets"], 310 + 103),
+        # otrf-security-datasets: a JSON delivery (103 records) and a CSV export (301 rows).
+        (["cloudtrail", "iam/stratus-red-team-detonation-logs", "iam/otrf-security-datasets"], 310 + 103 + 301),
         (["github-webhook", "--file", "git/octokit-webhooks"], 153),
         (["github-audit", "iam/elastic-integrations-github-audit/test-organisation-audit-json.excerpt.log"], 71),
         (["postgres-log", "--server", "pg1", "database/pgbadger-fixtures/csv_statement_without_duration.log"], 2),
