@@ -53,6 +53,8 @@ class Detection:
     predicate: Predicate
     chain: ChainCheck | None = None
     alerts: bool = True  # False when only a correlation uses it (Sigma ``generate: false``)
+    # (field, lower-cased text) pairs one of which every match has (see pipeline.rules.prefilter)
+    require: frozenset[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True, eq=False)

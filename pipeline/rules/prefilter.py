@@ -1,0 +1,129 @@
+"""Pre-filter index: skip the rules an event cannot match without running their predicates (pure).
+
+Most community rules AND-require an equality on a discriminating field (``eventName``,
+``eventSource``, ``eventType``, ``action``, ``verb``, ``objectRef.resource`` ...). At load time
+:func:`requirement` derives, from a rule's pySigma condition tree, a set of (field, case-folded
+text) pairs of which at least one MUST hold for the rule to match: a scalar at ``field`` whose
+text (:func:`~pipeline.rules.compile.as_text`) lower-cased equals the text. It derives one only
+where that is provable from the matching semantics of :mod:`pipeline.rules.compile`:
+
+- a plain string value (no wildcards, no placeholder) matches exactly the texts that lower-case
+  to it; a ``cased`` one only texts equal to it, which lower-case to its lower-case form;
+- a list of values (or an expansion) is an OR: every branch must be derivable, their pairs unite;
+- an AND needs any one derivable branch; the smallest is kept;
+- ``not``, keywords, numbers (``5`` equals ``"5.0"``), booleans, wildcards, ``contains``/
+  ``startswith``/``endswith``, ``re``, ``cidr``, comparisons, ``null``/``exists``, field references
+  derive nothing, and neither does an OR with such a branch.
+
+The requirement is necessary, not sufficient: :class:`Index` only narrows the candidates and
+every candidate's predicate still decides. Rules without a requirement are always candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionOR,
+)
+from sigma.types import Placeholder, SigmaCasedString, SigmaExpansion, SigmaString, SpecialChars
+
+from pipeline.rules.compile import as_text
+from pipeline.rules.fields import Doc
+
+Requirement = frozenset[tuple[str, str]]
+
+
+def _value_texts(value: Any) -> set[str] | None:
+    """The lower-cased texts one of which a scalar must equal (lower-cased) to match ``value``."""
+    if isinstance(value, SigmaExpansion):
+        out: set[str] = set()
+        for v in value.values:
+            got = _value_texts(v)
+            if got is None:
+                return None
+            out |= got
+        return out
+    if not isinstance(value, SigmaString) or value.contains_special():
+        return None
+    if any(isinstance(p, Placeholder | SpecialChars) for p in value.s):
+        return None
+    parts = [p for p in value.s if isinstance(p, str)]
+    if isinstance(value, SigmaCasedString):
+        # compile.string_test(cased=True) compares t == "".join(parts); then t.lower() equals this.
+        return {"".join(parts).lower()}
+    if type(value) is not SigmaString:
+        return None
+    # compile.string_test lower-cases each part, then joins: t.lower() must equal exactly this.
+    return {"".join(p.lower() for p in parts)}
+
+
+def _node(node: Any) -> Requirement | None:
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        if not isinstance(node.field, str):
+            return None
+        texts = _value_texts(node.value)
+        return None if texts is None else frozenset((node.field, t) for t in texts)
+    if isinstance(node, ConditionOR):
+        return _any_of([_node(a) for a in node.args])
+    if isinstance(node, ConditionAND):
+        known = [r for r in (_node(a) for a in node.args) if r is not None]
+        if not known:
+            return None
+        return min(known, key=lambda r: (len({f for f, _ in r}), len(r)))
+    return None  # NOT, keywords, anything else: nothing provable
+
+
+def _any_of(reqs: Sequence[Requirement | None]) -> Requirement | None:
+    out: set[tuple[str, str]] = set()
+    for r in reqs:
+        if r is None:
+            return None
+        out |= r
+    return frozenset(out) if out else None
+
+
+def requirement(rule: Any) -> Requirement | None:
+    """For a pySigma ``SigmaRule``: pairs one of which every match satisfies, or ``None``."""
+    try:
+        return _any_of([_node(c.parse()) for c in rule.detection.parsed_condition])
+    except Exception:  # noqa: BLE001 - whatever pySigma raises here, compile_detection reports it
+        return None
+
+
+class Index:
+    """Rules (in order) with their requirements; :meth:`candidates` keeps that order."""
+
+    __slots__ = ("_items", "_always", "_by_field")
+
+    def __init__(self, items: Sequence[Any], requirements: Sequence[Requirement | None]) -> None:
+        self._items: list[Any] = list(items)
+        self._always: list[int] = []
+        self._by_field: dict[str, dict[str, list[int]]] = {}
+        for i, req in enumerate(requirements):
+            if req is None:
+                self._always.append(i)
+                continue
+            for field, text in req:
+                self._by_field.setdefault(field, {}).setdefault(text, []).append(i)
+
+    def candidates(self, doc: Doc) -> list[Any]:
+        """The rules ``doc`` may match: those without a requirement and those whose is met."""
+        hits: set[int] | None = None
+        for field, by_text in self._by_field.items():
+            for v in doc.scalars(field):
+                t = as_text(v)
+                if t is None:
+                    continue
+                found = by_text.get(t.lower())
+                if found:
+                    if hits is None:
+                        hits = set(self._always)
+                    hits.update(found)
+        items = self._items
+        if hits is None:
+            return [items[i] for i in self._always]
+        return [items[i] for i in sorted(hits)]
