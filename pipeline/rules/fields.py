@@ -21,7 +21,7 @@ class Doc:
     field that exists with ``[]`` is still present); ``scalars(path)`` flattens those lists.
     """
 
-    __slots__ = ("root", "_cache", "_flat", "_strings", "context")
+    __slots__ = ("root", "_cache", "_flat", "_strings", "context", "lowered")
 
     def __init__(self, root: Any, context: Any = None) -> None:
         self.root = root
@@ -29,6 +29,8 @@ class Doc:
         self._cache: dict[str, list[Any]] = {}
         self._flat: dict[str, list[Any]] = {}
         self._strings: list[Any] | None = None
+        # path -> its scalars' texts lower-cased (filled by pipeline.rules.compile.lower_texts)
+        self.lowered: dict[str, list[str]] = {}
 
     def values(self, path: str) -> list[Any]:
         """The objects found at ``path`` (empty when the field is absent)."""

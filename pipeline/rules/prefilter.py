@@ -31,7 +31,7 @@ from sigma.conditions import (
 )
 from sigma.types import Placeholder, SigmaCasedString, SigmaExpansion, SigmaString, SpecialChars
 
-from pipeline.rules.compile import as_text
+from pipeline.rules.compile import lower_texts
 from pipeline.rules.fields import Doc
 
 Requirement = frozenset[tuple[str, str]]
@@ -57,8 +57,10 @@ def _value_texts(value: Any) -> set[str] | None:
         return {"".join(parts).lower()}
     if type(value) is not SigmaString:
         return None
-    # compile.string_test lower-cases each part, then joins: t.lower() must equal exactly this.
-    return {"".join(p.lower() for p in parts)}
+    # compile.string_test lower-cases each part, then joins (a list of plain strings lower-cases
+    # the joined text): t.lower() must equal exactly this; when the two could differ, no index.
+    folded = "".join(p.lower() for p in parts)
+    return {folded} if folded == "".join(parts).lower() else None
 
 
 def _node(node: Any) -> Requirement | None:
@@ -114,11 +116,8 @@ class Index:
         """The rules ``doc`` may match: those without a requirement and those whose is met."""
         hits: set[int] | None = None
         for field, by_text in self._by_field.items():
-            for v in doc.scalars(field):
-                t = as_text(v)
-                if t is None:
-                    continue
-                found = by_text.get(t.lower())
+            for t in lower_texts(doc, field):
+                found = by_text.get(t)
                 if found:
                     if hits is None:
                         hits = set(self._always)
