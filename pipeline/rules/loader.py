@@ -49,7 +49,7 @@ from pipeline.rules.model import (
     Selection,
     Silence,
 )
-from pipeline.rules.prefilter import requirement
+from pipeline.rules.prefilter import requirements
 
 PACK_DIR = Path(__file__).with_name("pack")
 _CMP_OPS = ("lt", "lte", "gt", "gte", "eq", "neq")
@@ -210,7 +210,7 @@ def _detection(rule: SigmaRule, file: str) -> Detection:
         raise Unsupported("logsource", "the rule names no product, service or category")
     chain = _chain_check(rule.custom_attributes.get("chain"))
     return Detection(meta=_meta(rule, file), logsource=key, on_envelope=_on_envelope(key),
-                     predicate=compile_detection(rule), chain=chain, require=requirement(rule))
+                     predicate=compile_detection(rule), chain=chain, require=requirements(rule))
 
 
 def _chain_check(spec: Any) -> ChainCheck | None:

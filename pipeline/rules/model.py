@@ -53,8 +53,9 @@ class Detection:
     predicate: Predicate
     chain: ChainCheck | None = None
     alerts: bool = True  # False when only a correlation uses it (Sigma ``generate: false``)
-    # (field, lower-cased text) pairs one of which every match has (see pipeline.rules.prefilter)
-    require: frozenset[tuple[str, str]] | None = None
+    # alternative sets of (field, lower-cased text) pairs; each set has a pair every match has
+    # (see pipeline.rules.prefilter; empty: none provable)
+    require: tuple[frozenset[tuple[str, str]], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,8 @@ where that is provable from the matching semantics of :mod:`pipeline.rules.compi
 - a plain string value (no wildcards, no placeholder) matches exactly the texts that lower-case
   to it; a ``cased`` one only texts equal to it, which lower-case to its lower-case form;
 - a list of values (or an expansion) is an OR: every branch must be derivable, their pairs unite;
-- an AND needs any one derivable branch; the smallest is kept;
+- an AND holds only when each branch does: every derivable branch is an alternative, and
+  :class:`Index` picks one per rule (an OR inside takes each branch's smallest);
 - ``not``, keywords, numbers (``5`` equals ``"5.0"``), booleans, wildcards, ``contains``/
   ``startswith``/``endswith``, ``re``, ``cidr``, comparisons, ``null``/``exists``, field references
   derive nothing, and neither does an OR with such a branch.
@@ -21,6 +22,7 @@ every candidate's predicate still decides. Rules without a requirement are alway
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,57 +65,80 @@ def _value_texts(value: Any) -> set[str] | None:
     return {folded} if folded == "".join(parts).lower() else None
 
 
-def _node(node: Any) -> Requirement | None:
+def _node(node: Any) -> list[Requirement]:
+    """Alternatives, each of which alone every match satisfies (empty: nothing provable)."""
     if isinstance(node, ConditionFieldEqualsValueExpression):
         if not isinstance(node.field, str):
-            return None
+            return []
         texts = _value_texts(node.value)
-        return None if texts is None else frozenset((node.field, t) for t in texts)
+        return [] if texts is None else [frozenset((node.field, t) for t in texts)]
     if isinstance(node, ConditionOR):
         return _any_of([_node(a) for a in node.args])
     if isinstance(node, ConditionAND):
-        known = [r for r in (_node(a) for a in node.args) if r is not None]
-        if not known:
-            return None
-        return min(known, key=lambda r: (len({f for f, _ in r}), len(r)))
-    return None  # NOT, keywords, anything else: nothing provable
+        return [r for a in node.args for r in _node(a)]  # any one branch's requirement holds
+    return []  # NOT, keywords, anything else: nothing provable
 
 
-def _any_of(reqs: Sequence[Requirement | None]) -> Requirement | None:
+def _smallest(options: Sequence[Requirement]) -> Requirement:
+    return min(options, key=lambda r: (len({f for f, _ in r}), len(r), sorted(r)))
+
+
+def _any_of(branches: Sequence[list[Requirement]]) -> list[Requirement]:
+    """An OR: every branch must have a requirement; the union of their smallest ones."""
     out: set[tuple[str, str]] = set()
-    for r in reqs:
-        if r is None:
-            return None
-        out |= r
-    return frozenset(out) if out else None
+    for options in branches:
+        if not options:
+            return []
+        out |= _smallest(options)
+    return [frozenset(out)] if out else []
+
+
+def requirements(rule: Any) -> tuple[Requirement, ...]:
+    """For a pySigma ``SigmaRule``: alternative requirements, each alone satisfied by every
+    match (``()``: none provable, the rule is always a candidate)."""
+    try:
+        return tuple(_any_of([_node(c.parse()) for c in rule.detection.parsed_condition])
+                     if len(rule.detection.parsed_condition) > 1
+                     else _node(rule.detection.parsed_condition[0].parse()))
+    except Exception:  # noqa: BLE001 - whatever pySigma raises here, compile_detection reports it
+        return ()
 
 
 def requirement(rule: Any) -> Requirement | None:
-    """For a pySigma ``SigmaRule``: pairs one of which every match satisfies, or ``None``."""
-    try:
-        return _any_of([_node(c.parse()) for c in rule.detection.parsed_condition])
-    except Exception:  # noqa: BLE001 - whatever pySigma raises here, compile_detection reports it
-        return None
+    """The smallest of :func:`requirements` (fewest fields, then fewest values), or ``None``."""
+    options = requirements(rule)
+    return _smallest(options) if options else None
 
 
 class Index:
-    """Rules (in order) with their requirements; :meth:`candidates` keeps that order."""
+    """Rules (in order) with their alternative requirements; :meth:`candidates` keeps that order.
+
+    Each rule is indexed by one alternative: the one whose fields the most rules of the list can
+    be indexed by (a field looked up once serves them all; ``type`` or ``eventName`` rather than
+    a rule's own ``outcome: success``), then the smallest."""
 
     __slots__ = ("_items", "_always", "_by_field")
 
-    def __init__(self, items: Sequence[Any], requirements: Sequence[Requirement | None]) -> None:
+    def __init__(self, items: Sequence[Any], options: Sequence[Sequence[Requirement]]) -> None:
         self._items: list[Any] = list(items)
         self._always: list[int] = []
         self._by_field: dict[str, dict[str, list[int]]] = {}
-        for i, req in enumerate(requirements):
-            if req is None:
+        popular: Counter[str] = Counter()
+        for alts in options:
+            popular.update({f for r in alts for f, _ in r})
+        for i, alts in enumerate(options):
+            if not alts:
                 self._always.append(i)
                 continue
-            for field, text in req:
+            best = min(alts, key=lambda r: (-min(popular[f] for f, _ in r), len({f for f, _ in r}), len(r),
+                                            sorted(r)))
+            for field, text in best:
                 self._by_field.setdefault(field, {}).setdefault(text, []).append(i)
 
     def candidates(self, doc: Doc) -> list[Any]:
         """The rules ``doc`` may match: those without a requirement and those whose is met."""
+        if not self._by_field:
+            return self._items
         hits: set[int] | None = None
         for field, by_text in self._by_field.items():
             for t in lower_texts(doc, field):

@@ -25,7 +25,7 @@ from pipeline.rules.engine import Engine
 from pipeline.rules.fields import Doc
 from pipeline.rules.loader import RuleSet, load
 from pipeline.rules.offline import read_events
-from pipeline.rules.prefilter import Index, requirement
+from pipeline.rules.prefilter import Index, requirement, requirements
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = ROOT.parent / "shared" / "data"
@@ -115,7 +115,8 @@ def test_all_modifier_and_dotted_paths() -> None:
 
 def test_index_keeps_rule_order_and_always_includes_rules_without_requirement() -> None:
     items = ["r0", "r1", "r2", "r3"]
-    idx = Index(items, [frozenset({("a", "x")}), None, frozenset({("b", "y"), ("a", "z")}), frozenset({("c", "q")})])
+    idx = Index(items, [(frozenset({("a", "x")}),), (), (frozenset({("b", "y"), ("a", "z")}),),
+                        (frozenset({("c", "q")}),)])
     assert idx.candidates(Doc({"a": "X"})) == ["r0", "r1"]
     assert idx.candidates(Doc({"a": ["Z", "x"]})) == ["r0", "r1", "r2"]
     assert idx.candidates(Doc({"b": "Y", "c": "Q"})) == ["r1", "r2", "r3"]
@@ -124,11 +125,27 @@ def test_index_keeps_rule_order_and_always_includes_rules_without_requirement() 
 
 
 def test_index_looks_values_up_as_the_predicates_see_them() -> None:
-    idx = Index(["num", "obj", "list"], [frozenset({("n", "5")}), frozenset({("o.k", "v")}), frozenset({("l.k", "w")})])
+    idx = Index(["num", "obj", "list"], [(frozenset({("n", "5")}),), (frozenset({("o.k", "v")}),),
+                                         (frozenset({("l.k", "w")}),)])
     assert idx.candidates(Doc({"n": 5})) == ["num"]  # a number compares as its decimal text
     assert idx.candidates(Doc({"o.k": "V"})) == ["obj"]  # a flat dotted key
     assert idx.candidates(Doc({"o": {"k": "v"}})) == ["obj"]
     assert idx.candidates(Doc({"l": [{"k": "x"}, {"k": "W"}]})) == ["list"]  # any element of a list
+
+
+def test_index_prefers_the_field_most_rules_share() -> None:
+    type_a, type_b = frozenset({("type", "a")}), frozenset({("type", "b")})
+    outcome = frozenset({("outcome", "success")})
+    idx = Index(["r0", "r1", "r2"], [(outcome, type_a), (type_b,), (frozenset({("type", "c")}), outcome)])
+    # indexed by type, not by the smaller but shared-by-fewer outcome: an event of another type skips all
+    assert idx.candidates(Doc({"type": "z", "outcome": "success"})) == []
+    assert idx.candidates(Doc({"type": "A", "outcome": "failure"})) == ["r0"]
+
+
+def test_alternatives_of_an_and() -> None:
+    rule = SigmaRule.from_dict({"title": "t", "logsource": {"product": "test"}, "detection": {
+        "s": {"type": ["a", "b"], "outcome": "success", "x|contains": "y"}, "condition": "s"}})
+    assert set(requirements(rule)) == {frozenset({("type", "a"), ("type", "b")}), frozenset({("outcome", "success")})}
 
 
 # ------------------------------------------------------------------ engine on vs off
@@ -243,9 +260,9 @@ def test_index_on_and_off_match_identically_over_sample_and_mutations(tmp_path: 
                                      "application/kubernetes/audit") if (root / p).is_dir()]
     rs = load(paths)
     assert not rs.problems, [str(p) for p in rs.problems[:5]]
-    assert sum(d.require is not None for d in rs.detections) > len(rs.detections) // 2
+    assert sum(bool(d.require) for d in rs.detections) > len(rs.detections) // 2
     on, off = _engines(rs)
-    plant = sorted({t for d in rs.detections if d.require for _, t in d.require})
+    plant = sorted({t for d in rs.detections for r in d.require for _, t in r})
     events, _ = read_events([DATA])
     envs = [msgspec.to_builtins(e) for e in events]
     assert len(envs) > 1000
