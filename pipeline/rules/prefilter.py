@@ -110,12 +110,21 @@ def requirement(rule: Any) -> Requirement | None:
     return _smallest(options) if options else None
 
 
+#: fields that name what happened (most selective first); an alternative on one of them beats one
+#: on a field with few values (``outcome``, ``actor.assurance``, ``userIdentity.type``)
+PREFERRED = ("eventName", "eventType", "action", "type", "objectRef.resource", "verb", "eventSource")
+
+
+def _preference(req: Requirement) -> int:
+    return min((PREFERRED.index(f) if f in PREFERRED else len(PREFERRED)) for f, _ in req)
+
+
 class Index:
     """Rules (in order) with their alternative requirements; :meth:`candidates` keeps that order.
 
-    Each rule is indexed by one alternative: the one whose fields the most rules of the list can
-    be indexed by (a field looked up once serves them all; ``type`` or ``eventName`` rather than
-    a rule's own ``outcome: success``), then the smallest."""
+    Each rule is indexed by one alternative: one on a :data:`PREFERRED` field first (``type`` or
+    ``eventName`` rather than ``outcome: success``), then the one whose fields the most rules of
+    the list can be indexed by (a field looked up once serves them all), then the smallest."""
 
     __slots__ = ("_items", "_always", "_by_field")
 
@@ -130,8 +139,8 @@ class Index:
             if not alts:
                 self._always.append(i)
                 continue
-            best = min(alts, key=lambda r: (-min(popular[f] for f, _ in r), len({f for f, _ in r}), len(r),
-                                            sorted(r)))
+            best = min(alts, key=lambda r: (_preference(r), -min(popular[f] for f, _ in r),
+                                            len({f for f, _ in r}), len(r), sorted(r)))
             for field, text in best:
                 self._by_field.setdefault(field, {}).setdefault(text, []).append(i)
 

@@ -134,12 +134,20 @@ def test_index_looks_values_up_as_the_predicates_see_them() -> None:
 
 
 def test_index_prefers_the_field_most_rules_share() -> None:
-    type_a, type_b = frozenset({("type", "a")}), frozenset({("type", "b")})
+    type_a, type_b = frozenset({("kind", "a")}), frozenset({("kind", "b")})
     outcome = frozenset({("outcome", "success")})
-    idx = Index(["r0", "r1", "r2"], [(outcome, type_a), (type_b,), (frozenset({("type", "c")}), outcome)])
-    # indexed by type, not by the smaller but shared-by-fewer outcome: an event of another type skips all
-    assert idx.candidates(Doc({"type": "z", "outcome": "success"})) == []
-    assert idx.candidates(Doc({"type": "A", "outcome": "failure"})) == ["r0"]
+    idx = Index(["r0", "r1", "r2"], [(outcome, type_a), (type_b,), (frozenset({("kind", "c")}), outcome)])
+    # indexed by kind, not by the smaller but shared-by-fewer outcome: an event of another kind skips all
+    assert idx.candidates(Doc({"kind": "z", "outcome": "success"})) == []
+    assert idx.candidates(Doc({"kind": "A", "outcome": "failure"})) == ["r0"]
+
+
+def test_index_prefers_fields_that_name_what_happened() -> None:
+    grant = frozenset({("type", "iam.user_policy.put"), ("target.kind", "k8s.rolebindings")})
+    assurance = frozenset({("actor.assurance", "none"), ("actor.assurance", "claimed")})
+    idx = Index(["grant"], [(assurance, grant)])
+    assert idx.candidates(Doc({"type": "db.ddl", "actor": {"assurance": "none"}})) == []
+    assert idx.candidates(Doc({"type": "IAM.user_policy.put"})) == ["grant"]
 
 
 def test_alternatives_of_an_and() -> None:
