@@ -281,3 +281,23 @@ def test_index_on_and_off_match_identically_over_sample_and_mutations(tmp_path: 
         matched += bool(off.matching(env))
         _same(on, off, _mutate(env, rnd, plant))
     assert matched > 100  # rules do match the sample: the comparison covers real matches
+
+
+# ------------------------------------------------------------------ shared lower-cased texts
+
+
+@pytest.mark.parametrize("pattern", ["StopLogging", "Stop*", "*Logging", "*opLog*", "ΟΔΟΣ", "İx", "straße*", "5", "true",
+                                     "a\\*b", "*{\"k\": 1}*"])
+def test_lower_text_predicates_agree_with_the_scalar_tests(pattern: str) -> None:
+    from sigma.types import SigmaString
+
+    from pipeline.rules.compile import field_predicate, scalar_test
+
+    value = SigmaString(pattern)
+    fast, ref = field_predicate("f", value), scalar_test(value)
+    texts = ["StopLogging", "stoplogging", "xSTOPLOGGING", "ΟΔΟΣ", "οδος", "οδοσ", "İx", "i̇x", "ix", "STRASSE",
+             "straße1", "a*b", "aXb", "5", "TRUE"]
+    values: list[Any] = [*texts, 5, 5.0, True, None, {"k": 1}, ["x", "StopLogging"], [{"k": 1}], []]
+    for v in values:
+        d = Doc({"f": v})
+        assert fast(d) == any(ref(x) for x in d.scalars("f")), (pattern, v)
