@@ -126,6 +126,50 @@ def _plain_parts(s: SigmaString) -> list[str | SpecialChars]:
     return parts
 
 
+def lower_texts(d: Doc, path: str) -> list[str]:
+    """The texts (:func:`as_text`) of the scalars at ``path``, lower-cased; cached per event, so
+    every rule comparing that field case-insensitively shares one conversion."""
+    got = d.lowered.get(path)
+    if got is None:
+        got = []
+        for v in d.scalars(path):
+            t = as_text(v)
+            if t is not None:
+                got.append(t.lower())
+        d.lowered[path] = got
+    return got
+
+
+def _folded_shape(s: SigmaString) -> tuple[str, str] | None:
+    """(shape, lower-cased text) of a case-insensitive string that is an equality, a prefix, a
+    suffix or a substring test (``eq``/``pre``/``suf``/``mid``); ``None`` for other patterns."""
+    if type(s) is not SigmaString:
+        return None
+    parts = _plain_parts(s)
+    texts = [p.lower() if isinstance(p, str) else p for p in parts]
+    star = SpecialChars.WILDCARD_MULTI
+    if not any(isinstance(p, SpecialChars) for p in texts):
+        return "eq", "".join(t for t in texts if isinstance(t, str))
+    if len(texts) == 2 and texts[1] is star and isinstance(texts[0], str):
+        return "pre", texts[0]
+    if len(texts) == 2 and texts[0] is star and isinstance(texts[1], str):
+        return "suf", texts[1]
+    if len(texts) == 3 and texts[0] is star and texts[2] is star and isinstance(texts[1], str):
+        return "mid", texts[1]
+    return None
+
+
+def _folded_predicate(field: str, shape: str, want: str) -> Predicate:
+    """``string_test`` (case-insensitive) over :func:`lower_texts`: the same result, shared work."""
+    if shape == "eq":
+        return lambda d: want in lower_texts(d, field)
+    if shape == "pre":
+        return lambda d: any(t.startswith(want) for t in lower_texts(d, field))
+    if shape == "suf":
+        return lambda d: any(t.endswith(want) for t in lower_texts(d, field))
+    return lambda d: any(want in t for t in lower_texts(d, field))
+
+
 def string_test(s: SigmaString, *, cased: bool = False, keyword: bool = False) -> Callable[[str], bool]:
     """A test on a text value for one Sigma string (wildcards, escapes, case rules)."""
     parts = _plain_parts(s)
@@ -342,6 +386,10 @@ def field_predicate(field: str, value: Any) -> Predicate:
         return lambda d: bool(d.values(field)) is want
     if isinstance(value, SigmaFieldReference):
         return _fieldref(field, value)
+    if isinstance(value, SigmaString):
+        folded = _folded_shape(value)
+        if folded is not None:
+            return _folded_predicate(field, *folded)
     test = scalar_test(value)
     return lambda d: any(test(v) for v in d.scalars(field))
 
@@ -364,15 +412,7 @@ def _plain_lookup(args: list[Any]) -> Predicate | None:
             return None
         wanted.add("".join(_plain_parts(v)).lower())  # type: ignore[arg-type]
     frozen = frozenset(wanted)
-
-    def run(d: Doc) -> bool:
-        for v in d.scalars(field):
-            t = as_text(v)
-            if t is not None and t.lower() in frozen:
-                return True
-        return False
-
-    return run
+    return lambda d: not frozen.isdisjoint(lower_texts(d, field))
 
 
 def compile_condition(node: Any) -> Predicate:

@@ -41,6 +41,7 @@ from pipeline.rules import logsource as ls
 from pipeline.rules.fields import Doc
 from pipeline.rules.loader import RuleSet
 from pipeline.rules.model import Absence, Alert, Correlation, Detection, Silence, alert_id
+from pipeline.rules.prefilter import Index
 
 CHAIN_TTL_US = 30 * 86400 * 1_000_000  # chains idle this long are forgotten (deploy keys live 30 d)
 _FAR = 2**62
@@ -167,8 +168,11 @@ def _summary(env: dict[str, Any]) -> str:
 class Engine:
     """Compiled rules plus the indexes the reducer needs; holds no event state itself."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, *, prefilter: bool = True) -> None:
+        """``prefilter=False`` runs every rule's predicate (the reference the index is tested against)."""
         self.rules = rules
+        self._prefilter = prefilter
+        self._index: dict[int, tuple[list[Detection], Index]] = {}
         self._by_ls: dict[tuple[str, str, str], list[Detection]] = {}
         self._env_by_ls: dict[tuple[str, str, str], list[Detection]] = {}
         self.correlations = {c.meta.id: c for c in rules.correlations}
@@ -206,11 +210,21 @@ class Engine:
         out: list[Detection] = []
         if native:
             raw = Doc(envelope.get("raw"))
-            out.extend(d for d in native if d.predicate(raw) and _chain_ok(d, chain_types))
+            out.extend(d for d in self._candidates(native, raw) if d.predicate(raw) and _chain_ok(d, chain_types))
         if env:
             whole = Doc(envelope)
-            out.extend(d for d in env if d.predicate(whole) and _chain_ok(d, chain_types))
+            out.extend(d for d in self._candidates(env, whole) if d.predicate(whole) and _chain_ok(d, chain_types))
         return out
+
+    def _candidates(self, rules: list[Detection], doc: Doc) -> list[Detection]:
+        """``rules`` (a cached per-logsource list) narrowed by the pre-filter index, order kept."""
+        if not self._prefilter:
+            return rules
+        cached = self._index.get(id(rules))
+        if cached is None or cached[0] is not rules:
+            cached = (rules, Index(rules, [d.require for d in rules]))
+            self._index[id(rules)] = cached
+        return cached[1].candidates(doc)
 
     # ---------------------------------------------------------------- the reducer
 

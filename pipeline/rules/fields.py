@@ -21,7 +21,7 @@ class Doc:
     field that exists with ``[]`` is still present); ``scalars(path)`` flattens those lists.
     """
 
-    __slots__ = ("root", "_cache", "_flat", "_strings", "context")
+    __slots__ = ("root", "_cache", "_flat", "_strings", "context", "lowered")
 
     def __init__(self, root: Any, context: Any = None) -> None:
         self.root = root
@@ -29,6 +29,8 @@ class Doc:
         self._cache: dict[str, list[Any]] = {}
         self._flat: dict[str, list[Any]] = {}
         self._strings: list[Any] | None = None
+        # path -> its scalars' texts lower-cased (filled by pipeline.rules.compile.lower_texts)
+        self.lowered: dict[str, list[str]] = {}
 
     def values(self, path: str) -> list[Any]:
         """The objects found at ``path`` (empty when the field is absent)."""
@@ -40,7 +42,7 @@ class Doc:
                 # The common case: a top-level key, dotted or not.
                 found.append(root[path])
             else:
-                _collect(root, path.split("."), 0, found)
+                _collect(root, _plan(path), 0, found)
             self._cache[path] = found
         return found
 
@@ -63,25 +65,40 @@ class Doc:
         return self._strings
 
 
-def _collect(obj: Any, parts: list[str], i: int, out: list[Any]) -> None:
+# path -> for each segment index i, the keys to try there, longest first: (end segment, key)
+_PLANS: dict[str, tuple[tuple[tuple[int, str], ...], ...]] = {}
+
+
+def _plan(path: str) -> tuple[tuple[tuple[int, str], ...], ...]:
+    """The (end, key) candidates of every level of ``path``, joined once per path, not per event."""
+    plan = _PLANS.get(path)
+    if plan is None:
+        parts = path.split(".")
+        n = len(parts)
+        plan = tuple(tuple((j, ".".join(parts[i:j])) for j in range(n, i, -1)) for i in range(n))
+        if len(_PLANS) < 100_000:  # rule paths are few; bounded against unexpected callers
+            _PLANS[path] = plan
+    return plan
+
+
+def _collect(obj: Any, plan: tuple[tuple[tuple[int, str], ...], ...], i: int, out: list[Any]) -> None:
     if isinstance(obj, list | tuple):
         for item in obj:
-            _collect(item, parts, i, out)
+            _collect(item, plan, i, out)
         return
-    if i == len(parts):
+    n = len(plan)
+    if i == n:
         out.append(obj)
         return
     if not isinstance(obj, dict):
         return
-    n = len(parts)
-    for j in range(n, i, -1):
-        key = parts[i] if j == i + 1 else ".".join(parts[i:j])
+    for j, key in plan[i]:
         child = obj.get(key, _MISSING)
         if child is not _MISSING:
             if j == n:
                 out.append(child)
             else:
-                _collect(child, parts, j, out)
+                _collect(child, plan, j, out)
 
 
 def _flatten(value: Any, out: list[Any]) -> None:

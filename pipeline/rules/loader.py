@@ -49,6 +49,7 @@ from pipeline.rules.model import (
     Selection,
     Silence,
 )
+from pipeline.rules.prefilter import requirements
 
 PACK_DIR = Path(__file__).with_name("pack")
 _CMP_OPS = ("lt", "lte", "gt", "gte", "eq", "neq")
@@ -209,7 +210,7 @@ def _detection(rule: SigmaRule, file: str) -> Detection:
         raise Unsupported("logsource", "the rule names no product, service or category")
     chain = _chain_check(rule.custom_attributes.get("chain"))
     return Detection(meta=_meta(rule, file), logsource=key, on_envelope=_on_envelope(key),
-                     predicate=compile_detection(rule), chain=chain)
+                     predicate=compile_detection(rule), chain=chain, require=requirements(rule))
 
 
 def _chain_check(spec: Any) -> ChainCheck | None:
@@ -378,7 +379,7 @@ def _resolve_correlations(rs: RuleSet, raw: list[tuple[SigmaCorrelationRule, str
     if used_quietly:
         rs.detections = [
             Detection(meta=d.meta, logsource=d.logsource, on_envelope=d.on_envelope, predicate=d.predicate,
-                      chain=d.chain, alerts=False) if d.meta.id in used_quietly else d
+                      chain=d.chain, alerts=False, require=d.require) if d.meta.id in used_quietly else d
             for d in rs.detections
         ]
 

@@ -53,6 +53,9 @@ class Detection:
     predicate: Predicate
     chain: ChainCheck | None = None
     alerts: bool = True  # False when only a correlation uses it (Sigma ``generate: false``)
+    # alternative sets of (field, lower-cased text) pairs; each set has a pair every match has
+    # (see pipeline.rules.prefilter; empty: none provable)
+    require: tuple[frozenset[tuple[str, str]], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
