@@ -68,6 +68,16 @@ def validate(s: Settings, paths: tuple[Path, ...], no_builtin: bool, as_json: bo
         raise SystemExit(1)
 
 
+def _print_alerts(alerts: list[Any], as_json: bool) -> None:
+    """Alerts on stdout: a JSON list, or one line each (time, level, rule id, summary, events)."""
+    if as_json:
+        click.echo(msgspec.json.encode(alerts).decode())
+        return
+    for a in alerts:
+        out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
+                  f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+
+
 def _offline_hasher(s: Settings) -> None:
     """Install a hash key for the normalizers of an offline run: the deployment's key when it
     exists (hashed values then match the stored ones), else a random one for this run only, so
@@ -116,12 +126,7 @@ def test_rules(s: Settings, rule_paths: tuple[Path, ...], files: tuple[Path, ...
     for r in rejected:
         err.print(f"[red]not read[/] {escape(r.origin)}: {escape(r.reason)}", highlight=False, soft_wrap=True)
     alerts = evaluate(Engine(rs), events, flush=flush)
-    if as_json:
-        click.echo(msgspec.json.encode(alerts).decode())
-    else:
-        for a in alerts:
-            out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
-                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+    _print_alerts(alerts, as_json)
     err.print(f"{len(events)} events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
     if rs.problems or rejected:
         raise SystemExit(1)
@@ -181,12 +186,7 @@ def hunt(s: Settings, rule_paths: tuple[Path, ...], since: str, until: str | Non
     with bar("rules hunt: evaluating", quiet=as_json) as progress:
         task = progress.add_task("hunt", total=len(rows))
         alerts = evaluate_items(CountingEngine(Engine(rs), progress, task), hunt_items(rows))
-    if as_json:
-        click.echo(msgspec.json.encode(alerts).decode())
-    else:
-        for a in alerts:
-            out.print(f"{a.time} [bold]{escape(a.level)}[/] {escape(a.rule_id)} {escape(a.summary)} "
-                      f"[dim]{escape(','.join(a.event_ids[:5]))}[/]", highlight=False, soft_wrap=True)
+    _print_alerts(alerts, as_json)
     err.print(f"{len(rows)} stored events, {len(rs)} rules, {len(alerts)} alerts", highlight=False, soft_wrap=True)
     if rs.problems:
         raise SystemExit(1)

@@ -17,7 +17,7 @@ from faust.web import Request, Response, View
 from pipeline.errors import CauselogError
 from pipeline.rules.model import LEVELS, Alert
 from pipeline.store.alerts import insert_alerts, insert_deliveries, list_alerts
-from pipeline.stream.jsonio import dumps
+from pipeline.stream.jsonio import answer
 
 
 def alert_filters(query: Any) -> dict[str, Any]:
@@ -47,26 +47,24 @@ def register_alerts(app: faust.App, ctx: Any) -> None:
             try:
                 filters = alert_filters(request.query)
             except ValueError as exc:
-                return self.bytes(dumps({"error": f"bad request: {exc}"}), content_type="application/json",
-                                  status=400)
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
             try:
                 rows = await asyncio.get_running_loop().run_in_executor(
                     ctx.reads, lambda: list_alerts(store, **filters))
             except CauselogError as exc:
-                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
-            return self.bytes(dumps(rows), content_type="application/json")
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, rows)
 
         async def post(self, request: Request) -> Response:
             try:
                 alerts = msgspec.json.decode(await request.read(), type=list[Alert])
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                return self.bytes(dumps({"error": f"bad request: {exc}"}), content_type="application/json",
-                                  status=400)
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
             try:
                 await asyncio.get_running_loop().run_in_executor(ctx.reads, lambda: insert_alerts(store, alerts))
             except CauselogError as exc:
-                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
-            return self.bytes(dumps({"stored": len(alerts)}), content_type="application/json")
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"stored": len(alerts)})
 
     @app.page("/v1/alerts/deliveries")
     class Deliveries(View):
@@ -78,10 +76,9 @@ def register_alerts(app: faust.App, ctx: Any) -> None:
                     if missing:
                         raise ValueError(f"a delivery lacks {', '.join(sorted(missing))}")
             except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as exc:
-                return self.bytes(dumps({"error": f"bad request: {exc}"}), content_type="application/json",
-                                  status=400)
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
             try:
                 await asyncio.get_running_loop().run_in_executor(ctx.reads, lambda: insert_deliveries(store, rows))
             except CauselogError as exc:
-                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
-            return self.bytes(dumps({"stored": len(rows)}), content_type="application/json")
+                return answer(self, {"error": str(exc)}, 503)
+            return answer(self, {"stored": len(rows)})

@@ -37,7 +37,7 @@ from pipeline.stream.api_tokens import register_tokens
 from pipeline.stream.correlation import Correlation
 from pipeline.stream.ingest import Counters
 from pipeline.stream.integrity_api import register_integrity
-from pipeline.stream.jsonio import dumps
+from pipeline.stream.jsonio import answer
 from pipeline.stream.metrics import register_metrics
 from pipeline.stream.signer import CheckpointSigner
 from pipeline.tokens import TokenFile
@@ -76,8 +76,6 @@ def register_routes(app: faust.App, ctx: ApiContext) -> None:
             raise ValueError(f"limit {limit} is outside 1..{settings.query_max_rows} (CAUSELOG_QUERY_MAX_ROWS)")
         return limit
 
-    def answer(view: View, obj: Any, status: int = 200) -> Response:
-        return view.bytes(dumps(obj), content_type="application/json", status=status)
 
     @app.page("/health")
     class Health(View):

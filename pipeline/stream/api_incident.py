@@ -13,7 +13,7 @@ from faust.web import Request, Response, View
 from pipeline.errors import CauselogError, ConfigError
 from pipeline.store.identities import identity_map
 from pipeline.store.reports import accountability
-from pipeline.stream.jsonio import dumps
+from pipeline.stream.jsonio import answer
 
 if TYPE_CHECKING:
     from pipeline.stream.api import ApiContext
@@ -30,8 +30,7 @@ def register_incident(app: faust.App, ctx: ApiContext) -> None:
                 since = datetime.fromisoformat(q["since"])
                 until = datetime.fromisoformat(q["until"]) if q.get("until") else datetime.now(UTC)
             except (ValueError, KeyError) as exc:
-                return self.bytes(dumps({"error": f"bad request: {exc}"}), content_type="application/json",
-                                  status=400)
+                return answer(self, {"error": f"bad request: {exc}"}, 400)
 
             def run() -> dict:
                 return accountability(ctx.store, since=since, until=until,
@@ -40,11 +39,11 @@ def register_incident(app: faust.App, ctx: ApiContext) -> None:
             try:
                 result = await asyncio.get_running_loop().run_in_executor(ctx.reads, run)
             except ConfigError as exc:
-                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=400)
+                return answer(self, {"error": str(exc)}, 400)
             except CauselogError as exc:
-                return self.bytes(dumps({"error": str(exc)}), content_type="application/json", status=503)
+                return answer(self, {"error": str(exc)}, 503)
             if q.get("format") == "html":
                 from pipeline.report import accountability_html
 
                 return self.bytes(accountability_html(result).encode(), content_type="text/html")
-            return self.bytes(dumps(result), content_type="application/json")
+            return answer(self, result)

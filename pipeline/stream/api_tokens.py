@@ -15,15 +15,13 @@ from faust.web import Request, Response, View
 
 from pipeline import tokens
 from pipeline.errors import ConfigError
-from pipeline.stream.jsonio import dumps
+from pipeline.stream.jsonio import answer
 
 
 def register_tokens(app: faust.App, ctx: Any) -> None:
     """Add the token routes to ``app`` (``ctx`` is the API's :class:`ApiContext`)."""
     path = ctx.settings.tokens_path
 
-    def answer(view: View, obj: Any, status: int = 200) -> Response:
-        return view.bytes(dumps(obj), content_type="application/json", status=status)
 
     async def blocking(fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)

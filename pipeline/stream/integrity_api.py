@@ -25,7 +25,7 @@ from pipeline.errors import CauselogError, IntegrityError
 from pipeline.integrity.keyfile import read_key, trusted
 from pipeline.integrity.retention import load_policy
 from pipeline.store import integrity, retention
-from pipeline.stream.jsonio import dumps
+from pipeline.stream.jsonio import answer
 
 if TYPE_CHECKING:
     from pipeline.stream.api import ApiContext
@@ -39,8 +39,6 @@ def register_integrity(app: faust.App, ctx: ApiContext) -> None:
     async def run(fn: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(ctx.reads, fn)
 
-    def answer(view: View, obj: Any, status: int = 200) -> Response:
-        return view.bytes(dumps(obj), content_type="application/json", status=status)
 
     async def body_of(request: Request) -> dict[str, Any]:
         body = await request.json()
